@@ -1,0 +1,3 @@
+from infima_autotask.cli import main
+
+main()
