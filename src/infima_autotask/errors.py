@@ -86,6 +86,10 @@ class ApiUnavailable(ApiError):
         self.retry_after = retry_after
 
 
+class BadResponseError(ApiError):
+    """The server answered 2xx with something the tool cannot use (not JSON, missing fields)."""
+
+
 class UnsafeUrlError(ApiError):
     """A URL that credentials must not be sent to (plain http off loopback, foreign zone host)."""
 

@@ -1,5 +1,91 @@
-"""Command-line interface (placeholder until the foundation lands)."""
+"""The ``infima-autotask`` command line: thin click commands over the library."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from infima_autotask import __version__
+from infima_autotask.cli import cmd_demo, cmd_mapping, cmd_setup, cmd_sync
+from infima_autotask.cli._common import show_error
+from infima_autotask.errors import InfimaAutotaskError
+from infima_autotask.http import RedactSecrets
+from infima_autotask.runtime import ENV_CONFIG, Runtime
+
+APP_NAME = "infima-autotask"
+
+
+def default_config_path() -> Path:
+    return Path(click.get_app_dir(APP_NAME)) / "config.yaml"
+
+
+class _Cli(click.Group):
+    """Root group: the one place where library errors become ``Error:`` lines and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InfimaAutotaskError as exc:
+            show_error(exc)
+            raise click.exceptions.Exit(exc.exit_code) from None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # keep the order of the operator's month, not alphabetical
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets())
+    root = logging.getLogger("infima_autotask")
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+@click.group(
+    cls=_Cli,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Run `infima-autotask COMMAND --help` for a command's options and an example.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=True, path_type=Path),
+    envvar=ENV_CONFIG,
+    show_envvar=True,
+    default=default_config_path,
+    show_default="the app folder's config.yaml",
+    help="Config file.",
+)
+@click.option("-v", "--verbose", count=True, help="Log to stderr; repeat (-vv) for HTTP detail.")
+@click.version_option(__version__, prog_name=APP_NAME)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
+    """Write each client's active INFIMA user count onto its Autotask Contract Service.
+
+    \b
+    Example:
+      infima-autotask demo                  # try it against the built-in sandbox
+      infima-autotask connect               # then: connect --infima, map, sync --dry-run
+    """
+    _setup_logging(verbose)
+    runtime = Runtime(config_path.expanduser())
+    ctx.obj = runtime
+    ctx.call_on_close(runtime.close)
+
+
+for _module in (cmd_setup, cmd_mapping, cmd_sync, cmd_demo):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
 
 
 def main() -> None:
-    raise SystemExit(0)
+    cli(prog_name=APP_NAME)

@@ -1,0 +1,72 @@
+"""Shared pieces of the click commands: the error boundary, options, rendering, terminal checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+from tabulate import tabulate
+
+from infima_autotask.errors import InfimaAutotaskError
+from infima_autotask.runtime import Runtime
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def can_prompt() -> bool:
+    """Whether the user can answer a prompt: stdin and stderr are terminals."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def show_progress() -> bool:
+    """Whether a progress bar may be drawn: stderr is a terminal."""
+    return sys.stderr.isatty()
+
+
+def show_error(error: InfimaAutotaskError) -> None:
+    """``Error: <message>`` on stderr, then any detail lines indented by two spaces."""
+    lines = [f"Error: {error.message}", *(f"  {line}" for line in error.details)]
+    click.echo("\n".join(lines), err=True)
+
+
+def get_runtime() -> Runtime:
+    runtime = click.get_current_context().find_object(Runtime)
+    if runtime is None:  # only when a command is invoked outside the root group
+        raise click.UsageError("internal: no runtime")
+    return runtime
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON document on stdout instead of a table."
+)
+
+
+def snake(header: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", header.lower()).strip("_")
+
+
+def emit_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool) -> None:
+    """Print rows keyed by column header: a table, or a JSON list with snake_case keys."""
+    if as_json:
+        emit_json([{snake(column): row.get(column) for column in columns} for row in rows])
+        return
+    if not rows:
+        return
+    table = [[_cell(row.get(column)) for column in columns] for row in rows]
+    click.echo(tabulate(table, headers=list(columns), disable_numparse=True))
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _cell(value: Any) -> Any:
+    return "-" if value is None else value

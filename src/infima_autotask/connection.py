@@ -1,0 +1,153 @@
+"""``connect`` and ``status``: test credentials live, store them, report both connections."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from infima_autotask.autotask import AutotaskClient, lookup_zone
+from infima_autotask.config import Config, load_config_or_default, save_config
+from infima_autotask.credentials import (
+    ENV_INFIMA_KEY,
+    ENV_SECRET,
+    INFIMA_KEY_NAME,
+    AutotaskCredentials,
+    store_keyring,
+)
+from infima_autotask.errors import CredentialsError, InfimaAutotaskError
+from infima_autotask.history import History
+from infima_autotask.http import register_secret
+from infima_autotask.infima import InfimaClient
+from infima_autotask.runtime import ENV_API_URL, Runtime
+
+
+@dataclass(frozen=True)
+class AutotaskConnection:
+    zone: str
+    api_url: str
+    used: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class InfimaConnection:
+    partner_name: str
+    url: str
+
+
+def config_for_connect(runtime: Runtime) -> Config:
+    """The current config, or a fresh one when the file does not exist yet (never a broken one)."""
+    return load_config_or_default(runtime.config_path)
+
+
+def connect_autotask(
+    runtime: Runtime, config: Config, username: str, integration_code: str, secret: str
+) -> AutotaskConnection:
+    """Find the zone, test the credentials, then store the secret and the config.
+
+    Nothing is stored unless the test call succeeds.
+    """
+    register_secret(secret)
+    creds = AutotaskCredentials(username, integration_code, secret)
+    http = runtime.new_http("Autotask")
+    api_url = runtime.env.get(ENV_API_URL)
+    zone = "override"
+    if not api_url:
+        found = lookup_zone(http, username, runtime.zone_url())
+        api_url, zone = found.url, found.name
+    threshold = AutotaskClient(http, api_url, creds).threshold()
+    if runtime.env.get(ENV_SECRET) != secret:
+        store_keyring(username, secret)
+    settings = dataclasses.replace(
+        config.autotask, username=username, integration_code=integration_code, api_url=api_url
+    )
+    updated = dataclasses.replace(config, autotask=settings)
+    save_config(updated, runtime.config_path)
+    runtime.set_config(updated)
+    return AutotaskConnection(zone, api_url, threshold.used, threshold.limit)
+
+
+def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
+    """Test the INFIMA key with ``GET /v1/partner``, then store it in the keyring."""
+    register_secret(api_key)
+    config = config_for_connect(runtime)
+    url = runtime.infima_url(config)
+    partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
+    if runtime.env.get(ENV_INFIMA_KEY) != api_key:
+        store_keyring(INFIMA_KEY_NAME, api_key)
+    if not runtime.config_path.exists():
+        save_config(config, runtime.config_path)
+    return InfimaConnection(partner, url)
+
+
+@dataclass
+class StatusReport:
+    config_path: str
+    state_dir: str
+    mappings: int | None
+    autotask: str
+    infima: str
+    last_run: str
+    ok: bool = True
+
+    def lines(self) -> list[tuple[str, str]]:
+        return [
+            ("Autotask", self.autotask),
+            ("INFIMA", self.infima),
+            ("Config", self.config_path),
+            ("State folder", self.state_dir),
+            ("Mappings", "-" if self.mappings is None else str(self.mappings)),
+            ("Last sync", self.last_run),
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _probe(check: Any) -> tuple[str, bool]:
+    """Run one live check; a missing credential is 'not configured', any other error a failure."""
+    try:
+        return str(check()), True
+    except CredentialsError as exc:
+        if "keyring" in exc.message.lower():
+            return f"not connected: {exc.message}", False
+        return f"not configured: {exc.message}", True
+    except InfimaAutotaskError as exc:
+        return f"not connected: {exc.message}", False
+
+
+def status(runtime: Runtime) -> StatusReport:
+    """Both connections tested live, the paths, the number of mappings and the last run."""
+    config = runtime.config
+    state_dir = runtime.state_dir()
+
+    def autotask() -> str:
+        client = runtime.autotask()
+        used = client.threshold()
+        return f"Connected ({client.api_url}; {used.used} of {used.limit} requests this hour)"
+
+    def infima() -> str:
+        if config.infima.counts_file:
+            return f"counts file {config.infima.counts_file} (INFIMA API not used)"
+        client = runtime.infima()
+        return f"Connected ({client.partner_name()}, {client.base})"
+
+    autotask_text, autotask_ok = _probe(autotask)
+    infima_text, infima_ok = _probe(infima)
+    last = "never"
+    if (state_dir / "history.sqlite3").exists():
+        with History(state_dir) as history:
+            run = history.last_run()
+        if run is not None:
+            kind = "dry run" if run.dry_run else "sync"
+            last = f"{run.period} {kind} at {run.started_at}: {run.outcome or 'unfinished'}"
+    return StatusReport(
+        config_path=str(runtime.config_path),
+        state_dir=str(state_dir),
+        mappings=len(config.mappings),
+        autotask=autotask_text,
+        infima=infima_text,
+        last_run=last,
+        ok=autotask_ok and infima_ok,
+    )

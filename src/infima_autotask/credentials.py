@@ -1,0 +1,124 @@
+"""Credentials (SPEC §5): environment first, then the OS keyring; never prompts or logs values."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import keyring
+import keyring.errors
+
+from infima_autotask.errors import CredentialsError
+from infima_autotask.http import register_secret
+
+log = logging.getLogger(__name__)
+
+KEYRING_SERVICE = "infima-autotask"
+INFIMA_KEY_NAME = "infima-api-key"
+
+ENV_USERNAME = "INFIMA_AUTOTASK_USERNAME"
+ENV_SECRET = "INFIMA_AUTOTASK_SECRET"  # noqa: S105 - a variable name, not a secret
+ENV_INTEGRATION_CODE = "INFIMA_AUTOTASK_INTEGRATION_CODE"
+ENV_INFIMA_KEY = "INFIMA_API_KEY"
+
+_KEYRING_FIX = (
+    "Under cron or on a server without a desktop session, either set the environment variables "
+    f"({ENV_USERNAME}, {ENV_SECRET}, {ENV_INTEGRATION_CODE}, {ENV_INFIMA_KEY}), or use a file "
+    "keyring: pip install keyrings.cryptfile and set "
+    "PYTHON_KEYRING_BACKEND=keyrings.cryptfile.cryptfile.CryptFileKeyring."
+)
+
+
+@dataclass(frozen=True)
+class AutotaskCredentials:
+    """The three values Autotask's REST API wants on every request."""
+
+    username: str
+    integration_code: str
+    secret: str = field(repr=False)
+
+
+def autotask_credentials(
+    username: str | None, integration_code: str | None, env: Mapping[str, str] | None = None
+) -> AutotaskCredentials:
+    """Resolve the Autotask credentials; config values are the fallback for the environment.
+
+    Raises:
+        CredentialsError: a value is missing or the keyring cannot be read.
+    """
+    env = os.environ if env is None else env
+    username = env.get(ENV_USERNAME) or username
+    integration_code = env.get(ENV_INTEGRATION_CODE) or integration_code
+    if not username:
+        raise CredentialsError(
+            "No Autotask API username is configured. Run `infima-autotask connect`, "
+            f"or set {ENV_USERNAME}."
+        )
+    if not integration_code:
+        raise CredentialsError(
+            "No Autotask integration code (API tracking identifier) is configured. Run "
+            f"`infima-autotask connect`, or set {ENV_INTEGRATION_CODE}."
+        )
+    secret = env.get(ENV_SECRET)
+    if secret:
+        log.debug("Autotask secret taken from %s", ENV_SECRET)
+    else:
+        secret = read_keyring(username)
+        if not secret:
+            raise CredentialsError(
+                f"No Autotask secret stored for {username}. Run `infima-autotask connect`, "
+                f"or set {ENV_SECRET}."
+            )
+        log.debug("Autotask secret taken from the keyring")
+    register_secret(secret)
+    return AutotaskCredentials(username, integration_code, secret)
+
+
+def infima_api_key(env: Mapping[str, str] | None = None) -> str:
+    """The INFIMA Reporting API key, from the environment or the keyring.
+
+    Raises:
+        CredentialsError: no key, or the keyring cannot be read.
+    """
+    env = os.environ if env is None else env
+    key = env.get(ENV_INFIMA_KEY)
+    if key:
+        log.debug("INFIMA API key taken from %s", ENV_INFIMA_KEY)
+    else:
+        key = read_keyring(INFIMA_KEY_NAME)
+        if not key:
+            raise CredentialsError(
+                "No INFIMA API key is stored. Run `infima-autotask connect --infima`, "
+                f"or set {ENV_INFIMA_KEY}."
+            )
+        log.debug("INFIMA API key taken from the keyring")
+    register_secret(key)
+    return key
+
+
+def read_keyring(name: str) -> str | None:
+    """``keyring.get_password`` with every keyring failure turned into CredentialsError."""
+    try:
+        return keyring.get_password(KEYRING_SERVICE, name)
+    except (keyring.errors.KeyringError, RuntimeError) as exc:
+        # RuntimeError: a Secret Service backend with no D-Bus session (cron).
+        raise CredentialsError(
+            f"Could not read the OS keyring ({type(exc).__name__}).", [_KEYRING_FIX]
+        ) from None
+
+
+def store_keyring(name: str, value: str) -> None:
+    """Store one secret in the OS keyring.
+
+    Raises:
+        CredentialsError: the keyring cannot be written.
+    """
+    register_secret(value)
+    try:
+        keyring.set_password(KEYRING_SERVICE, name, value)
+    except (keyring.errors.KeyringError, RuntimeError) as exc:
+        raise CredentialsError(
+            f"Could not store the secret in the OS keyring ({type(exc).__name__}).", [_KEYRING_FIX]
+        ) from None

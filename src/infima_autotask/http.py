@@ -1,0 +1,328 @@
+"""The one HTTP choke point: timeouts, the read retry loop, URL safety and redaction.
+
+Both API clients send every request through :meth:`HttpClient.request`. Reads (GET and
+query POSTs) are retried on 429/502/503/504 and connection errors with exponential backoff
+and jitter, honouring ``Retry-After``. Creates are never retried here: SPEC §8 resolves a
+write whose outcome is unknown by re-reading first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from infima_autotask import __version__
+from infima_autotask.errors import (
+    ApiRejected,
+    ApiUnavailable,
+    AuthenticationError,
+    BadResponseError,
+    UnsafeUrlError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read (seconds)
+USER_AGENT = f"infima-autotask/{__version__}"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret so :class:`RedactSecrets` masks it in any log record."""
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in ``text`` with ``***``."""
+    with _secrets_lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        text = text.replace(secret, "***")
+    return text
+
+
+class RedactSecrets(logging.Filter):
+    """Logging filter that masks registered secrets in the formatted message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url_safe(url: str) -> None:
+    """Refuse to send credentials anywhere but https, or plain http to loopback (SPEC §4).
+
+    Raises:
+        UnsafeUrlError: for any other scheme or host.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return
+    if parts.scheme == "http" and is_loopback(host):
+        return
+    raise UnsafeUrlError(
+        f"Refusing to send credentials to {parts.scheme}://{host or '?'}: only https, or http to "
+        "this machine (127.0.0.1, localhost), is allowed. Fix the URL in the config or environment."
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds of the read retry loop."""
+
+    max_attempts: int = 6
+    max_total_wait: float = 180.0
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+
+class HttpClient:
+    """A requests session per thread behind one ``request`` method.
+
+    ``service`` ("Autotask" or "INFIMA") names the other side in error messages.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.service = service
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["User-Agent"] = USER_AGENT
+            session.headers["Accept"] = "application/json"
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: requests.auth.AuthBase | None = None,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        retry: bool,
+    ) -> Any:
+        """Send one request and return its parsed JSON body (``None`` for an empty body).
+
+        ``retry`` is True for reads only. Raises ApiRejected, AuthenticationError,
+        ApiUnavailable, BadResponseError or UnsafeUrlError.
+        """
+        if auth is not None:
+            check_url_safe(url)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._send_once(method, url, auth=auth, json_body=json_body, params=params)
+            except ApiUnavailable as exc:
+                if not retry:
+                    raise
+                delay = self._backoff(attempt, exc.retry_after)
+                waited = time.monotonic() - started
+                if attempt >= self.retry.max_attempts or waited + delay > self.retry.max_total_wait:
+                    raise
+                log.info("%s %s: %s; retry %d in %.1fs", method, _path(url), exc, attempt, delay)
+                self._sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        ceiling = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempt - 1))
+        # Full jitter spreads retries of several threads; not security sensitive.
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: requests.auth.AuthBase | None,
+        json_body: Any,
+        params: dict[str, Any] | None,
+    ) -> Any:
+        where = f"{method} {_path(url)}"
+        t0 = time.monotonic()
+        try:
+            response = self._session().request(
+                method,
+                url,
+                auth=auth,
+                json=json_body,
+                params=params,
+                timeout=self.timeout,
+                allow_redirects=False,  # a redirect would carry credential headers elsewhere
+                verify=True,
+            )
+        except requests.Timeout as exc:
+            raise ApiUnavailable(
+                f"{self.service} did not answer in time ({where}). "
+                "Check the network and the service status, then run again."
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise ApiUnavailable(
+                f"Could not connect to {self.service} ({where}): {_reason(exc)}. "
+                "Check the network and the URL, then run again."
+            ) from exc
+        except requests.RequestException as exc:
+            raise ApiUnavailable(
+                f"{self.service} request failed ({where}): {_reason(exc)}."
+            ) from exc
+        elapsed = time.monotonic() - t0
+        log.debug("%s -> HTTP %d in %.2fs", where, response.status_code, elapsed)
+        if log.isEnabledFor(logging.DEBUG) and json_body is not None:
+            log.debug("request body: %s", redact(json.dumps(json_body)[:2000]))
+        return self._parse(response, where)
+
+    def _parse(self, response: requests.Response, where: str) -> Any:
+        status = response.status_code
+        body = _json_or_none(response)
+        errors = _errors_of(body)
+        if 200 <= status < 300:
+            if not response.content:
+                return None
+            if body is _NOT_JSON:
+                raise BadResponseError(
+                    f"{self.service} answered {where} with something that is not JSON "
+                    f"(HTTP {status}). Try again later; if it persists, check the API URL.",
+                    status=status,
+                )
+            return body
+        text = "; ".join(errors) or _message_of(body)
+        shown = f": {text}" if text else ""
+        if status in (401, 403):
+            raise AuthenticationError(
+                f"{self.service} rejected the credentials (HTTP {status}, {where}){shown}.",
+                status=status,
+                errors=errors,
+            )
+        if status in RETRY_STATUSES or (status >= 500 and not errors):
+            raise ApiUnavailable(
+                f"{self.service} is unavailable (HTTP {status}, {where}){shown}. Try again later.",
+                status=status,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                errors=errors,
+            )
+        if 300 <= status < 400:
+            raise ApiRejected(
+                f"{self.service} answered {where} with a redirect (HTTP {status}); "
+                "check the API URL.",
+                status=status,
+            )
+        raise ApiRejected(
+            f"{self.service} refused {where} (HTTP {status}){shown}.", status=status, errors=errors
+        )
+
+
+_NOT_JSON = object()
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return _NOT_JSON
+
+
+def _errors_of(body: Any) -> list[str]:
+    """The ``{"errors": [...]}`` texts (strings or ``{message}`` objects); else ``[]``."""
+    raw = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(raw, list):
+        return []
+    texts: Iterable[Any] = (item.get("message") if isinstance(item, dict) else item for item in raw)
+    return [redact(str(text))[:500] for text in texts if text]
+
+
+def _message_of(body: Any) -> str:
+    """A bare ``{"message": ...}`` text, shown to the user but never taken for ``errors``."""
+    if not isinstance(body, dict):
+        return ""
+    message = body.get("message") or body.get("Message")
+    return redact(message)[:500] if isinstance(message, str) else ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _path(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc.__context__ or exc) if isinstance(exc, requests.ConnectionError) else str(exc)
+    # urllib3 reasons are long and repeat the URL; keep the tail, which names the cause.
+    text = text.rsplit(": ", 1)[-1].strip("')\" ")
+    return redact(text)[:200] or type(exc).__name__

@@ -1,0 +1,196 @@
+"""INFIMA Reporting API client, the counts-file source, and the active-user rule.
+
+Both sources answer the same two questions: which clients exist, and how many active users a
+client has (``CountSource``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from infima_autotask.errors import BadResponseError, UsageError
+from infima_autotask.http import HttpClient, check_url_safe, register_secret
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 50  # INFIMA's maximum
+MAX_PAGES = 100_000
+
+
+@dataclass(frozen=True)
+class InfimaClientInfo:
+    id: int
+    name: str
+
+
+class CountSource(Protocol):
+    """Where user counts come from: the INFIMA API or a counts file."""
+
+    def clients(self) -> list[InfimaClientInfo]: ...
+
+    def active_users(self, client_id: int) -> int: ...
+
+
+def count_active_users(users: list[dict[str, Any]], *, count_without_status: bool) -> int:
+    """The billing rule: a user counts when its ``status`` is ``active`` (any case).
+
+    When no user carries a ``status`` field, the count fails unless the operator chose to
+    count every listed user (``infima.count_users_without_status``).
+
+    Raises:
+        BadResponseError: no user has a status and counting blindly was not allowed.
+    """
+    with_status = [user for user in users if "status" in user]
+    seen = sorted({key for user in users[:20] for key in user})
+    log.info("INFIMA user fields seen: %s", ", ".join(seen) or "(no users)")
+    if users and not with_status:
+        if count_without_status:
+            return len(users)
+        raise BadResponseError(
+            "INFIMA returned no user status; set infima.count_users_without_status: true "
+            "to count every listed user."
+        )
+    return sum(1 for user in with_status if str(user.get("status") or "").lower() == "active")
+
+
+class ApiKeyAuth(requests.auth.AuthBase):
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["X-API-Key"] = self._key
+        return request
+
+
+class InfimaClient:
+    """``/v1/partner``, ``/v1/clients`` and ``/v1/clients/{id}/users``, paged by 50."""
+
+    def __init__(
+        self, http: HttpClient, base_url: str, api_key: str, *, count_without_status: bool = False
+    ) -> None:
+        check_url_safe(base_url)
+        register_secret(api_key)
+        self.http = http
+        self.base = base_url.rstrip("/")
+        self._auth = ApiKeyAuth(api_key)
+        self.count_without_status = count_without_status
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.http.request(
+            "GET", self.base + path, auth=self._auth, params=params, retry=True
+        )
+
+    def partner_name(self) -> str:
+        body = self._get("/v1/partner")
+        name = body.get("partner_name") if isinstance(body, dict) else None
+        if not isinstance(name, str):
+            raise BadResponseError("INFIMA's /v1/partner answer has no partner_name.")
+        return name
+
+    def _pages(self, path: str) -> Iterator[dict[str, Any]]:
+        """Every item, page by page, until a page shorter than the limit."""
+        for page in range(MAX_PAGES):
+            body = self._get(path, {"limit": PAGE_LIMIT, "offset": page * PAGE_LIMIT})
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise BadResponseError(f"INFIMA answered {path} without an item list.")
+            yield from (item for item in items if isinstance(item, dict))
+            if len(items) < PAGE_LIMIT:
+                return
+        raise BadResponseError(f"INFIMA kept paging {path} past {MAX_PAGES} pages.")
+
+    def clients(self) -> list[InfimaClientInfo]:
+        found = []
+        for item in self._pages("/v1/clients"):
+            client_id = item.get("id")
+            if not isinstance(client_id, int) or isinstance(client_id, bool):
+                raise BadResponseError("INFIMA listed a client without a numeric id.")
+            name = item.get("client_name")
+            found.append(InfimaClientInfo(client_id, name if isinstance(name, str) else ""))
+        return found
+
+    def users(self, client_id: int) -> list[dict[str, Any]]:
+        return list(self._pages(f"/v1/clients/{int(client_id)}/users"))
+
+    def active_users(self, client_id: int) -> int:
+        return count_active_users(
+            self.users(client_id), count_without_status=self.count_without_status
+        )
+
+
+class CountsFile:
+    """Counts from a CSV file: ``client_id,active_users[,client_name]``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._counts: dict[int, InfimaClientInfo] = {}
+        self._users: dict[int, int] = {}
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            with self.path.open(newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.reader(handle))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"Cannot read the counts file {self.path}: {exc.__class__.__name__}. "
+                "Check the path (infima.counts_file or --counts-file)."
+            ) from None
+        except csv.Error as exc:
+            raise UsageError(f"Counts file {self.path} is not valid CSV: {exc}.") from None
+        if not rows:
+            raise UsageError(
+                f"Counts file {self.path} is empty; it needs the header client_id,active_users."
+            )
+        header = [cell.strip().lower() for cell in rows[0]]
+        if header[:2] != ["client_id", "active_users"] or header[2:] not in ([], ["client_name"]):
+            raise UsageError(
+                f"Counts file {self.path}: the first line must be "
+                "client_id,active_users[,client_name]."
+            )
+        problems: list[str] = []
+        for line, row in enumerate(rows[1:], start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            problem = self._add(row, len(header))
+            if problem:
+                problems.append(f"line {line}: {problem}")
+        if problems:
+            raise UsageError(
+                f"Counts file {self.path} has {len(problems)} bad row(s); fix them and run again.",
+                problems,
+            )
+
+    def _add(self, row: list[str], width: int) -> str | None:
+        if len(row) != width:
+            return f"expected {width} columns, got {len(row)}"
+        client_text, users_text = row[0].strip(), row[1].strip()
+        if not client_text.isdigit() or int(client_text) <= 0:
+            return f"client_id must be a positive integer, got {client_text!r}"
+        if not users_text.isdigit():
+            return f"active_users must be a whole number >= 0, got {users_text!r}"
+        client_id = int(client_text)
+        if client_id in self._users:
+            return f"client_id {client_id} appears twice"
+        name = row[2].strip() if width == 3 else ""
+        self._counts[client_id] = InfimaClientInfo(client_id, name)
+        self._users[client_id] = int(users_text)
+        return None
+
+    def clients(self) -> list[InfimaClientInfo]:
+        return list(self._counts.values())
+
+    def active_users(self, client_id: int) -> int:
+        try:
+            return self._users[client_id]
+        except KeyError:
+            raise UsageError(
+                f"Client {client_id} is not in the counts file {self.path}; add a row for it."
+            ) from None

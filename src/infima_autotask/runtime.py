@@ -1,0 +1,119 @@
+"""What a command needs at run time, built lazily from the config file and the environment."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from infima_autotask.autotask import AutotaskClient, lookup_zone
+from infima_autotask.config import Config, load_config
+from infima_autotask.credentials import AutotaskCredentials, autotask_credentials, infima_api_key
+from infima_autotask.http import HttpClient, RetryPolicy
+from infima_autotask.infima import CountsFile, CountSource, InfimaClient
+
+log = logging.getLogger(__name__)
+
+ENV_CONFIG = "INFIMA_AUTOTASK_CONFIG"
+ENV_STATE_DIR = "INFIMA_AUTOTASK_STATE_DIR"
+ENV_ZONE_URL = "INFIMA_AUTOTASK_ZONE_URL"
+ENV_API_URL = "INFIMA_AUTOTASK_API_URL"
+ENV_INFIMA_URL = "INFIMA_API_URL"
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_STATE_HOME/infima-autotask``, else ``~/.local/state/infima-autotask``."""
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "infima-autotask"
+
+
+class Runtime:
+    """Config, credentials and API clients for one command, each made on first use."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self._retry = RetryPolicy()
+        self._sleep = sleep
+        self._config: Config | None = None
+        self._autotask: AutotaskClient | None = None
+        self._infima: InfimaClient | None = None
+        self._http: list[HttpClient] = []
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def set_config(self, config: Config) -> None:
+        """Use ``config`` from now on (after the command saved it)."""
+        self._config = config
+
+    def state_dir(self, config: Config | None = None) -> Path:
+        """SPEC §4: environment, then the config key ``state_dir``, then the XDG default."""
+        configured = self.env.get(ENV_STATE_DIR) or (config or self.config).state_dir
+        return Path(configured).expanduser() if configured else default_state_dir(self.env)
+
+    def new_http(self, service: str) -> HttpClient:
+        http = (
+            HttpClient(service, retry=self._retry, sleep=self._sleep)
+            if self._sleep
+            else HttpClient(service, retry=self._retry)
+        )
+        self._http.append(http)
+        return http
+
+    def zone_url(self) -> str | None:
+        return self.env.get(ENV_ZONE_URL) or None
+
+    def autotask_credentials(self, config: Config | None = None) -> AutotaskCredentials:
+        settings = (config or self.config).autotask
+        return autotask_credentials(settings.username, settings.integration_code, self.env)
+
+    def autotask(self) -> AutotaskClient:
+        """The Autotask client: the API URL from the environment, the config, or a zone lookup."""
+        if self._autotask is None:
+            creds = self.autotask_credentials()
+            http = self.new_http("Autotask")
+            api_url = self.env.get(ENV_API_URL) or self.config.autotask.api_url
+            if not api_url:
+                api_url = lookup_zone(http, creds.username, self.zone_url()).url
+                log.info("Autotask zone URL: %s", api_url)
+            self._autotask = AutotaskClient(http, api_url, creds)
+        return self._autotask
+
+    def infima_url(self, config: Config | None = None) -> str:
+        return self.env.get(ENV_INFIMA_URL) or (config or self.config).infima.api_url
+
+    def infima(self) -> InfimaClient:
+        if self._infima is None:
+            self._infima = InfimaClient(
+                self.new_http("INFIMA"),
+                self.infima_url(),
+                infima_api_key(self.env),
+                count_without_status=self.config.infima.count_users_without_status,
+            )
+        return self._infima
+
+    def count_source(self, counts_file: Path | None = None) -> CountSource:
+        """The counts file when one is given or configured, else the INFIMA API."""
+        configured = counts_file or (
+            Path(self.config.infima.counts_file).expanduser()
+            if self.config.infima.counts_file
+            else None
+        )
+        if configured is not None:
+            return CountsFile(configured)
+        return self.infima()
+
+    def close(self) -> None:
+        for http in self._http:
+            http.close()

@@ -1,0 +1,94 @@
+"""Shared fixtures: a clean environment, an in-memory keyring, a config in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keyring
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from infima_autotask.cli import cli
+from infima_autotask.memkeyring import MemoryKeyring
+
+API_URL = "https://webservices5.autotask.net/ATServicesRest/"
+BASE = API_URL + "v1.0/"
+INFIMA = "https://app.infimasecapis.com"
+USERNAME = "sync-api@example.com"
+CODE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ1"
+SECRET = "s3cr3t-Autotask-P@ss"
+API_KEY = "infima-key-9f8e7d6c5b4a"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No INFIMA_* variable or real keyring of the developer leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("INFIMA_") or name == "PYTHON_KEYRING_BACKEND":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config-home"))
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def memkeyring(clean_env):
+    return clean_env
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def config_path(tmp_path) -> Path:
+    return tmp_path / "config.yaml"
+
+
+def make_config(mappings=None, **sections):
+    """A config document with stored credentials and the given mappings and sections."""
+    doc = {
+        "version": 1,
+        "state_dir": None,
+        "autotask": {"username": USERNAME, "integration_code": CODE, "api_url": API_URL},
+        "infima": {"api_url": INFIMA},
+        "sync": {},
+        "mappings": mappings or [],
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            doc[key] = {**doc[key], **value}
+        else:
+            doc[key] = value
+    return doc
+
+
+def write_config(path: Path, doc) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def stored_creds(memkeyring):
+    memkeyring.set_password("infima-autotask", USERNAME, SECRET)
+    memkeyring.set_password("infima-autotask", "infima-api-key", API_KEY)
+    return memkeyring
+
+
+@pytest.fixture
+def invoke(runner, config_path):
+    """Run the real CLI with --config pointing at the test's config file."""
+
+    def run(*args, input=None, env=None):
+        return runner.invoke(
+            cli, ["--config", str(config_path), *args], input=input, env=env, catch_exceptions=False
+        )
+
+    return run
