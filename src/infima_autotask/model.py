@@ -1,0 +1,304 @@
+"""The Autotask records the tool reads, parsed into dataclasses, and the batched reads of them.
+
+Mapping, ``list-mappings --check`` and ``sync`` all read Autotask through these functions, so
+the units-row rule (SPEC §8) and the renewal look-up exist once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from infima_autotask.autotask import (
+    RECURRING_SERVICE,
+    AutotaskClient,
+    Record,
+    format_date,
+    in_filter,
+    parse_date,
+)
+from infima_autotask.errors import BadResponseError
+
+CONTRACT_FIELDS = (
+    "companyID",
+    "contractName",
+    "contractType",
+    "status",
+    "startDate",
+    "endDate",
+)
+CONTRACT_SERVICE_FIELDS = ("contractID", "serviceID")
+UNITS_FIELDS = (
+    "contractID",
+    "contractServiceID",
+    "serviceID",
+    "startDate",
+    "endDate",
+    "units",
+    "price",
+    "cost",
+    "approveAndPostDate",
+)
+ACTIVE_CONTRACT_STATUS = 1  # used only when the status picklist cannot be read
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    name: str
+    company_type: int | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class Contract:
+    id: int
+    account_id: int
+    name: str
+    contract_type: int | None
+    status: int | None
+    start: date | None
+    end: date | None
+
+    @property
+    def recurring(self) -> bool:
+        return self.contract_type == RECURRING_SERVICE
+
+    def ended_before(self, day: date) -> bool:
+        return self.end is not None and self.end < day
+
+
+@dataclass(frozen=True)
+class ContractService:
+    id: int
+    contract_id: int
+    service_id: int
+
+
+@dataclass(frozen=True)
+class Service:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class UnitsRow:
+    id: int
+    contract_id: int
+    contract_service_id: int
+    service_id: int | None
+    start: date
+    end: date
+    units: int
+    price: float | None
+    cost: float | None
+    posted: bool  # approveAndPostDate is set: the period is billed
+
+
+def _int(record: Record, key: str, *, required: bool = True) -> Any:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if required:
+            raise BadResponseError(
+                f"Autotask sent a record without a usable {key} (got {type(value).__name__})."
+            )
+        return None
+    return value
+
+
+def _float(record: Record, key: str) -> float | None:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _str(record: Record, key: str) -> str:
+    value = record.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def parse_account(record: Record) -> Account:
+    return Account(
+        id=_int(record, "id"),
+        name=_str(record, "companyName"),
+        company_type=_int(record, "companyType", required=False),
+        active=record.get("isActive") is True,
+    )
+
+
+def parse_contract(record: Record) -> Contract:
+    return Contract(
+        id=_int(record, "id"),
+        account_id=_int(record, "companyID"),
+        name=_str(record, "contractName"),
+        contract_type=_int(record, "contractType", required=False),
+        status=_int(record, "status", required=False),
+        start=parse_date(record.get("startDate")),
+        end=parse_date(record.get("endDate")),
+    )
+
+
+def parse_contract_service(record: Record) -> ContractService:
+    return ContractService(
+        id=_int(record, "id"),
+        contract_id=_int(record, "contractID"),
+        service_id=_int(record, "serviceID"),
+    )
+
+
+def parse_service(record: Record) -> Service:
+    return Service(id=_int(record, "id"), name=_str(record, "name"))
+
+
+def parse_units_row(record: Record) -> UnitsRow:
+    start, end = parse_date(record.get("startDate")), parse_date(record.get("endDate"))
+    if start is None or end is None:
+        raise BadResponseError("Autotask sent a ContractServiceUnits row without its dates.")
+    return UnitsRow(
+        id=_int(record, "id"),
+        contract_id=_int(record, "contractID"),
+        contract_service_id=_int(record, "contractServiceID"),
+        service_id=_int(record, "serviceID", required=False),
+        start=start,
+        end=end,
+        units=_int(record, "units"),
+        price=_float(record, "price"),
+        cost=_float(record, "cost"),
+        posted=record.get("approveAndPostDate") not in (None, ""),
+    )
+
+
+def choose_row(rows: Iterable[UnitsRow], day: date) -> UnitsRow | None:
+    """SPEC §8: of the rows covering ``day``, the latest ``start``; ties: the highest id."""
+    covering = [row for row in rows if row.start <= day <= row.end]
+    return max(covering, key=lambda row: (row.start, row.id), default=None)
+
+
+def read_accounts(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Account]:
+    records = client.query_in(
+        "Companies", "id", ids, fields=("companyName", "companyType", "isActive")
+    )
+    return {account.id: account for account in map(parse_account, records)}
+
+
+def read_contracts(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Contract]:
+    records = client.query_in("Contracts", "id", ids, fields=CONTRACT_FIELDS)
+    return {contract.id: contract for contract in map(parse_contract, records)}
+
+
+def read_contract_services(
+    client: AutotaskClient, ids: Iterable[int]
+) -> dict[int, ContractService]:
+    records = client.query_in("ContractServices", "id", ids, fields=CONTRACT_SERVICE_FIELDS)
+    return {cs.id: cs for cs in map(parse_contract_service, records)}
+
+
+def read_units_rows(
+    client: AutotaskClient, contract_service_ids: Iterable[int], day: date
+) -> dict[int, list[UnitsRow]]:
+    """The units rows covering ``day`` of every given contract service, in batched queries."""
+    when = format_date(day)
+    records = client.query_in(
+        "ContractServiceUnits",
+        "contractServiceID",
+        contract_service_ids,
+        filters=[
+            {"op": "lte", "field": "startDate", "value": when},
+            {"op": "gte", "field": "endDate", "value": when},
+        ],
+        fields=UNITS_FIELDS,
+    )
+    rows: dict[int, list[UnitsRow]] = {}
+    for row in map(parse_units_row, records):
+        rows.setdefault(row.contract_service_id, []).append(row)
+    return rows
+
+
+def read_services(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Service]:
+    records = client.query_in("Services", "id", ids, fields=("name",))
+    return {service.id: service for service in map(parse_service, records)}
+
+
+def active_contract_statuses(client: AutotaskClient) -> set[int]:
+    """The ``Contracts.status`` values whose label is Active (read, not guessed)."""
+    labels = client.picklist("Contracts", "status")
+    active = {value for value, label in labels.items() if label.strip().lower() == "active"}
+    return active or {ACTIVE_CONTRACT_STATUS}
+
+
+@dataclass(frozen=True)
+class Successor:
+    """A renewal: another active Recurring Service contract of the account with the service."""
+
+    contract: Contract
+    contract_service: ContractService
+
+
+def find_successors(
+    client: AutotaskClient,
+    ended: Sequence[tuple[Contract, int]],
+    day: date,
+    active_statuses: set[int],
+) -> dict[int, Successor]:
+    """For each ``(ended contract, service id)``, the renewal contract carrying that service.
+
+    Two queries for all of them together. Keyed by the ended contract's id; the newest
+    successor (latest start, then highest id) wins when there are several.
+    """
+    if not ended:
+        return {}
+    accounts = {contract.account_id for contract, _ in ended}
+    when = format_date(day)
+    candidates = [
+        contract
+        for contract in map(
+            parse_contract,
+            client.query_in(
+                "Contracts",
+                "companyID",
+                accounts,
+                filters=[
+                    {"op": "eq", "field": "contractType", "value": RECURRING_SERVICE},
+                    {"op": "gte", "field": "endDate", "value": when},
+                ],
+                fields=CONTRACT_FIELDS,
+            ),
+        )
+        if contract.status in active_statuses and contract.recurring
+    ]
+    if not candidates:
+        return {}
+    services = {service_id for _, service_id in ended}
+    carried = [
+        parse_contract_service(record)
+        for record in client.query_in(
+            "ContractServices",
+            "contractID",
+            [contract.id for contract in candidates],
+            filters=[in_filter("serviceID", sorted(services))],
+            fields=CONTRACT_SERVICE_FIELDS,
+        )
+    ]
+    by_id = {contract.id: contract for contract in candidates}
+    found: dict[int, Successor] = {}
+    for old, service_id in ended:
+        options = [
+            Successor(by_id[cs.contract_id], cs)
+            for cs in carried
+            if cs.service_id == service_id
+            and by_id[cs.contract_id].account_id == old.account_id
+            and cs.contract_id != old.id
+        ]
+        best = max(
+            options,
+            key=lambda s: (s.contract.start or date.min, s.contract.id),
+            default=None,
+        )
+        if best is not None:
+            found[old.id] = best
+    return found
