@@ -1,7 +1,188 @@
-"""Commands of the demo issue (not built yet)."""
+"""``demo``: an operator's whole month against the built-in sandbox, through the real commands."""
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-COMMANDS: list[Any] = []
+import click
+import keyring
+from keyring.backend import KeyringBackend
+
+from infima_autotask.errors import InfimaAutotaskError
+from infima_autotask.memkeyring import MemoryKeyring
+from infima_autotask.sandbox import Sandbox, data
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    args: list[str]
+    stdin: str = ""
+    expect: tuple[int, ...] = (0,)
+
+
+def _steps(sandbox: Sandbox) -> list[Step]:
+    pairs = [
+        (
+            data.ACME_CLIENT_ID,
+            data.ACME_ACCOUNT_ID,
+            data.ACME_CONTRACT_ID,
+            data.ACME_CONTRACT_SERVICE_ID,
+        ),
+        (
+            data.BIRCH_CLIENT_ID,
+            data.BIRCH_ACCOUNT_ID,
+            data.BIRCH_CONTRACT_ID,
+            data.BIRCH_CONTRACT_SERVICE_ID,
+        ),
+        (
+            data.COBALT_CLIENT_ID,
+            data.COBALT_ACCOUNT_ID,
+            data.COBALT_CONTRACT_ID,
+            data.COBALT_CONTRACT_SERVICE_ID,
+        ),
+        (
+            data.DELTA_CLIENT_ID,
+            data.DELTA_ACCOUNT_ID,
+            data.DELTA_RENEWAL_CONTRACT_ID,
+            data.DELTA_RENEWAL_CONTRACT_SERVICE_ID,
+        ),
+    ]
+    maps = [
+        Step(
+            f"Map INFIMA client {client} to its Contract Service (checked live)",
+            [
+                "map",
+                str(client),
+                "--account",
+                str(account),
+                "--contract",
+                str(contract),
+                "--contract-service",
+                str(service),
+            ],
+        )
+        for client, account, contract, service in pairs
+    ]
+    return [
+        Step(
+            "Connect to Autotask: zone lookup, a test call, secret into the keyring",
+            [
+                "connect",
+                "--username",
+                sandbox.username,
+                "--integration-code",
+                sandbox.integration_code,
+                "--secret-stdin",
+            ],
+            stdin=sandbox.secret + "\n",
+        ),
+        Step(
+            "Connect to INFIMA's Reporting API",
+            ["connect", "--infima", "--api-key-stdin"],
+            stdin=sandbox.api_key + "\n",
+        ),
+        Step("INFIMA clients and their active users", ["list-clients"]),
+        Step(
+            "Find the Autotask account and its contracts",
+            ["search-accounts", "acme", "--contracts"],
+        ),
+        *maps,
+        Step("Preview this month (nothing is written)", ["sync", "--dry-run"]),
+        Step("Write this month's units", ["sync"]),
+        Step("Run it again: nothing changes, nothing is written twice", ["sync"]),
+        Step("Check every mapping live", ["list-mappings", "--check"]),
+        Step("What happened", ["history"]),
+    ]
+
+
+@contextmanager
+def _isolated(folder: Path, sandbox: Sandbox) -> Iterator[None]:
+    """Temporary config, state, keyring and environment; all restored afterwards."""
+    saved_env = dict(os.environ)
+    saved_keyring: KeyringBackend = keyring.get_keyring()
+    for name in list(os.environ):
+        if name.startswith("INFIMA_") or name == "PYTHON_KEYRING_BACKEND":
+            del os.environ[name]
+    os.environ.update(
+        {
+            "INFIMA_AUTOTASK_CONFIG": str(folder / "config.yaml"),
+            "INFIMA_AUTOTASK_STATE_DIR": str(folder / "state"),
+            "INFIMA_AUTOTASK_ZONE_URL": sandbox.zone_url,
+            "INFIMA_API_URL": sandbox.infima_url,
+        }
+    )
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(saved_keyring)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _run(step: Step) -> int:
+    """Run one step through the real command code and return its exit code."""
+    from infima_autotask.cli import cli  # the root group; imported late to avoid a cycle
+
+    saved_stdin = sys.stdin
+    sys.stdin = io.StringIO(step.stdin)
+    try:
+        cli.main(args=step.args, prog_name="infima-autotask", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.stdin = saved_stdin
+    return 0
+
+
+@click.command()
+def demo() -> None:
+    """Run a whole month against the built-in sandbox on 127.0.0.1.
+
+    Starts simulated Autotask and INFIMA APIs, then runs connect, list-clients,
+    search-accounts, map, sync --dry-run, sync, sync again, list-mappings --check and
+    history in a temporary folder with an in-memory keyring. Touches no real config,
+    keyring or network.
+
+    \b
+    Example:
+      infima-autotask demo
+    """
+    with tempfile.TemporaryDirectory(prefix="infima-autotask-demo-") as tmp, Sandbox() as sandbox:
+        click.secho(
+            f"Sandbox: Autotask {sandbox.autotask_url}, INFIMA {sandbox.infima_url}", err=True
+        )
+        with _isolated(Path(tmp), sandbox):
+            for number, step in enumerate(_steps(sandbox), start=1):
+                click.echo()
+                click.secho(f"# {number}. {step.title}", bold=True)
+                click.secho("$ infima-autotask " + " ".join(step.args), fg="cyan")
+                code = _run(step)
+                if code not in step.expect:
+                    raise InfimaAutotaskError(
+                        f"The demo step `infima-autotask {' '.join(step.args)}` exited {code}; "
+                        "please report this as a bug."
+                    )
+    writes = len(sandbox.adjustments())
+    click.echo()
+    click.echo(
+        f"Demo complete: {writes} adjustment(s) written to the sandbox, none twice. "
+        "Next: `infima-autotask connect` with your Autotask API user."
+    )
+
+
+COMMANDS: list[Any] = [demo]
