@@ -166,9 +166,10 @@ class HttpClient:
         ``retry`` is True for reads only. Raises ApiRejected, AuthenticationError,
         ApiUnavailable, BadResponseError or UnsafeUrlError.
         """
-        if auth is not None:
-            check_url_safe(url)
+        # Every request, not only authenticated ones: the zone lookup carries the username.
+        check_url_safe(url)
         started = time.monotonic()
+        slept = 0.0
         attempt = 0
         while True:
             attempt += 1
@@ -178,11 +179,13 @@ class HttpClient:
                 if not retry:
                     raise
                 delay = self._backoff(attempt, exc.retry_after)
-                waited = time.monotonic() - started
+                # Count the sleeps too: an injected sleep does not move the monotonic clock.
+                waited = max(time.monotonic() - started, slept)
                 if attempt >= self.retry.max_attempts or waited + delay > self.retry.max_total_wait:
                     raise
                 log.info("%s %s: %s; retry %d in %.1fs", method, _path(url), exc, attempt, delay)
                 self._sleep(delay)
+                slept += delay
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
