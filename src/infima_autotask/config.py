@@ -1,0 +1,783 @@
+"""The YAML config file (SPEC §6): strict validation into frozen dataclasses, atomic save.
+
+Every problem in a file is collected and reported at once in a ``ConfigError`` whose
+``details`` hold one ``<key path>: <what is wrong>`` line per problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import math
+import os
+import tempfile
+import zoneinfo
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INFIMA_URL = "https://app.infimasecapis.com"
+CONFIG_VERSION = 1
+# IDs and counts are stored in SQLite (history), whose integers are signed 64-bit.
+MAX_INT = 2**63 - 1
+
+_VALIDATE_HINT = "fix them and run `infima-autotask validate`."
+_NOT_FOUND_HINT = "Run `infima-autotask connect` to create it, or pass --config PATH."
+
+
+@dataclass(frozen=True)
+class AutotaskSettings:
+    """The `autotask` section: who the tool is and where the zone lives (no secret here)."""
+
+    username: str | None = None
+    integration_code: str | None = None
+    api_url: str | None = None
+
+
+@dataclass(frozen=True)
+class InfimaSettings:
+    """The `infima` section."""
+
+    api_url: str = DEFAULT_INFIMA_URL
+    counts_file: str | None = None
+    count_users_without_status: bool = False
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The `sync` section: period time zone, cost overwrite and safety limits."""
+
+    timezone: str | None = None
+    overwrite_cost: bool = False
+    unit_cost: float | None = None
+    max_decrease_percent: float = 50
+    max_increase_percent: float | None = None
+    allow_zero: bool = False
+    max_api_usage_percent: float = 80
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One INFIMA client mapped to one Autotask Contract Service, with its overrides."""
+
+    client_id: int
+    account_id: int
+    contract_id: int
+    contract_service_id: int
+    service_id: int
+    client_name: str | None = None
+    account_name: str | None = None
+    contract_name: str | None = None
+    service_name: str | None = None
+    enabled: bool = True
+    exclude_users: int = 0
+    min_units: int | None = None
+    max_units: int | None = None
+    unit_cost: float | None = None
+    overwrite_cost: bool | None = None
+    note: str | None = None
+
+    def effective_overwrite_cost(self, sync: SyncSettings) -> bool:
+        """The mapping's `overwrite_cost`, else the `sync` default."""
+        return sync.overwrite_cost if self.overwrite_cost is None else self.overwrite_cost
+
+    def effective_unit_cost(self, sync: SyncSettings) -> float | None:
+        """The mapping's `unit_cost`, else the `sync` default."""
+        return sync.unit_cost if self.unit_cost is None else self.unit_cost
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole config file."""
+
+    version: int = CONFIG_VERSION
+    state_dir: str | None = None
+    autotask: AutotaskSettings = field(default_factory=AutotaskSettings)
+    infima: InfimaSettings = field(default_factory=InfimaSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    mappings: tuple[Mapping, ...] = ()
+
+    def mapping_for(self, client_id: int) -> Mapping | None:
+        """The mapping of `client_id`, or None."""
+        for mapping in self.mappings:
+            if mapping.client_id == client_id:
+                return mapping
+        return None
+
+    def with_mapping(self, mapping: Mapping) -> Config:
+        """A copy with `mapping` replacing that client's mapping in place, or appended."""
+        mappings = list(self.mappings)
+        for index, existing in enumerate(mappings):
+            if existing.client_id == mapping.client_id:
+                mappings[index] = mapping
+                break
+        else:
+            mappings.append(mapping)
+        return replace(self, mappings=tuple(mappings))
+
+    def without_mapping(self, client_id: int) -> Config:
+        """A copy without the mapping of `client_id`; KeyError when there is none."""
+        kept = tuple(m for m in self.mappings if m.client_id != client_id)
+        if len(kept) == len(self.mappings):
+            raise KeyError(client_id)
+        return replace(self, mappings=kept)
+
+
+# --- key order of SPEC §6 (also the known keys of each level) -------------------------
+
+_TOP_KEYS = ("version", "state_dir", "autotask", "infima", "sync", "mappings")
+_AUTOTASK_KEYS = ("username", "integration_code", "api_url")
+_INFIMA_KEYS = ("api_url", "counts_file", "count_users_without_status")
+_SYNC_KEYS = (
+    "timezone",
+    "overwrite_cost",
+    "unit_cost",
+    "max_decrease_percent",
+    "max_increase_percent",
+    "allow_zero",
+    "max_api_usage_percent",
+)
+_MAPPING_KEYS = (
+    "client_id",
+    "client_name",
+    "account_id",
+    "account_name",
+    "contract_id",
+    "contract_name",
+    "contract_service_id",
+    "service_id",
+    "service_name",
+    "enabled",
+    "exclude_users",
+    "min_units",
+    "max_units",
+    "unit_cost",
+    "overwrite_cost",
+    "note",
+)
+_ID_KEYS = ("client_id", "account_id", "contract_id", "contract_service_id", "service_id")
+
+
+# --- validation ----------------------------------------------------------------------
+
+_MISSING: Any = object()  # key absent from the document
+_BAD: Any = object()  # value present but invalid (already reported)
+
+
+def _describe(value: object) -> str:
+    """A short, safe rendering of a bad value for a problem line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # repr() of a huge int raises ValueError on Python 3.11+ (int max str digits).
+        return repr(value) if value.bit_length() <= 128 else "a very large number"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _join(prefix: str, key: object) -> str:
+    if isinstance(key, str):
+        return f"{prefix}.{key}" if prefix else key
+    return f"{prefix}[{_describe(key)}]"
+
+
+class _Section:
+    """Reads one YAML mapping, reporting unknown keys and bad values into `problems`."""
+
+    def __init__(
+        self, data: dict[Any, Any], prefix: str, known: tuple[str, ...], problems: list[str]
+    ) -> None:
+        self.data = data
+        self.prefix = prefix
+        self.problems = problems
+        for key in data:
+            if key in known:
+                continue
+            message = "unknown key"
+            if isinstance(key, str):
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                if close:
+                    message += f"; did you mean '{close[0]}'?"
+            problems.append(f"{_join(prefix, key)}: {message}")
+
+    def report(self, key: str, message: str) -> Any:
+        self.problems.append(f"{_join(self.prefix, key)}: {message}")
+        return _BAD
+
+    def _get(self, key: str, *, required: bool = False) -> Any:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING and required:
+            return self.report(key, "missing (required)")
+        return value
+
+    def integer(
+        self,
+        key: str,
+        default: Any = None,
+        *,
+        required: bool = False,
+        positive: bool = False,
+        nullable: bool = False,
+    ) -> Any:
+        value = self._get(key, required=required)
+        if value is _MISSING:
+            return default
+        if value is _BAD or (value is None and nullable):
+            return value
+        kind = "a positive integer" if positive else "an integer of 0 or more"
+        if nullable:
+            kind += ", or null"
+        if not isinstance(value, int) or isinstance(value, bool):
+            return self.report(key, f"must be {kind}, got {_describe(value)}")
+        if value < (1 if positive else 0):
+            return self.report(key, f"must be {kind}, got {_describe(value)}")
+        if value > MAX_INT:
+            return self.report(key, f"too large (at most {MAX_INT}), got {_describe(value)}")
+        return value
+
+    def number(
+        self,
+        key: str,
+        default: Any,
+        *,
+        nullable: bool = False,
+        low: float = 0,
+        high: float | None = None,
+        low_exclusive: bool = False,
+    ) -> Any:
+        value = self._get(key)
+        if value is _MISSING:
+            return default
+        if value is None and nullable:
+            return None
+        if high is None:
+            kind = f"a number of {low:g} or more"
+        elif low_exclusive:
+            kind = f"a number greater than {low:g} and at most {high:g}"
+        else:
+            kind = f"a number from {low:g} to {high:g}"
+        if nullable:
+            kind += ", or null"
+        bad = f"must be {kind}, got {_describe(value)}"
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return self.report(key, bad)
+        if isinstance(value, int) and value.bit_length() > 63:
+            return self.report(key, f"too large, got {_describe(value)}")
+        if not math.isfinite(value):
+            return self.report(key, f"must be a finite number, got {_describe(value)}")
+        too_low = value <= low if low_exclusive else value < low
+        if too_low or (high is not None and value > high):
+            return self.report(key, bad)
+        return value
+
+    def boolean(self, key: str, default: Any, *, nullable: bool = False) -> Any:
+        value = self._get(key)
+        if value is _MISSING:
+            return default
+        if isinstance(value, bool) or (value is None and nullable):
+            return value
+        kind = "true, false or null" if nullable else "true or false"
+        return self.report(key, f"must be {kind}, got {_describe(value)}")
+
+    def string(
+        self,
+        key: str,
+        default: Any = None,
+        *,
+        nullable: bool = True,
+        non_empty: bool = False,
+        url: bool = False,
+    ) -> Any:
+        value = self._get(key)
+        if value is _MISSING:
+            return default
+        if value is None and nullable:
+            return None
+        kind = "a non-empty string" if non_empty else "a string"
+        if url:
+            kind = "an http:// or https:// URL"
+        if nullable:
+            kind += " or null"
+        if not isinstance(value, str):
+            return self.report(key, f"must be {kind}, got {_describe(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return self.report(key, "contains characters that cannot be written as UTF-8")
+        if non_empty and not value.strip():
+            return self.report(key, f"must be {kind}, got {_describe(value)}")
+        if url:
+            scheme, sep, rest = value.partition("://")
+            if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+                return self.report(key, f"must be {kind}, got {_describe(value)}")
+        return value
+
+
+def _sub_section(
+    data: dict[Any, Any], key: str, known: tuple[str, ...], problems: list[str]
+) -> _Section | None:
+    value = data.get(key)
+    if value is None:
+        return _Section({}, key, known, problems)
+    if not isinstance(value, dict):
+        problems.append(f"{key}: must be a mapping of keys, got {_describe(value)}")
+        return None
+    return _Section(value, key, known, problems)
+
+
+def _check_timezone(section: _Section) -> Any:
+    value = section.string("timezone")
+    if not isinstance(value, str):
+        return value
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return section.report(
+            "timezone", f"unknown IANA time zone {_describe(value)} (e.g. 'America/New_York')"
+        )
+    return value
+
+
+def _parse_autotask(data: dict[Any, Any], problems: list[str]) -> AutotaskSettings | None:
+    s = _sub_section(data, "autotask", _AUTOTASK_KEYS, problems)
+    if s is None:
+        return None
+    return AutotaskSettings(
+        username=s.string("username", non_empty=True),
+        integration_code=s.string("integration_code", non_empty=True),
+        api_url=s.string("api_url", url=True),
+    )
+
+
+def _parse_infima(data: dict[Any, Any], problems: list[str]) -> InfimaSettings | None:
+    s = _sub_section(data, "infima", _INFIMA_KEYS, problems)
+    if s is None:
+        return None
+    return InfimaSettings(
+        api_url=s.string("api_url", DEFAULT_INFIMA_URL, nullable=False, url=True),
+        counts_file=s.string("counts_file", non_empty=True),
+        count_users_without_status=s.boolean("count_users_without_status", False),
+    )
+
+
+def _parse_sync(data: dict[Any, Any], problems: list[str]) -> SyncSettings | None:
+    s = _sub_section(data, "sync", _SYNC_KEYS, problems)
+    if s is None:
+        return None
+    sync = SyncSettings(
+        timezone=_check_timezone(s),
+        overwrite_cost=s.boolean("overwrite_cost", False),
+        unit_cost=s.number("unit_cost", None, nullable=True),
+        max_decrease_percent=s.number("max_decrease_percent", 50, high=100),
+        max_increase_percent=s.number("max_increase_percent", None, nullable=True),
+        allow_zero=s.boolean("allow_zero", False),
+        max_api_usage_percent=s.number(
+            "max_api_usage_percent", 80, low=0, high=100, low_exclusive=True
+        ),
+    )
+    if sync.overwrite_cost is True and sync.unit_cost is None:
+        s.report("unit_cost", "required when sync.overwrite_cost is true")
+    return sync
+
+
+def _parse_mapping(
+    entry: object, index: int, sync: SyncSettings | None, problems: list[str]
+) -> Mapping | None:
+    prefix = f"mappings[{index}]"
+    if not isinstance(entry, dict):
+        problems.append(f"{prefix}: must be a mapping of keys, got {_describe(entry)}")
+        return None
+    s = _Section(entry, prefix, _MAPPING_KEYS, problems)
+    ids = {key: s.integer(key, required=True, positive=True) for key in _ID_KEYS}
+    mapping = Mapping(
+        client_id=ids["client_id"],
+        account_id=ids["account_id"],
+        contract_id=ids["contract_id"],
+        contract_service_id=ids["contract_service_id"],
+        service_id=ids["service_id"],
+        client_name=s.string("client_name"),
+        account_name=s.string("account_name"),
+        contract_name=s.string("contract_name"),
+        service_name=s.string("service_name"),
+        enabled=s.boolean("enabled", True),
+        exclude_users=s.integer("exclude_users", 0),
+        min_units=s.integer("min_units", None, nullable=True),
+        max_units=s.integer("max_units", None, nullable=True),
+        unit_cost=s.number("unit_cost", None, nullable=True),
+        overwrite_cost=s.boolean("overwrite_cost", None, nullable=True),
+        note=s.string("note"),
+    )
+    low, high = mapping.min_units, mapping.max_units
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        s.report("min_units", f"{low} is greater than max_units {high}")
+    # With sync.overwrite_cost inherited, a missing cost is already reported on sync.unit_cost.
+    if (
+        sync is not None
+        and mapping.overwrite_cost is True
+        and mapping.unit_cost is None
+        and sync.unit_cost is None
+    ):
+        s.report("unit_cost", "required when overwrite_cost is true (here or in sync.unit_cost)")
+    return mapping
+
+
+def _check_unique(mappings: list[tuple[int, Mapping]], key: str, problems: list[str]) -> None:
+    seen: dict[int, int] = {}
+    for index, mapping in mappings:
+        value = getattr(mapping, key)
+        if not isinstance(value, int):
+            continue
+        if value in seen:
+            problems.append(
+                f"mappings[{index}].{key}: duplicate {key} {value}, also in mappings[{seen[value]}]"
+            )
+        else:
+            seen[value] = index
+
+
+def _validate(data: object, problems: list[str]) -> Config | None:
+    if data is None:
+        problems.append("(document): the file is empty")
+        return None
+    if not isinstance(data, dict):
+        problems.append(
+            f"(document): must be a mapping of keys (version, autotask, ...), got {_describe(data)}"
+        )
+        return None
+    top = _Section(data, "", _TOP_KEYS, problems)
+    version = data.get("version", _MISSING)
+    if version is _MISSING:
+        problems.append(f"version: missing (required; must be {CONFIG_VERSION})")
+    elif not isinstance(version, int) or isinstance(version, bool) or version != CONFIG_VERSION:
+        problems.append(f"version: must be {CONFIG_VERSION}, got {_describe(version)}")
+    state_dir = top.string("state_dir", non_empty=True)
+    autotask = _parse_autotask(data, problems)
+    infima = _parse_infima(data, problems)
+    sync = _parse_sync(data, problems)
+
+    mappings: list[tuple[int, Mapping]] = []
+    raw = data.get("mappings")
+    if raw is not None and not isinstance(raw, list):
+        problems.append(f"mappings: must be a list of mappings, got {_describe(raw)}")
+    elif raw is not None:
+        for index, entry in enumerate(raw):
+            mapping = _parse_mapping(entry, index, sync, problems)
+            if mapping is not None:
+                mappings.append((index, mapping))
+    _check_unique(mappings, "client_id", problems)
+    _check_unique(mappings, "contract_service_id", problems)
+
+    if problems or autotask is None or infima is None or sync is None:
+        return None
+    return Config(
+        version=CONFIG_VERSION,
+        state_dir=state_dir,
+        autotask=autotask,
+        infima=infima,
+        sync=sync,
+        mappings=tuple(m for _, m in mappings),
+    )
+
+
+def _invalid(source: str, problems: list[str]) -> ConfigError:
+    count = f"{len(problems)} problem" + ("" if len(problems) == 1 else "s")
+    return ConfigError(f"Invalid config file {source} ({count}); {_VALIDATE_HINT}", problems)
+
+
+def parse_config(data: object, source: str) -> Config:
+    """Validate a loaded YAML document into a Config.
+
+    Raises:
+        ConfigError: listing every problem, one ``<key path>: <what is wrong>`` per line.
+    """
+    problems: list[str] = []
+    config = _validate(data, problems)
+    if config is None:
+        raise _invalid(source, problems)
+    return config
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+if TYPE_CHECKING:
+    _BaseLoader = yaml.SafeLoader
+else:
+    # libyaml parses a 5,000-mapping file several times faster; construction stays in Python.
+    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):
+    """SafeLoader that reports duplicate keys (plain PyYAML silently keeps the last one)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+        self._paths: dict[int, str] = {}
+
+    def load_document(self) -> object:
+        """Compose the single document, note each mapping's key path, then construct it."""
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._note_paths(node)
+        return self.construct_document(node)
+
+    def _note_paths(self, root: yaml.Node) -> None:
+        # Iterative, and each node once: aliases may share nodes (billion laughs).
+        stack: list[tuple[yaml.Node, str]] = [(root, "")]
+        while stack:
+            node, path = stack.pop()
+            if id(node) in self._paths:
+                continue
+            self._paths[id(node)] = path
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                    stack.append((value_node, _join(path, key)))
+            elif isinstance(node, yaml.SequenceNode):
+                for index, item in enumerate(node.value):
+                    stack.append((item, f"{path}[{index}]"))
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        path = self._paths.get(id(node), "")
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                where = f"lines {seen[key]} and {line}" if seen[key] != line else f"line {line}"
+                self.duplicates.append(
+                    f"{_join(path, key)}: duplicate key ({where}); keep only one"
+                )
+            else:
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} not found. {_NOT_FOUND_HINT}") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"Config file {path} is a directory, not a file; pass --config with the path "
+            "of the YAML file."
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"Config file {path} cannot be read: permission denied. Make it readable by "
+            f"this user (chmod 600 {path})."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"Config file {path} cannot be read: {exc.strerror or exc}. Check the path, "
+            "or pass --config PATH."
+        ) from None
+    try:
+        # utf-8-sig: editors on Windows may prepend a byte order mark.
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"Config file {path} is not valid UTF-8 text (byte {exc.start}, line {line}); "
+            "save it as UTF-8 and run `infima-autotask validate`."
+        ) from None
+
+
+def _load_yaml(text: str, path: Path) -> tuple[object, list[str]]:
+    loader = _StrictLoader(text)
+    try:
+        return loader.load_document(), loader.duplicates
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        what = exc.problem or exc.context or "invalid syntax"
+        raise ConfigError(
+            f"Config file {path} is not valid YAML{where}: {what}. Fix it and run "
+            "`infima-autotask validate`."
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(
+            f"Config file {path} is not valid YAML (line {line}): {exc.reason}. Fix it and "
+            "run `infima-autotask validate`."
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"Config file {path} is not valid YAML: {exc}. Fix it and run "
+            "`infima-autotask validate`."
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"Config file {path} is nested too deeply to be a config file; "
+            "compare it with config.example.yaml."
+        ) from None
+    except ValueError as exc:
+        # e.g. an integer with thousands of digits (Python's int/str conversion limit), or
+        # an impossible `!!timestamp`.
+        reason = str(exc).split(";")[0][:120]
+        raise ConfigError(
+            f"Config file {path} holds a value that cannot be read ({reason}); "
+            "fix it and run `infima-autotask validate`."
+        ) from None
+    finally:
+        loader.dispose()
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not UTF-8, not YAML or invalid.
+    """
+    text = _read_text(path)
+    data, duplicates = _load_yaml(text, path)
+    problems: list[str] = []
+    config = _validate(data, problems)
+    if duplicates:
+        problems = duplicates + problems
+    if problems or config is None:
+        raise _invalid(str(path), problems)
+    log.debug("config loaded from %s (%d mappings)", path, len(config.mappings))
+    return config
+
+
+def load_config_or_default(path: Path) -> Config:
+    """Like load_config, but a missing file gives Config() (a fresh machine).
+
+    Raises:
+        ConfigError: as load_config, except when the file does not exist.
+    """
+    if not path.exists() and not path.is_symlink():
+        log.debug("no config file at %s; using defaults", path)
+        return Config()
+    return load_config(path)
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+def _mapping_to_dict(m: Mapping) -> dict[str, Any]:
+    return {key: getattr(m, key) for key in _MAPPING_KEYS}
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """A plain dict in SPEC §6 key order, every key present (nulls included)."""
+    return {
+        "version": config.version,
+        "state_dir": config.state_dir,
+        "autotask": {key: getattr(config.autotask, key) for key in _AUTOTASK_KEYS},
+        "infima": {key: getattr(config.infima, key) for key in _INFIMA_KEYS},
+        "sync": {key: getattr(config.sync, key) for key in _SYNC_KEYS},
+        "mappings": [_mapping_to_dict(m) for m in config.mappings],
+    }
+
+
+def dump_config(config: Config) -> str:
+    """The config as YAML text."""
+    return yaml.safe_dump(
+        config_to_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+
+
+def _make_private_dirs(folder: Path) -> None:
+    missing: list[Path] = []
+    current = folder
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
+
+
+@contextlib.contextmanager
+def _temp_file(folder: Path, name: str) -> Iterator[tuple[int, str]]:
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        yield fd, temp
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the config atomically (temp file, fsync, rename), mode 0600.
+
+    The config is validated first, so the tool never writes a file it could not load.
+
+    Raises:
+        ConfigError: the config is invalid, or the file cannot be written.
+    """
+    problems: list[str] = []
+    if _validate(config_to_dict(config), problems) is None:
+        raise ConfigError(
+            f"Refusing to write an invalid config to {path} "
+            f"({len(problems)} problem{'' if len(problems) == 1 else 's'}).",
+            problems,
+        )
+    text = dump_config(config).encode("utf-8")
+    # Keep a symlinked config (dotfiles) a symlink: replace the file it points to.
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(target))
+        _make_private_dirs(target.parent)
+        with _temp_file(target.parent, target.name) as (fd, temp):
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, target)
+    except IsADirectoryError:
+        raise ConfigError(
+            f"Cannot write config file {path}: it is a directory. Pass --config with the "
+            "path of a file."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot write config file {path}: {exc.strerror or exc}. Check that its folder "
+            "is writable, or pass --config PATH."
+        ) from None
+    _fsync_dir(target.parent)
+    log.debug("config saved to %s (%d mappings)", path, len(config.mappings))
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename durable across a power loss; not possible on every platform.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

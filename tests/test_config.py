@@ -1,0 +1,806 @@
+"""Tests for the config module: strict validation, loading errors, round trip, atomic save."""
+
+from __future__ import annotations
+
+import copy
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infima_autotask import config as config_module
+from infima_autotask.config import (
+    DEFAULT_INFIMA_URL,
+    AutotaskSettings,
+    Config,
+    InfimaSettings,
+    Mapping,
+    SyncSettings,
+    config_to_dict,
+    dump_config,
+    load_config,
+    load_config_or_default,
+    parse_config,
+    save_config,
+)
+from infima_autotask.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[1] / "config.example.yaml"
+
+
+def _mapping(client_id: int = 101, contract_service_id: int = 29685100, **extra):
+    entry = {
+        "client_id": client_id,
+        "account_id": 29683501,
+        "contract_id": 29684001,
+        "contract_service_id": contract_service_id,
+        "service_id": 30012,
+    }
+    entry.update(extra)
+    return entry
+
+
+def _doc(**top):
+    doc = {"version": 1, "mappings": [_mapping()]}
+    doc.update(top)
+    return doc
+
+
+def _problems(data) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "/etc/cfg.yaml")
+    assert info.value.exit_code == 2
+    assert info.value.message.startswith("Invalid config file /etc/cfg.yaml (")
+    assert "infima-autotask validate" in info.value.message
+    return info.value.details
+
+
+def _assert_problem(data, key_path: str, text: str = "") -> None:
+    details = _problems(data)
+    hits = [line for line in details if line.startswith(f"{key_path}: ")]
+    assert hits, details
+    assert any(text in line for line in hits), details
+
+
+def _full_config() -> Config:
+    return Config(
+        state_dir="/var/lib/infima",
+        autotask=AutotaskSettings(
+            username="sync-api@example.com",
+            integration_code="CODE-1",
+            api_url="https://webservices5.autotask.net/atservicesrest/",
+        ),
+        infima=InfimaSettings(counts_file="/tmp/c.csv", count_users_without_status=True),
+        sync=SyncSettings(
+            timezone="Europe/Amsterdam",
+            overwrite_cost=True,
+            unit_cost=1.5,
+            max_decrease_percent=25.5,
+            max_increase_percent=200,
+            allow_zero=True,
+            max_api_usage_percent=60,
+        ),
+        mappings=(
+            Mapping(101, 1, 2, 3, 4, client_name="Acme Dental", note="yes: keep 'this'"),
+            Mapping(
+                102,
+                5,
+                6,
+                7,
+                8,
+                client_name="Bäckerei Müller ✓",
+                account_name="null",
+                contract_name="123",
+                service_name="true",
+                enabled=False,
+                exclude_users=3,
+                min_units=1,
+                max_units=10,
+                unit_cost=0,
+                overwrite_cost=False,
+                note="line one\nline two: #not a comment",
+            ),
+        ),
+    )
+
+
+# --- valid documents -------------------------------------------------------------------
+
+
+def test_minimal_document_gives_defaults():
+    config = parse_config({"version": 1}, "x")
+    assert config == Config()
+    assert config.infima.api_url == DEFAULT_INFIMA_URL
+    assert config.sync.max_decrease_percent == 50
+    assert config.sync.max_api_usage_percent == 80
+    assert config.mappings == ()
+
+
+def test_null_sections_and_mappings_give_defaults():
+    config = parse_config(
+        {"version": 1, "autotask": None, "infima": None, "sync": None, "mappings": None}, "x"
+    )
+    assert config == Config()
+
+
+def test_mapping_defaults_and_effective_values():
+    config = parse_config(_doc(sync={"overwrite_cost": True, "unit_cost": 2.5}), "x")
+    (mapping,) = config.mappings
+    assert mapping.enabled is True
+    assert mapping.exclude_users == 0
+    assert mapping.overwrite_cost is None
+    assert mapping.effective_overwrite_cost(config.sync) is True
+    assert mapping.effective_unit_cost(config.sync) == 2.5
+    own = Mapping(1, 1, 1, 1, 1, overwrite_cost=False, unit_cost=0)
+    assert own.effective_overwrite_cost(config.sync) is False
+    assert own.effective_unit_cost(config.sync) == 0
+
+
+def test_mapping_overwrite_with_own_cost_is_valid_without_sync_cost():
+    config = parse_config(_doc(mappings=[_mapping(overwrite_cost=True, unit_cost=3)]), "x")
+    assert config.mappings[0].effective_unit_cost(config.sync) == 3
+
+
+def test_percent_boundaries_are_accepted():
+    sync = {"max_decrease_percent": 0, "max_api_usage_percent": 100, "max_increase_percent": 0}
+    config = parse_config(_doc(sync=sync), "x")
+    assert config.sync.max_decrease_percent == 0
+    assert config.sync.max_api_usage_percent == 100
+    sync = {"max_decrease_percent": 100, "max_api_usage_percent": 0.5}
+    assert parse_config(_doc(sync=sync), "x").sync.max_api_usage_percent == 0.5
+
+
+def test_integer_accepted_where_float_expected():
+    config = parse_config(_doc(sync={"unit_cost": 2, "overwrite_cost": True}), "x")
+    assert config.sync.unit_cost == 2
+
+
+# --- one test per validation rule -------------------------------------------------------
+
+BAD_DOCUMENTS = [
+    # (document, key path, text in the problem)
+    (None, "(document)", "the file is empty"),
+    ([1, 2], "(document)", "must be a mapping"),
+    ("version: 1", "(document)", "must be a mapping"),
+    ({"mappings": []}, "version", "missing"),
+    (_doc(version=2), "version", "must be 1, got 2"),
+    (_doc(version="1"), "version", "must be 1, got '1'"),
+    (_doc(version=True), "version", "must be 1, got true"),
+    (_doc(version=1.0), "version", "must be 1"),
+    (_doc(mapings=[]), "mapings", "unknown key; did you mean 'mappings'?"),
+    (_doc(zzz=1), "zzz", "unknown key"),
+    (_doc(autotask={"user_name": "x"}), "autotask.user_name", "did you mean 'username'?"),
+    (_doc(infima={"apiurl": "x"}), "infima.apiurl", "did you mean 'api_url'?"),
+    (_doc(sync={"timezon": "UTC"}), "sync.timezon", "did you mean 'timezone'?"),
+    (_doc(mappings=[_mapping(clientid=1)]), "mappings[0].clientid", "did you mean 'client_id'?"),
+    (_doc(autotask=[1]), "autotask", "must be a mapping of keys, got a list"),
+    (_doc(infima="x"), "infima", "must be a mapping of keys"),
+    (_doc(sync=5), "sync", "must be a mapping of keys, got 5"),
+    (_doc(mappings={"a": 1}), "mappings", "must be a list"),
+    (_doc(mappings=[5]), "mappings[0]", "must be a mapping of keys, got 5"),
+    (_doc(mappings=[_mapping(), "x"]), "mappings[1]", "must be a mapping of keys, got 'x'"),
+    (_doc(state_dir=""), "state_dir", "non-empty string"),
+    (_doc(state_dir=5), "state_dir", "got 5"),
+    (_doc(autotask={"username": 5}), "autotask.username", "must be a non-empty string"),
+    (_doc(autotask={"username": ""}), "autotask.username", "must be a non-empty string"),
+    (_doc(autotask={"integration_code": True}), "autotask.integration_code", "got true"),
+    (_doc(autotask={"api_url": "ftp://x"}), "autotask.api_url", "http:// or https://"),
+    (_doc(autotask={"api_url": "webservices5.autotask.net"}), "autotask.api_url", "https://"),
+    (_doc(infima={"api_url": None}), "infima.api_url", "got null"),
+    (_doc(infima={"api_url": "app.infimasecapis.com"}), "infima.api_url", "https://"),
+    (_doc(infima={"api_url": "https://"}), "infima.api_url", "https://"),
+    (_doc(infima={"counts_file": ""}), "infima.counts_file", "non-empty string"),
+    (_doc(infima={"counts_file": ["a"]}), "infima.counts_file", "got a list"),
+    (
+        _doc(infima={"count_users_without_status": "yes"}),
+        "infima.count_users_without_status",
+        "must be true or false, got 'yes'",
+    ),
+    (_doc(sync={"timezone": "Mars/Olympus"}), "sync.timezone", "unknown IANA time zone"),
+    (_doc(sync={"timezone": "../../etc/passwd"}), "sync.timezone", "unknown IANA time zone"),
+    (_doc(sync={"timezone": ""}), "sync.timezone", "unknown IANA time zone"),
+    (_doc(sync={"timezone": 5}), "sync.timezone", "must be a string"),
+    (_doc(sync={"overwrite_cost": 1}), "sync.overwrite_cost", "must be true or false, got 1"),
+    (_doc(sync={"overwrite_cost": True}), "sync.unit_cost", "required when"),
+    (_doc(sync={"unit_cost": -1}), "sync.unit_cost", "0 or more"),
+    (_doc(sync={"unit_cost": "1.5"}), "sync.unit_cost", "got '1.5'"),
+    (_doc(sync={"unit_cost": True}), "sync.unit_cost", "got true"),
+    (_doc(sync={"unit_cost": float("inf")}), "sync.unit_cost", "finite"),
+    (_doc(sync={"unit_cost": 10**30}), "sync.unit_cost", "too large"),
+    (_doc(sync={"max_decrease_percent": 101}), "sync.max_decrease_percent", "from 0 to 100"),
+    (_doc(sync={"max_decrease_percent": -1}), "sync.max_decrease_percent", "from 0 to 100"),
+    (_doc(sync={"max_decrease_percent": None}), "sync.max_decrease_percent", "got null"),
+    (_doc(sync={"max_decrease_percent": float("nan")}), "sync.max_decrease_percent", "finite"),
+    (_doc(sync={"max_increase_percent": -0.5}), "sync.max_increase_percent", "0 or more"),
+    (_doc(sync={"max_increase_percent": float("inf")}), "sync.max_increase_percent", "finite"),
+    (_doc(sync={"allow_zero": None}), "sync.allow_zero", "must be true or false"),
+    (_doc(sync={"max_api_usage_percent": 0}), "sync.max_api_usage_percent", "greater than 0"),
+    (_doc(sync={"max_api_usage_percent": 100.5}), "sync.max_api_usage_percent", "at most 100"),
+    (_doc(sync={"max_api_usage_percent": -5}), "sync.max_api_usage_percent", "greater than 0"),
+]
+
+for _key in ("client_id", "account_id", "contract_id", "contract_service_id", "service_id"):
+    _missing = _mapping()
+    del _missing[_key]
+    BAD_DOCUMENTS += [
+        (_doc(mappings=[_missing]), f"mappings[0].{_key}", "missing (required)"),
+        (
+            _doc(mappings=[_mapping(**{_key: "abc"})]),
+            f"mappings[0].{_key}",
+            "must be a positive integer, got 'abc'",
+        ),
+        (_doc(mappings=[_mapping(**{_key: 0})]), f"mappings[0].{_key}", "positive integer"),
+        (_doc(mappings=[_mapping(**{_key: -3})]), f"mappings[0].{_key}", "got -3"),
+        (_doc(mappings=[_mapping(**{_key: True})]), f"mappings[0].{_key}", "got true"),
+        (_doc(mappings=[_mapping(**{_key: 1.0})]), f"mappings[0].{_key}", "got 1.0"),
+        (_doc(mappings=[_mapping(**{_key: None})]), f"mappings[0].{_key}", "got null"),
+        (_doc(mappings=[_mapping(**{_key: 2**63})]), f"mappings[0].{_key}", "too large"),
+    ]
+
+BAD_DOCUMENTS += [
+    (_doc(mappings=[_mapping(client_name=5)]), "mappings[0].client_name", "must be a string"),
+    (_doc(mappings=[_mapping(account_name=[])]), "mappings[0].account_name", "got a list"),
+    (_doc(mappings=[_mapping(contract_name={})]), "mappings[0].contract_name", "got a mapping"),
+    (_doc(mappings=[_mapping(service_name=1.5)]), "mappings[0].service_name", "got 1.5"),
+    (_doc(mappings=[_mapping(note=True)]), "mappings[0].note", "got true"),
+    (_doc(mappings=[_mapping(note="\ud800")]), "mappings[0].note", "UTF-8"),
+    (_doc(mappings=[_mapping(enabled="yes")]), "mappings[0].enabled", "true or false"),
+    (_doc(mappings=[_mapping(enabled=None)]), "mappings[0].enabled", "got null"),
+    (_doc(mappings=[_mapping(exclude_users=-1)]), "mappings[0].exclude_users", "0 or more"),
+    (_doc(mappings=[_mapping(exclude_users=None)]), "mappings[0].exclude_users", "got null"),
+    (_doc(mappings=[_mapping(exclude_users=1.5)]), "mappings[0].exclude_users", "got 1.5"),
+    (_doc(mappings=[_mapping(exclude_users=2**64)]), "mappings[0].exclude_users", "too large"),
+    (_doc(mappings=[_mapping(min_units=-1)]), "mappings[0].min_units", "0 or more"),
+    (_doc(mappings=[_mapping(max_units=-2)]), "mappings[0].max_units", "got -2"),
+    (_doc(mappings=[_mapping(max_units="10")]), "mappings[0].max_units", "got '10'"),
+    (
+        _doc(mappings=[_mapping(min_units=5, max_units=2)]),
+        "mappings[0].min_units",
+        "5 is greater than max_units 2",
+    ),
+    (_doc(mappings=[_mapping(unit_cost=-0.01)]), "mappings[0].unit_cost", "0 or more"),
+    (_doc(mappings=[_mapping(unit_cost=float("nan"))]), "mappings[0].unit_cost", "finite"),
+    (
+        _doc(mappings=[_mapping(overwrite_cost="true")]),
+        "mappings[0].overwrite_cost",
+        "true, false or null",
+    ),
+    (_doc(mappings=[_mapping(overwrite_cost=True)]), "mappings[0].unit_cost", "required when"),
+    (
+        _doc(mappings=[_mapping(), _mapping(contract_service_id=2)]),
+        "mappings[1].client_id",
+        "duplicate client_id 101, also in mappings[0]",
+    ),
+    (
+        _doc(mappings=[_mapping(), _mapping(client_id=7), _mapping(client_id=8)]),
+        "mappings[2].contract_service_id",
+        "duplicate contract_service_id 29685100, also in mappings[0]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "key_path", "text"),
+    BAD_DOCUMENTS,
+    ids=[f"{i}-{case[1]}" for i, case in enumerate(BAD_DOCUMENTS)],
+)
+def test_validation_rule(data, key_path, text):
+    _assert_problem(data, key_path, text)
+
+
+def test_huge_value_is_described_without_crashing():
+    _assert_problem(
+        _doc(mappings=[_mapping(client_id=10**5000)]),
+        "mappings[0].client_id",
+        "a very large number",
+    )
+    long_name = "x" * 10_000
+    details = _problems(_doc(state_dir=5, mappings=[_mapping(service_id=long_name)]))
+    assert all(len(line) < 200 for line in details)
+
+
+def test_all_problems_are_reported_at_once():
+    data = {
+        "version": 3,
+        "extra": 1,
+        "sync": {"timezone": "Nowhere/City", "max_decrease_percent": 500},
+        "mappings": [
+            _mapping(contract_id="abc", min_units=9, max_units=1),
+            _mapping(),
+            "oops",
+        ],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "/p/config.yaml")
+    details = info.value.details
+    expected = [
+        "version: must be 1, got 3",
+        "extra: unknown key",
+        "sync.timezone: unknown IANA time zone 'Nowhere/City' (e.g. 'America/New_York')",
+        "sync.max_decrease_percent: must be a number from 0 to 100, got 500",
+        "mappings[0].contract_id: must be a positive integer, got 'abc'",
+        "mappings[0].min_units: 9 is greater than max_units 1",
+        "mappings[2]: must be a mapping of keys, got 'oops'",
+        "mappings[1].client_id: duplicate client_id 101, also in mappings[0]",
+        "mappings[1].contract_service_id: duplicate contract_service_id 29685100, "
+        "also in mappings[0]",
+    ]
+    assert sorted(details) == sorted(expected)
+    assert info.value.message == (
+        "Invalid config file /p/config.yaml (9 problems); "
+        "fix them and run `infima-autotask validate`."
+    )
+
+
+def test_one_problem_is_singular():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"version": 2}, "/c.yaml")
+    assert "(1 problem);" in info.value.message
+
+
+def test_inherited_overwrite_without_cost_is_reported_once():
+    data = _doc(sync={"overwrite_cost": True}, mappings=[_mapping(), _mapping(2, 3)])
+    assert _problems(data) == ["sync.unit_cost: required when sync.overwrite_cost is true"]
+
+
+def test_non_string_key_is_unknown():
+    _assert_problem({"version": 1, 5: "x"}, "[5]", "unknown key")
+
+
+def test_deep_document_is_a_type_error_not_a_crash():
+    deep: object = "leaf"
+    for _ in range(5000):
+        deep = [deep]
+    details = _problems({"version": 1, "sync": deep, "mappings": [deep, {"client_id": deep}]})
+    assert "sync: must be a mapping of keys, got a list" in details
+    assert "mappings[0]: must be a mapping of keys, got a list" in details
+    assert "mappings[1].client_id: must be a positive integer, got a list" in details
+
+
+# --- loading from a file ----------------------------------------------------------------
+
+
+def _load_error(path: Path) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.exit_code == 2
+    return info.value
+
+
+def test_load_valid_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "version: 1\nmappings:\n  - {client_id: 1, account_id: 2, contract_id: 3,"
+        " contract_service_id: 4, service_id: 5}\n",
+        encoding="utf-8",
+    )
+    assert load_config(path).mappings == (Mapping(1, 2, 3, 4, 5),)
+
+
+def test_load_accepts_utf8_bom(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"\xef\xbb\xbfversion: 1\n")
+    assert load_config(path) == Config()
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    error = _load_error(path)
+    assert error.message == (
+        f"Config file {path} not found. Run `infima-autotask connect` to create it, "
+        "or pass --config PATH."
+    )
+
+
+def test_missing_file_or_default(tmp_path):
+    assert load_config_or_default(tmp_path / "nope" / "config.yaml") == Config()
+
+
+def test_or_default_still_rejects_invalid_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 7\n")
+    with pytest.raises(ConfigError, match="Invalid config file"):
+        load_config_or_default(path)
+
+
+def test_directory_instead_of_file(tmp_path):
+    error = _load_error(tmp_path)
+    assert error.message.startswith(f"Config file {tmp_path} is a directory, not a file")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod 0 does not stop root
+    error = _load_error(path)
+    assert error.message == (
+        f"Config file {path} cannot be read: permission denied. Make it readable by "
+        f"this user (chmod 600 {path})."
+    )
+
+
+def test_invalid_utf8(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b"version: 1\nstate_dir: caf\xe9\n")
+    error = _load_error(path)
+    assert error.message.startswith(f"Config file {path} is not valid UTF-8 text")
+    assert "line 2" in error.message
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("# only a comment\n\n")
+    error = _load_error(path)
+    assert error.details == ["(document): the file is empty"]
+    assert str(path) in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("version: 1\nmappings:\n  - {client_id: 1, account_id: [2, 3\n", None),
+        ('version: 1\nsync:\n  timezone: "Europe/Ams', None),
+        ("version: 1\nsync: {a: 1\n  b: 2\n", None),
+        ("version: 1\n  bad indent: 2\n", 2),
+        ("version: 1\nnote: \x01\n", 2),
+    ],
+)
+def test_truncated_or_invalid_yaml(tmp_path, text, line):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    error = _load_error(path)
+    assert error.message.startswith(f"Config file {path} is not valid YAML (line ")
+    assert "Traceback" not in error.message
+    if line is not None:
+        assert f"(line {line}" in error.message
+
+
+def test_truncated_at_any_point_never_crashes(tmp_path):
+    full = EXAMPLE.read_text(encoding="utf-8")
+    path = tmp_path / "config.yaml"
+    complete = load_config(EXAMPLE).mappings
+    outcomes = {"error": 0, "loaded": 0}
+    for cut in range(0, len(full), 7):
+        path.write_text(full[:cut], encoding="utf-8")
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            assert str(path) in exc.message
+            outcomes["error"] += 1
+        else:  # a cut between two complete mappings is a valid, shorter file
+            ids = [m.client_id for m in config.mappings]
+            assert ids == [m.client_id for m in complete][: len(ids)]
+            outcomes["loaded"] += 1
+    assert outcomes["error"] > 0
+    assert outcomes["loaded"] > 0
+
+
+def test_deeply_nested_yaml_does_not_crash(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\nsync: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    error = _load_error(path)
+    assert str(path) in error.message
+
+
+def test_alias_bomb_is_a_type_error(tmp_path):
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 12):
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    lines.append("mappings: [*a11, *a11]")
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    error = _load_error(path)
+    assert "mappings[0]: must be a mapping of keys, got a list" in error.details
+    assert "a11: unknown key" in error.details
+
+
+def test_huge_integer_literal(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\nstate_dir: " + "9" * 6000 + "\n")
+    error = _load_error(path)
+    assert error.message.startswith(f"Config file {path} holds a value that cannot be read")
+
+
+def test_duplicate_yaml_keys(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "version: 1\n"
+        "sync:\n"
+        "  allow_zero: false\n"
+        "  allow_zero: true\n"
+        "mappings:\n"
+        "  - client_id: 1\n"
+        "    account_id: 2\n"
+        "    contract_id: 3\n"
+        "    contract_service_id: 4\n"
+        "    service_id: 5\n"
+        "    client_id: 6\n"
+        "version: 1\n"
+    )
+    error = _load_error(path)
+    assert sorted(error.details) == sorted(
+        [
+            "sync.allow_zero: duplicate key (lines 3 and 4); keep only one",
+            "mappings[0].client_id: duplicate key (lines 6 and 11); keep only one",
+            "version: duplicate key (lines 1 and 12); keep only one",
+        ]
+    )
+    assert "(3 problems)" in error.message
+
+
+def test_duplicate_keys_reported_with_other_problems(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\nsync: {timezone: UTC, timezone: Nowhere/X}\n")
+    error = _load_error(path)
+    assert "sync.timezone: duplicate key (line 2); keep only one" in error.details
+    assert any(d.startswith("sync.timezone: unknown IANA") for d in error.details)
+
+
+def test_example_config_loads():
+    config = load_config(EXAMPLE)
+    assert [m.client_id for m in config.mappings] == [101, 117]
+    assert config.autotask.username == "sync-api@example.com"
+    assert config.autotask.integration_code == "REPLACE-WITH-TRACKING-IDENTIFIER"
+    assert config.infima.api_url == DEFAULT_INFIMA_URL
+
+
+def test_example_config_has_every_key_in_spec_order():
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    reference = config_to_dict(load_config(EXAMPLE))
+    assert list(data) == list(reference)
+    for section in ("autotask", "infima", "sync"):
+        assert list(data[section]) == list(reference[section])
+    for entry, ref in zip(data["mappings"], reference["mappings"], strict=True):
+        assert list(entry) == list(ref)
+
+
+# --- Config helpers ---------------------------------------------------------------------
+
+
+def test_mapping_for_with_and_without_mapping():
+    config = _full_config()
+    assert config.mapping_for(102).client_name == "Bäckerei Müller ✓"
+    assert config.mapping_for(999) is None
+    changed = config.with_mapping(Mapping(101, 9, 9, 9, 9))
+    assert [m.client_id for m in changed.mappings] == [101, 102]
+    assert changed.mapping_for(101).account_id == 9
+    assert config.mapping_for(101).account_id == 1  # the original is unchanged
+    added = config.with_mapping(Mapping(50, 9, 9, 99, 9))
+    assert [m.client_id for m in added.mappings] == [101, 102, 50]
+    removed = config.without_mapping(101)
+    assert [m.client_id for m in removed.mappings] == [102]
+    with pytest.raises(KeyError):
+        config.without_mapping(999)
+
+
+def test_integration_code_in_repr():
+    assert "CODE-1" in repr(_full_config().autotask)
+
+
+# --- writing ----------------------------------------------------------------------------
+
+
+def test_config_to_dict_key_order_and_nulls():
+    data = config_to_dict(Config(mappings=(Mapping(1, 2, 3, 4, 5),)))
+    assert list(data) == ["version", "state_dir", "autotask", "infima", "sync", "mappings"]
+    assert data["autotask"] == {"username": None, "integration_code": None, "api_url": None}
+    assert list(data["infima"]) == ["api_url", "counts_file", "count_users_without_status"]
+    assert list(data["sync"]) == [
+        "timezone",
+        "overwrite_cost",
+        "unit_cost",
+        "max_decrease_percent",
+        "max_increase_percent",
+        "allow_zero",
+        "max_api_usage_percent",
+    ]
+    assert list(data["mappings"][0]) == [
+        "client_id",
+        "client_name",
+        "account_id",
+        "account_name",
+        "contract_id",
+        "contract_name",
+        "contract_service_id",
+        "service_id",
+        "service_name",
+        "enabled",
+        "exclude_users",
+        "min_units",
+        "max_units",
+        "unit_cost",
+        "overwrite_cost",
+        "note",
+    ]
+    assert data["mappings"][0]["note"] is None
+    text = dump_config(Config())
+    assert "state_dir: null\n" in text
+    assert "max_increase_percent: null\n" in text
+
+
+@pytest.mark.parametrize(
+    "config",
+    [Config(), _full_config(), load_config(EXAMPLE)],
+    ids=["default", "full", "example"],
+)
+def test_round_trip(config):
+    text = dump_config(config)
+    assert parse_config(yaml.safe_load(text), "x") == config
+
+
+def test_dump_keeps_unicode_readable():
+    assert "client_name: Bäckerei Müller ✓\n" in dump_config(_full_config())
+
+
+def test_save_and_load_round_trip(tmp_path):
+    path = tmp_path / "config.yaml"
+    save_config(_full_config(), path)
+    assert load_config(path) == _full_config()
+
+
+def test_save_creates_private_folder_and_file(tmp_path):
+    path = tmp_path / "a" / "b" / "config.yaml"
+    old_umask = os.umask(0o022)
+    try:
+        save_config(Config(), path)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+
+
+def test_save_tightens_existing_file_mode_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\n")
+    path.chmod(0o644)
+    save_config(_full_config(), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_save_replaces_via_os_replace(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    save_config(Config(), path)
+    calls = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        calls.append((Path(src).parent, Path(dst)))
+        assert Path(src).read_text(encoding="utf-8") == dump_config(_full_config())
+        real_replace(src, dst)
+
+    monkeypatch.setattr(config_module.os, "replace", spy)
+    save_config(_full_config(), path)
+    assert calls == [(tmp_path, path)]
+
+
+def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    save_config(_full_config(), path)
+    before = path.read_bytes()
+
+    def broken(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(config_module.os, "fsync", broken)
+    with pytest.raises(ConfigError) as info:
+        save_config(Config(), path)
+    assert info.value.message.startswith(f"Cannot write config file {path}: No space left")
+    assert info.value.exit_code == 2
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_save_atomic_under_concurrent_reads(tmp_path):
+    path = tmp_path / "config.yaml"
+    small = Config()
+    big = _full_config()
+    for index in range(3):
+        big = big.with_mapping(Mapping(1000 + index, 1, 1, 5000 + index, 1, note="n" * 50))
+    save_config(small, path)
+    seen: list[object] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                seen.append(load_config(path))
+            except ConfigError as exc:  # any partial file would land here
+                seen.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for index in range(200):
+            save_config(big if index % 2 else small, path)
+    finally:
+        stop.set()
+        thread.join()
+    assert seen
+    assert all(item in (small, big) for item in seen), [
+        item for item in seen if isinstance(item, ConfigError)
+    ][:1]
+
+
+def test_save_onto_directory_is_a_config_error(tmp_path):
+    target = tmp_path / "config.yaml"
+    target.mkdir()
+    with pytest.raises(ConfigError) as info:
+        save_config(Config(), target)
+    assert info.value.message == (
+        f"Cannot write config file {target}: it is a directory. Pass --config with the "
+        "path of a file."
+    )
+    assert info.value.exit_code == 2
+
+
+def test_save_into_read_only_folder(tmp_path, monkeypatch):
+    def denied(**kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(config_module.tempfile, "mkstemp", denied)  # root ignores chmod
+    with pytest.raises(ConfigError) as info:
+        save_config(Config(), tmp_path / "config.yaml")
+    assert info.value.message == (
+        f"Cannot write config file {tmp_path / 'config.yaml'}: Permission denied. Check that "
+        "its folder is writable, or pass --config PATH."
+    )
+
+
+def test_save_refuses_invalid_config(tmp_path):
+    path = tmp_path / "config.yaml"
+    bad = Config(mappings=(Mapping(1, 1, 1, 1, 1), Mapping(1, 2, 2, 2, 2)))
+    with pytest.raises(ConfigError) as info:
+        save_config(bad, path)
+    assert "mappings[1].client_id: duplicate client_id 1, also in mappings[0]" in (
+        info.value.details
+    )
+    assert not path.exists()
+
+
+def test_save_keeps_symlink(tmp_path):
+    real = tmp_path / "dotfiles" / "config.yaml"
+    save_config(Config(), real)
+    link = tmp_path / "config.yaml"
+    link.symlink_to(real)
+    save_config(_full_config(), link)
+    assert link.is_symlink()
+    assert load_config(real) == _full_config()
+
+
+def test_save_keeps_other_mappings(tmp_path):
+    path = tmp_path / "config.yaml"
+    save_config(load_config(EXAMPLE), path)
+    before = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config = load_config(path)
+    changed = config.with_mapping(
+        Mapping(101, 1, 2, 3, 4, client_name="Acme", exclude_users=1)
+    ).with_mapping(Mapping(300, 5, 6, 7, 8))
+    save_config(changed, path)
+    after = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert after["mappings"][1] == before["mappings"][1]  # untouched, key for key
+    assert list(after["mappings"][1]) == list(before["mappings"][1])
+    assert after["mappings"][0]["client_id"] == 101
+    assert after["mappings"][2]["client_id"] == 300
+    rest_before = {k: v for k, v in before.items() if k != "mappings"}
+    rest_after = {k: v for k, v in after.items() if k != "mappings"}
+    assert rest_after == rest_before
+    removed = load_config(path).without_mapping(101)
+    save_config(removed, path)
+    final = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert final["mappings"] == after["mappings"][1:]
+
+
+def test_parse_does_not_mutate_input():
+    data = _doc(sync={"timezone": "UTC"})
+    snapshot = copy.deepcopy(data)
+    parse_config(data, "x")
+    assert data == snapshot
