@@ -1,0 +1,369 @@
+"""Planning a monthly sync (SPEC §8): a pure function from inputs to one item per mapping.
+
+No I/O and no clock here: the runner (``runner.py``) reads INFIMA and Autotask, passes
+everything in, and carries out the items whose status is ``planned``.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from infima_autotask.config import Mapping, SyncSettings
+from infima_autotask.errors import UsageError
+from infima_autotask.model import Contract, ContractService, Successor, UnitsRow, choose_row
+
+UPDATED = "updated"
+UNCHANGED = "unchanged"
+PLANNED = "planned"
+HELD = "held"
+FAILED = "failed"
+STATUSES = (UPDATED, UNCHANGED, PLANNED, HELD, FAILED)
+
+NO_COST_VISIBILITY = "the API user cannot see costs: grant cost visibility"
+
+_MONTH = re.compile(r"(\d{4})-(\d{2})")
+
+
+def parse_month(text: str) -> date:
+    """``YYYY-MM`` -> the first day of that month.
+
+    Raises:
+        UsageError: not a ``YYYY-MM`` month.
+    """
+    match = _MONTH.fullmatch(text.strip())
+    if match is None or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1:
+        raise UsageError(f"--month must look like 2026-12 (YYYY-MM), got {text!r}.")
+    return date(int(match.group(1)), int(match.group(2)), 1)
+
+
+def current_month(now: datetime, zone: str | None) -> date:
+    """The first day of the month ``now`` falls in, in ``zone`` (the system's when None).
+
+    ``now`` must be timezone-aware.
+    """
+    local = now.astimezone(ZoneInfo(zone)) if zone else now.astimezone()
+    return local.date().replace(day=1)
+
+
+def period_label(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def same_amount(a: float | None, b: float | None) -> bool:
+    """Money equality with a tolerance: 0.005 absolute or 1e-6 relative."""
+    if a is None or b is None:
+        return a is b
+    diff = abs(a - b)
+    return diff <= 0.005 or diff <= 1e-6 * max(abs(a), abs(b))
+
+
+def money(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def clamp_target(users: int, mapping: Mapping) -> int:
+    """users - exclude_users, kept within min_units/max_units, never below 0."""
+    target = users - mapping.exclude_users
+    if mapping.min_units is not None:
+        target = max(target, mapping.min_units)
+    if mapping.max_units is not None:
+        target = min(target, mapping.max_units)
+    return max(target, 0)
+
+
+@dataclass(frozen=True)
+class UserCount:
+    """A client's active users as INFIMA (or the counts file) gave them, or why not."""
+
+    users: int | None
+    error: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One mapping's plan, and later its outcome (the runner replaces status and message).
+
+    ``price``/``cost`` are the units row's current values; ``new_cost`` is the cost to write
+    (the current cost, or the mapping's unit_cost when overwrite_cost applies).
+    """
+
+    client_id: int
+    client_name: str
+    contract_id: int
+    contract_service_id: int
+    service_id: int
+    users: int | None
+    target: int | None
+    before: int | None
+    after: int | None
+    change: int | None
+    price: float | None
+    cost: float | None
+    new_cost: float | None
+    status: str
+    message: str = ""
+    adjustment_id: int | None = None
+
+    @property
+    def cost_changes(self) -> bool:
+        return not same_amount(self.cost, self.new_cost)
+
+    def as_json(self) -> dict[str, object]:
+        """The item object of SPEC §8's ``--json`` document."""
+        return {
+            "client_id": self.client_id,
+            "client_name": self.client_name,
+            "contract_id": self.contract_id,
+            "contract_service_id": self.contract_service_id,
+            "users": self.users,
+            "target": self.target,
+            "before": self.before,
+            "after": self.after,
+            "change": self.change,
+            "status": self.status,
+            "message": self.message,
+        }
+
+
+def _remap(mapping: Mapping) -> str:
+    return f"infima-autotask map {mapping.client_id} --account {mapping.account_id}"
+
+
+def _service_of(mapping: Mapping, cs: ContractService | None) -> int:
+    return cs.service_id if cs is not None else mapping.service_id
+
+
+def ended_contracts(
+    mappings: cabc.Iterable[Mapping],
+    contracts: cabc.Mapping[int, Contract],
+    contract_services: cabc.Mapping[int, ContractService],
+    day: date,
+) -> list[tuple[Contract, int]]:
+    """The (ended contract, service id) pairs whose renewal the failure message should name."""
+    found: dict[int, tuple[Contract, int]] = {}
+    for mapping in mappings:
+        contract = contracts.get(mapping.contract_id)
+        if contract is not None and contract.recurring and contract.ended_before(day):
+            cs = contract_services.get(mapping.contract_service_id)
+            found.setdefault(contract.id, (contract, _service_of(mapping, cs)))
+    return list(found.values())
+
+
+def _chain_problem(
+    mapping: Mapping,
+    contract: Contract | None,
+    cs: ContractService | None,
+    day: date,
+    active_statuses: cabc.Collection[int],
+    successors: cabc.Mapping[int, Successor],
+) -> str | None:
+    """Why the mapping's Autotask chain cannot be written to for ``day``, with the fix."""
+    if contract is None:
+        return (
+            f"contract {mapping.contract_id} not found in Autotask; re-map with `{_remap(mapping)}`"
+        )
+    if not contract.recurring:
+        return (
+            f"contract {contract.id} is not a Recurring Service contract; "
+            f"re-map with `{_remap(mapping)}`"
+        )
+    if contract.end is not None and contract.ended_before(day):
+        successor = successors.get(contract.id)
+        if successor is not None:
+            return (
+                f"contract {contract.id} ended {contract.end.isoformat()}; re-map to its "
+                f"renewal: infima-autotask map {mapping.client_id} --account "
+                f"{successor.contract.account_id} --contract {successor.contract.id} "
+                f"--contract-service {successor.contract_service.id}"
+            )
+        return (
+            f"contract {contract.id} ended {contract.end.isoformat()} and no renewal carrying "
+            f"its service was found; renew it in Autotask, then `{_remap(mapping)}`"
+        )
+    if contract.status not in active_statuses:
+        return (
+            f"contract {contract.id} is not active in Autotask; re-activate it, or re-map "
+            f"with `{_remap(mapping)}`"
+        )
+    if cs is None:
+        return (
+            f"contract service {mapping.contract_service_id} not found in Autotask; re-map "
+            f"with `{_remap(mapping)} --contract {contract.id}`"
+        )
+    if cs.contract_id != contract.id:
+        return (
+            f"contract service {cs.id} belongs to contract {cs.contract_id}, not "
+            f"{contract.id}; re-map with `{_remap(mapping)}`"
+        )
+    return None
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}%"
+
+
+def _guard(before: int, target: int, settings: SyncSettings) -> str | None:
+    """The liftable hold (SPEC §8) of a units change, or None."""
+    if target == 0 and before > 0 and not settings.allow_zero:
+        return f"drop from {before} to 0 units (allow_zero is off); run with --yes to apply"
+    # Compare in integers scaled by 100 so "exactly the limit" is never held by rounding.
+    if target < before and (before - target) * 100 > settings.max_decrease_percent * before:
+        drop = (before - target) * 100 / before
+        return (
+            f"drop of {drop:.0f}% ({before} -> {target}) is over max_decrease_percent "
+            f"{_percent(settings.max_decrease_percent)}; run with --yes to apply"
+        )
+    rise_limit = settings.max_increase_percent
+    if rise_limit is not None and target > before and (target - before) * 100 > rise_limit * before:
+        rise = f"{(target - before) * 100 / before:.0f}%" if before else "from 0"
+        return (
+            f"rise {rise} ({before} -> {target}) is over max_increase_percent "
+            f"{_percent(rise_limit)}; run with --yes to apply"
+        )
+    return None
+
+
+def plan_one(
+    mapping: Mapping,
+    *,
+    day: date,
+    settings: SyncSettings,
+    count: UserCount | None,
+    contract: Contract | None,
+    cs: ContractService | None,
+    rows: cabc.Sequence[UnitsRow],
+    active_statuses: cabc.Collection[int],
+    successors: cabc.Mapping[int, Successor],
+    yes: bool = False,
+) -> PlanItem:
+    """Plan one mapping; see :func:`plan`."""
+    users = count.users if count is not None else None
+    target = clamp_target(users, mapping) if users is not None else None
+    usable_cs = cs if cs is not None and cs.contract_id == mapping.contract_id else None
+    row = choose_row(rows, day) if usable_cs is not None else None
+    before = row.units if row is not None else None
+    price = row.price if row is not None else None
+    cost = row.cost if row is not None else None
+    overwrite = mapping.effective_overwrite_cost(settings)
+    unit_cost = mapping.effective_unit_cost(settings)
+    new_cost = unit_cost if overwrite and unit_cost is not None else cost
+    change = target - before if target is not None and before is not None else None
+
+    def item(status: str, message: str = "") -> PlanItem:
+        moving = status == PLANNED
+        return PlanItem(
+            client_id=mapping.client_id,
+            client_name=(count.name if count is not None else "") or mapping.client_name or "",
+            contract_id=mapping.contract_id,
+            contract_service_id=mapping.contract_service_id,
+            service_id=_service_of(mapping, cs),
+            users=users,
+            target=target,
+            before=before,
+            after=target if moving else before,
+            change=change,
+            price=price,
+            cost=cost,
+            new_cost=new_cost,
+            status=status,
+            message=message,
+        )
+
+    if count is None or count.users is None:
+        return item(FAILED, (count.error if count is not None else "") or "no user count")
+    problem = _chain_problem(mapping, contract, cs, day, active_statuses, successors)
+    if problem is not None:
+        return item(FAILED, problem)
+    if row is None:
+        return item(
+            FAILED,
+            f"no units row of contract service {mapping.contract_service_id} covers "
+            f"{day.isoformat()}; check the contract's dates and services in Autotask",
+        )
+    if price is None or cost is None:
+        return item(FAILED, NO_COST_VISIBILITY)
+    if target is None or before is None:  # unreachable: users and row were checked above
+        return item(FAILED, "no user count")
+    cost_note = f"cost {money(cost)} -> {money(new_cost)}" if item(PLANNED).cost_changes else ""
+    if target == before and not cost_note:
+        return item(UNCHANGED)
+    # Neither of these two is lifted by --yes: a write would land in a billed period, or
+    # create a proration line that Autotask cannot delete.
+    if row.posted:
+        return item(
+            HELD,
+            f"the billing period from {row.start.isoformat()} is already approved and posted; "
+            "change it in Autotask by hand",
+        )
+    if row.start != day:
+        return item(
+            HELD,
+            f"the billing period covering {day.isoformat()} starts {row.start.isoformat()}: a "
+            "write would create a proration Autotask cannot delete; adjust it in Autotask",
+        )
+    hold = _guard(before, target, settings)
+    if hold is not None and not yes:
+        return item(HELD, hold)
+    notes = [cost_note] if cost_note else []
+    if hold is not None:
+        notes.append("guard lifted by --yes: " + hold.split(";")[0])
+    return item(PLANNED, "; ".join(notes))
+
+
+def plan(
+    mappings: cabc.Sequence[Mapping],
+    *,
+    day: date,
+    settings: SyncSettings,
+    counts: cabc.Mapping[int, UserCount],
+    contracts: cabc.Mapping[int, Contract],
+    contract_services: cabc.Mapping[int, ContractService],
+    rows: cabc.Mapping[int, cabc.Sequence[UnitsRow]],
+    active_statuses: cabc.Collection[int],
+    successors: cabc.Mapping[int, Successor] | None = None,
+    yes: bool = False,
+) -> list[PlanItem]:
+    """One item per mapping, in mapping order, with status planned/unchanged/held/failed.
+
+    ``day`` is the period's first day (D); ``rows`` are the units rows of each contract
+    service covering D; ``successors`` (from ``find_successors``) name renewals of ended
+    contracts; ``yes`` lifts the three liftable holds.
+    """
+    return [
+        plan_one(
+            mapping,
+            day=day,
+            settings=settings,
+            count=counts.get(mapping.client_id),
+            contract=contracts.get(mapping.contract_id),
+            cs=contract_services.get(mapping.contract_service_id),
+            rows=rows.get(mapping.contract_service_id, ()),
+            active_statuses=active_statuses,
+            successors=successors or {},
+            yes=yes,
+        )
+        for mapping in mappings
+    ]
+
+
+def summary(items: cabc.Iterable[PlanItem]) -> dict[str, int]:
+    """Items per status, every status present."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for entry in items:
+        counts[entry.status] = counts.get(entry.status, 0) + 1
+    return counts
+
+
+def summary_line(period: str, counts: cabc.Mapping[str, int], *, dry_run: bool) -> str:
+    """``Period 2026-12: 12 updated, 30 unchanged, 1 held, 0 failed`` (dry run: planned)."""
+    first = "planned" if dry_run else "updated"
+    text = (
+        f"Period {period}: {counts.get(first, 0)} {first}, {counts.get(UNCHANGED, 0)} unchanged, "
+        f"{counts.get(HELD, 0)} held, {counts.get(FAILED, 0)} failed"
+    )
+    return text + (" (dry run: nothing written)" if dry_run else "")
