@@ -85,7 +85,7 @@ class Sandbox:
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
+                kwargs={"poll_interval": 0.02},
                 name=f"sandbox-{server.port}",
                 daemon=True,
             )

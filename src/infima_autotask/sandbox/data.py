@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import UserDict
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
@@ -174,6 +176,35 @@ class InfimaClient:
     created_date: str = "2024-03-01T12:00:00Z"
 
 
+class UnitsTable(UserDict[int, dict[str, Any]]):
+    """Units rows by id, also indexed by contract service so look-ups stay fast at 5,000
+    clients. Add, replace and delete rows through the mapping; a row's
+    ``contractServiceID`` must not be changed in place."""
+
+    def __init__(self) -> None:
+        self.by_service: dict[int, set[int]] = {}
+        super().__init__()
+
+    def __setitem__(self, key: int, row: dict[str, Any]) -> None:
+        if key in self.data:
+            self._unindex(key)
+        self.data[key] = row
+        self.by_service.setdefault(row["contractServiceID"], set()).add(key)
+
+    def __delitem__(self, key: int) -> None:
+        self._unindex(key)
+        del self.data[key]
+
+    def _unindex(self, key: int) -> None:
+        ids = self.by_service.get(self.data[key]["contractServiceID"])
+        if ids is not None:
+            ids.discard(key)
+
+    def of_service(self, contract_service_id: int) -> list[dict[str, Any]]:
+        """The rows of one contract service, unordered."""
+        return [self.data[i] for i in self.by_service.get(contract_service_id, ())]
+
+
 @dataclass
 class SandboxState:
     """Everything both simulated APIs serve. Hold ``lock`` while reading or changing it."""
@@ -183,7 +214,7 @@ class SandboxState:
     contracts: dict[int, dict[str, Any]] = field(default_factory=dict)
     contract_services: dict[int, dict[str, Any]] = field(default_factory=dict)
     services: dict[int, dict[str, Any]] = field(default_factory=dict)
-    units: dict[int, dict[str, Any]] = field(default_factory=dict)
+    units: UnitsTable = field(default_factory=UnitsTable)
     infima_clients: dict[int, InfimaClient] = field(default_factory=dict)
     partner_name: str = "Sandbox MSP"
     adjustments: list[dict[str, Any]] = field(default_factory=list)
@@ -195,9 +226,9 @@ class SandboxState:
     generated: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    def table(self, entity: str) -> dict[int, dict[str, Any]]:
+    def table(self, entity: str) -> MutableMapping[int, dict[str, Any]]:
         """The records of an Autotask entity by its canonical name (``"Contracts"``)."""
-        tables = {
+        tables: dict[str, MutableMapping[int, dict[str, Any]]] = {
             "Companies": self.companies,
             "Contracts": self.contracts,
             "ContractServices": self.contract_services,
@@ -214,7 +245,7 @@ class SandboxState:
     def units_rows(self, contract_service_id: int) -> list[dict[str, Any]]:
         """The units rows of a contract service ordered by start date, then id."""
         with self.lock:
-            rows = [r for r in self.units.values() if r["contractServiceID"] == contract_service_id]
+            rows = self.units.of_service(contract_service_id)
         return sorted(rows, key=lambda r: (parse_datetime(r["startDate"]), r["id"]))
 
     def row_covering(self, contract_service_id: int, day: date) -> dict[str, Any] | None:
