@@ -125,6 +125,11 @@ class InfimaClient:
         )
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts ``²``, which ``int`` rejects."""
+    return text.isascii() and text.isdigit()
+
+
 class CountsFile:
     """Counts from a CSV file: ``client_id,active_users[,client_name]``."""
 
@@ -172,9 +177,9 @@ class CountsFile:
         if len(row) != width:
             return f"expected {width} columns, got {len(row)}"
         client_text, users_text = row[0].strip(), row[1].strip()
-        if not client_text.isdigit() or int(client_text) <= 0:
+        if not _is_number(client_text) or int(client_text) <= 0:
             return f"client_id must be a positive integer, got {client_text!r}"
-        if not users_text.isdigit():
+        if not _is_number(users_text):
             return f"active_users must be a whole number >= 0, got {users_text!r}"
         client_id = int(client_text)
         if client_id in self._users:
