@@ -1,7 +1,239 @@
-"""Commands of the mapping issue (not built yet)."""
+"""``list-clients``, ``search-accounts``, ``map``, ``unmap`` and ``list-mappings``."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-COMMANDS: list[Any] = []
+import click
+
+from infima_autotask import mapping as lib
+from infima_autotask.cli import _common
+from infima_autotask.cli._common import emit_json, emit_rows, get_runtime, json_option, warn
+from infima_autotask.config import MAX_INT, save_config
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType generically; 8.1 cannot subscript it
+    _ParamType = click.ParamType[int, Any]
+else:
+    _ParamType = click.ParamType
+
+
+class _Whole(_ParamType):
+    """A whole number in a range, without click's range note in every help line."""
+
+    def __init__(self, name: str, low: int) -> None:
+        self.name = name
+        self.low = low
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip()
+            if not text.lstrip("-").isdigit():
+                self.fail(f"{value!r} is not a whole number.", param, ctx)
+            number = int(text)
+        if not self.low <= number <= MAX_INT:
+            kind = "a positive whole number" if self.low else "a whole number of 0 or more"
+            self.fail(f"{value!r} is not {kind}.", param, ctx)
+        return number
+
+
+ID = _Whole("ID", 1)
+COUNT = _Whole("N", 0)
+
+
+@click.command("list-clients")
+@json_option
+def list_clients(as_json: bool) -> None:
+    """List INFIMA clients with their active users and what each is mapped to.
+
+    Counts come from the INFIMA API, or from infima.counts_file when it is set.
+
+    \b
+    Example:
+      infima-autotask list-clients
+      infima-autotask list-clients --json
+    """
+    runtime = get_runtime()
+    lines, warnings = lib.list_clients(runtime.config, runtime.count_source())
+    for message in warnings:
+        warn(f"Warning: {message}")
+    emit_rows([line.row() for line in lines], lib.CLIENT_COLUMNS, as_json=as_json)
+
+
+@click.command("search-accounts")
+@click.argument("query")
+@click.option("--inactive", is_flag=True, help="Include inactive accounts.")
+@click.option(
+    "--contracts",
+    is_flag=True,
+    help="Add each account's active Recurring Service contracts, their services and units.",
+)
+@click.option(
+    "--limit", type=COUNT, default=50, show_default=True, help="Accounts to show; 0: all."
+)
+@json_option
+def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_json: bool) -> None:
+    """Find Autotask accounts (companies) whose name contains QUERY.
+
+    With --contracts, one row per contract service of each account's active Recurring
+    Service contracts, with this month's units: the IDs `map` needs.
+
+    \b
+    Example:
+      infima-autotask search-accounts acme
+      infima-autotask search-accounts "acme dental" --contracts
+    """
+    runtime = get_runtime()
+    result = lib.search_accounts(
+        runtime.autotask(),
+        query,
+        today=lib.local_today(runtime.config),
+        inactive=inactive,
+        contracts=contracts,
+        limit=limit,
+    )
+    if result.more:
+        warn(f"Showing the first {limit} accounts; narrow QUERY or raise --limit (0: all).")
+    rows = result.rows()
+    if not as_json:
+        rows = [{**row, "Active": "yes" if row["Active"] else "no"} for row in rows]
+    emit_rows(rows, result.columns, as_json=as_json)
+    if not result.accounts and not as_json:
+        warn(f"No {'' if inactive else 'active '}account name contains {query!r}.")
+
+
+def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
+    click.echo(f"Choose the {kind}:", err=True)
+    for number, candidate in enumerate(candidates, start=1):
+        click.echo(f"  {number}) {candidate.line()}", err=True)
+    chosen: int = click.prompt(
+        f"{kind.capitalize()} number", type=click.IntRange(1, len(candidates)), err=True
+    )
+    return candidates[chosen - 1]
+
+
+@click.command("map")
+@click.argument("client_id", type=ID, required=False)
+@click.option("--account", "account_id", type=ID, help="Autotask account (company) ID.")
+@click.option("--contract", "contract_id", type=ID, help="Recurring Service contract ID.")
+@click.option("--contract-service", "contract_service_id", type=ID, help="Contract service ID.")
+@click.option("--exclude-users", type=COUNT, help="Users not billed (e.g. service accounts).")
+@click.option("--min-units", type=COUNT, help="Never write fewer units.")
+@click.option("--max-units", type=COUNT, help="Never write more units.")
+@click.option(
+    "--unit-cost",
+    type=click.FloatRange(min=0),
+    metavar="X",
+    help="Unit cost to write; also sets the mapping's overwrite_cost: true.",
+)
+@click.option(
+    "--from-csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Map many clients: client_id,account_id,contract_id,contract_service_id.",
+)
+@json_option
+def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
+    """Map an INFIMA client to an Autotask Contract Service, validating the chain live.
+
+    A missing --contract or --contract-service is chosen from a numbered list on a
+    terminal; without one it is taken only when there is a single candidate. Re-mapping
+    keeps the mapping's overrides unless an option changes them.
+
+    \b
+    Example:
+      infima-autotask map 101 --account 29683501
+      infima-autotask map 101 --account 29683501 --contract 29684001 --contract-service 29685100
+      infima-autotask map --from-csv mappings.csv
+    """
+    runtime = get_runtime()
+    config, today = runtime.config, lib.local_today(runtime.config)
+    if from_csv is not None:
+        if any(value is not None for value in given.values()):
+            raise click.UsageError("--from-csv takes the IDs from the file; give no other option.")
+        result = lib.map_from_csv(
+            config, runtime.autotask(), runtime.count_source(), from_csv, today=today
+        )
+    else:
+        if given["client_id"] is None or given["account_id"] is None:
+            raise click.UsageError("Give CLIENT_ID and --account (or --from-csv FILE).")
+        pick = _pick if _common.can_prompt() else None
+        result = lib.map_client(
+            config,
+            runtime.autotask(),
+            runtime.count_source(),
+            lib.MapRequest(**given),
+            today=today,
+            pick=pick,
+        )
+    for note in result.notes:
+        warn(note)
+    save_config(result.config, runtime.config_path)
+    runtime.set_config(result.config)
+    if as_json:
+        emit_json([change.row() for change in result.changes])
+    else:
+        for change in result.changes:
+            click.echo("\n".join(change.lines()))
+    warn(f"Config saved to {runtime.config_path} ({len(result.changes)} mapped).")
+
+
+@click.command()
+@click.argument("client_id", type=ID)
+@json_option
+def unmap(client_id: int, as_json: bool) -> None:
+    """Remove one client's mapping from the config.
+
+    \b
+    Example:
+      infima-autotask unmap 101
+    """
+    runtime = get_runtime()
+    config, removed = lib.unmap(runtime.config, client_id)
+    save_config(config, runtime.config_path)
+    runtime.set_config(config)
+    if as_json:
+        emit_json([lib.mapping_document(removed)])
+    else:
+        click.echo(f"Unmapped client {client_id}: was {lib.describe(removed)}")
+
+
+@click.command("list-mappings")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Validate every mapping live, refresh names, and say how to fix what is broken.",
+)
+@json_option
+def list_mappings(check: bool, as_json: bool) -> None:
+    """List the mappings with their last sync; --check validates them in Autotask.
+
+    With --check, exit 1 when any mapping is broken.
+
+    \b
+    Example:
+      infima-autotask list-mappings
+      infima-autotask list-mappings --check
+    """
+    runtime = get_runtime()
+    config = runtime.config
+    last = lib.last_sync_labels(runtime.state_dir(config))
+    if not check:
+        rows = [lib.mapping_row(m, last.get(m.client_id)) for m in config.mappings]
+        emit_rows(rows, lib.MAPPING_COLUMNS, as_json=as_json)
+        return
+    result = lib.check_mappings(config, runtime.autotask(), today=lib.local_today(config))
+    if result.refreshed:
+        save_config(result.config, runtime.config_path)
+        runtime.set_config(result.config)
+        warn(f"Refreshed names of {len(result.refreshed)} mapping(s) in {runtime.config_path}.")
+    emit_rows(result.rows(last), lib.CHECK_COLUMNS, as_json=as_json)
+    total = len(result.config.mappings)
+    warn(f"{total} mapping(s): {total - len(result.broken)} ok, {len(result.broken)} broken")
+    if result.broken:
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS: list[Any] = [list_clients, search_accounts, map_, unmap, list_mappings]

@@ -1,0 +1,1074 @@
+"""The mapping workflow (SPEC §7): list clients, search accounts, map, unmap, check mappings.
+
+Library code: no click. Commands pass in the config, the Autotask client and the count source
+and render what comes back; nothing here writes the config file except through the returned
+``Config`` (the command saves it with ``save_config``, atomically).
+
+Every read of many records is batched (``in`` queries of up to 500 values), so checking 200
+mappings costs a handful of Autotask requests, not one per mapping.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import math
+import zoneinfo
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from infima_autotask.autotask import RECURRING_SERVICE, AutotaskClient, in_filter
+from infima_autotask.config import MAX_INT, Config, Mapping
+from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
+from infima_autotask.history import DB_NAME, History
+from infima_autotask.infima import CountSource, InfimaClientInfo
+from infima_autotask.model import (
+    CONTRACT_FIELDS,
+    CONTRACT_SERVICE_FIELDS,
+    Account,
+    Contract,
+    ContractService,
+    active_contract_statuses,
+    choose_row,
+    find_successors,
+    parse_account,
+    parse_contract,
+    parse_contract_service,
+    read_accounts,
+    read_contract_services,
+    read_contracts,
+    read_services,
+    read_units_rows,
+)
+
+log = logging.getLogger(__name__)
+
+COUNT_THREADS = 4  # INFIMA user lists read at once by list-clients
+PROG = "infima-autotask"
+
+CLIENT_COLUMNS = ("Client ID", "Client", "Active users", "Mapped to")
+ACCOUNT_COLUMNS = ("Account ID", "Account", "Type", "Active")
+CONTRACT_COLUMNS = ("Contract ID", "Contract", "Contract Service ID", "Service", "Units")
+MAPPING_COLUMNS = ("Client ID", "Client", "Account", "Contract", "Contract Service", "Last sync")
+CHECK_COLUMNS = (*MAPPING_COLUMNS, "Status")
+CSV_COLUMNS = ("client_id", "account_id", "contract_id", "contract_service_id")
+
+Row = dict[str, Any]
+T = TypeVar("T")
+
+
+def local_today(config: Config) -> date:
+    """Today in ``sync.timezone`` (the system's when null): it decides "this month"."""
+    if config.sync.timezone:
+        return datetime.now(zoneinfo.ZoneInfo(config.sync.timezone)).date()
+    return date.today()
+
+
+def _ref(record_id: int, name: str | None) -> str:
+    return f"{record_id} {name}" if name else str(record_id)
+
+
+def _named(name: str | None) -> str:
+    return f" ({name})" if name else ""
+
+
+# --- list-clients ----------------------------------------------------------------------
+
+
+def mapped_to(mapping: Mapping) -> str:
+    """``Contract Service`` and contract of a mapping, as list-clients shows them."""
+    service = _ref(mapping.contract_service_id, mapping.service_name)
+    return f"{service} on {_ref(mapping.contract_id, mapping.contract_name)}"
+
+
+@dataclass(frozen=True)
+class ClientLine:
+    """One INFIMA client for ``list-clients``; ``active_users`` is None when counting failed."""
+
+    client_id: int
+    client_name: str
+    active_users: int | None
+    mapping: Mapping | None
+
+    def row(self) -> Row:
+        return {
+            "Client ID": self.client_id,
+            "Client": self.client_name or None,
+            "Active users": self.active_users,
+            "Mapped to": mapped_to(self.mapping) if self.mapping else None,
+        }
+
+
+def list_clients(
+    config: Config, source: CountSource, *, threads: int = COUNT_THREADS
+) -> tuple[list[ClientLine], list[str]]:
+    """Every client the count source knows, with its active users; plus warnings.
+
+    A client whose count fails gets ``None`` and a warning; the others are still listed.
+
+    Raises:
+        ApiError: the client list itself could not be read.
+    """
+    clients = sorted(source.clients(), key=lambda info: info.id)
+    warnings: list[str] = []
+
+    def count(info: InfimaClientInfo) -> int | None:
+        try:
+            return source.active_users(info.id)
+        except InfimaAutotaskError as exc:
+            warnings.append(
+                f"client {info.id}{_named(info.name)}: could not count active users: {exc.message}"
+            )
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        counts = list(pool.map(count, clients))
+    known = {info.id for info in clients}
+    for mapping in config.mappings:
+        if mapping.client_id not in known:
+            warnings.append(
+                f"mapped client {mapping.client_id}{_named(mapping.client_name)} is not known "
+                f"to INFIMA; remove it with `{PROG} unmap {mapping.client_id}` if it is gone."
+            )
+    lines = [
+        ClientLine(info.id, info.name, users, config.mapping_for(info.id))
+        for info, users in zip(clients, counts, strict=True)
+    ]
+    return lines, sorted(warnings)
+
+
+# --- search-accounts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceLine:
+    """A contract of an account shown by ``search-accounts --contracts``, with one service.
+
+    ``contract_service_id`` is None for a contract that carries no service.
+    """
+
+    contract: Contract
+    contract_service_id: int | None
+    service_name: str | None
+    units: int | None
+
+
+@dataclass(frozen=True)
+class AccountHit:
+    account: Account
+    type_label: str | None
+    services: tuple[ServiceLine, ...] = ()
+
+    def account_row(self) -> Row:
+        return {
+            "Account ID": self.account.id,
+            "Account": self.account.name or None,
+            "Type": self.type_label,
+            "Active": self.account.active,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    accounts: list[AccountHit]
+    more: bool  # more companies matched than the limit allowed to show
+    with_contracts: bool
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*ACCOUNT_COLUMNS, *CONTRACT_COLUMNS) if self.with_contracts else ACCOUNT_COLUMNS
+
+    def rows(self) -> list[Row]:
+        """One row per account; with contracts, one per contract service (account repeated)."""
+        rows: list[Row] = []
+        for hit in self.accounts:
+            base = hit.account_row()
+            if not self.with_contracts:
+                rows.append(base)
+                continue
+            if not hit.services:
+                rows.append({**base, **dict.fromkeys(CONTRACT_COLUMNS)})
+            for line in hit.services:
+                rows.append(
+                    {
+                        **base,
+                        "Contract ID": line.contract.id,
+                        "Contract": line.contract.name or None,
+                        "Contract Service ID": line.contract_service_id,
+                        "Service": line.service_name,
+                        "Units": line.units,
+                    }
+                )
+        return rows
+
+
+def _usable_contract(contract: Contract, active: set[int], today: date) -> bool:
+    return contract.recurring and contract.status in active and not contract.ended_before(today)
+
+
+def _contract_filters(active: set[int]) -> list[dict[str, Any]]:
+    return [
+        {"op": "eq", "field": "contractType", "value": RECURRING_SERVICE},
+        in_filter("status", sorted(active)),
+    ]
+
+
+def search_accounts(
+    client: AutotaskClient,
+    query: str,
+    *,
+    today: date,
+    inactive: bool = False,
+    contracts: bool = False,
+    limit: int = 50,
+) -> SearchResult:
+    """Companies whose name contains ``query``; ``limit`` 0 means all (every page).
+
+    With ``contracts``, the active Recurring Service contracts of the accounts shown, their
+    contract services, service names and units on the 1st of this month, one batched query
+    per entity for all accounts.
+
+    Raises:
+        UsageError: ``query`` is empty.
+    """
+    text = query.strip()
+    if not text:
+        raise UsageError("QUERY is empty; give part of the account name, e.g. `acme`.")
+    filters: list[dict[str, Any]] = [{"op": "contains", "field": "companyName", "value": text}]
+    if not inactive:
+        filters.append({"op": "eq", "field": "isActive", "value": True})
+    records = client.iter_query(
+        "Companies", filters, fields=("companyName", "companyType", "isActive")
+    )
+    found = list(itertools.islice(records, limit + 1) if limit else records)
+    more = bool(limit) and len(found) > limit
+    accounts = [parse_account(record) for record in found[: limit or None]]
+    if not accounts:
+        return SearchResult([], more=False, with_contracts=contracts)
+    labels = client.picklist("Companies", "companyType")
+    accounts.sort(key=lambda account: (account.name.casefold(), account.id))
+    services: dict[int, list[ServiceLine]] = {}
+    if contracts:
+        services = _account_services(client, [account.id for account in accounts], today)
+    hits = [
+        AccountHit(
+            account,
+            labels.get(account.company_type, str(account.company_type))
+            if account.company_type is not None
+            else None,
+            tuple(services.get(account.id, ())),
+        )
+        for account in accounts
+    ]
+    return SearchResult(hits, more=more, with_contracts=contracts)
+
+
+def _account_services(
+    client: AutotaskClient, account_ids: Sequence[int], today: date
+) -> dict[int, list[ServiceLine]]:
+    active = active_contract_statuses(client)
+    contracts = sorted(
+        (
+            contract
+            for contract in map(
+                parse_contract,
+                client.query_in(
+                    "Contracts",
+                    "companyID",
+                    account_ids,
+                    filters=_contract_filters(active),
+                    fields=CONTRACT_FIELDS,
+                ),
+            )
+            if _usable_contract(contract, active, today)
+        ),
+        key=lambda contract: (contract.start or date.min, contract.id),
+    )
+    carried = [
+        parse_contract_service(record)
+        for record in client.query_in(
+            "ContractServices",
+            "contractID",
+            [contract.id for contract in contracts],
+            fields=CONTRACT_SERVICE_FIELDS,
+        )
+    ]
+    names = read_services(client, {cs.service_id for cs in carried})
+    rows = read_units_rows(client, [cs.id for cs in carried], today.replace(day=1))
+    by_contract: dict[int, list[ContractService]] = {}
+    for cs in sorted(carried, key=lambda cs: cs.id):
+        by_contract.setdefault(cs.contract_id, []).append(cs)
+    found: dict[int, list[ServiceLine]] = {}
+    for contract in contracts:
+        lines = found.setdefault(contract.account_id, [])
+        if contract.id not in by_contract:
+            lines.append(ServiceLine(contract, None, None, None))
+        for cs in by_contract.get(contract.id, []):
+            row = choose_row(rows.get(cs.id, []), today.replace(day=1))
+            service = names.get(cs.service_id)
+            lines.append(
+                ServiceLine(
+                    contract, cs.id, service.name if service else None, row.units if row else None
+                )
+            )
+    return found
+
+
+# --- map: validating a chain -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One choice offered when ``--contract`` or ``--contract-service`` is left out."""
+
+    id: int
+    label: str
+
+    def line(self) -> str:
+        return f"{self.id}  {self.label}" if self.label else str(self.id)
+
+
+# Called with ("contract" | "contract service", candidates) when there are several; returns
+# the chosen one. None: nobody can be asked (no terminal).
+Picker = Callable[[str, Sequence[Candidate]], Candidate]
+
+
+@dataclass(frozen=True)
+class _Problem:
+    text: str
+    hint: str = ""  # what to do, for the single `map` command (the CSV lists lines instead)
+
+    def message(self) -> str:
+        return f"{self.text}. {self.hint}" if self.hint else f"{self.text}."
+
+
+def _account_problem(account_id: int, account: Account | None) -> _Problem | None:
+    if account is None:
+        return _Problem(
+            f"Account {account_id} not found in Autotask",
+            f"Find the account ID with `{PROG} search-accounts NAME`.",
+        )
+    if not account.active:
+        return _Problem(
+            f"Account {account_id}{_named(account.name)} is inactive in Autotask",
+            f"Reactivate it, or find an active account with `{PROG} search-accounts NAME`.",
+        )
+    return None
+
+
+def _contract_problem(
+    contract_id: int,
+    contract: Contract | None,
+    account: Account,
+    active: set[int],
+    today: date,
+) -> _Problem | None:
+    choose = "Leave out --contract to choose from the account's Recurring Service contracts."
+    if contract is None:
+        return _Problem(f"Contract {contract_id} not found in Autotask", choose)
+    named = f"Contract {contract_id}{_named(contract.name)}"
+    if contract.account_id != account.id:
+        return _Problem(
+            f"{named} belongs to account {contract.account_id}, not to account "
+            f"{account.id}{_named(account.name)}",
+            choose,
+        )
+    if not contract.recurring:
+        return _Problem(
+            f"{named} is not a Recurring Service contract (contractType "
+            f"{contract.contract_type}); the INFIMA service must be on one",
+            choose,
+        )
+    if contract.ended_before(today):
+        return _Problem(f"{named} ended on {contract.end}", f"Map its renewal instead. {choose}")
+    if contract.status not in active:
+        return _Problem(
+            f"{named} is not active in Autotask (status {contract.status})",
+            f"Activate it in Autotask, or: {choose}",
+        )
+    return None
+
+
+def _contract_service_problem(
+    cs_id: int, cs: ContractService | None, contract: Contract
+) -> _Problem | None:
+    choose = "Leave out --contract-service to choose from the contract's services."
+    if cs is None:
+        return _Problem(f"Contract service {cs_id} not found in Autotask", choose)
+    if cs.contract_id != contract.id:
+        return _Problem(
+            f"Contract service {cs_id} belongs to contract {cs.contract_id}, not to contract "
+            f"{contract.id}{_named(contract.name)}",
+            choose,
+        )
+    return None
+
+
+def _taken_problem(config: Config, client_id: int, cs_id: int) -> _Problem | None:
+    for other in config.mappings:
+        if other.contract_service_id == cs_id and other.client_id != client_id:
+            return _Problem(
+                f"Contract service {cs_id} is already mapped to client "
+                f"{other.client_id}{_named(other.client_name)}",
+                f"Run `{PROG} unmap {other.client_id}` first, or choose another contract service.",
+            )
+    return None
+
+
+def _raise(problem: _Problem | None) -> None:
+    if problem is not None:
+        raise UsageError(problem.message())
+
+
+def _valid(problem: _Problem | None, value: T | None) -> T:
+    """``value`` when the check found no problem (the checks refuse a missing value)."""
+    _raise(problem)
+    if value is None:
+        raise UsageError("A record Autotask was asked for is missing; run the command again.")
+    return value
+
+
+def _infima_client(clients: Iterable[InfimaClientInfo], client_id: int) -> InfimaClientInfo:
+    for info in clients:
+        if info.id == client_id:
+            return info
+    raise UsageError(
+        f"INFIMA does not know client {client_id}. Run `{PROG} list-clients` to see the client IDs."
+    )
+
+
+@dataclass(frozen=True)
+class MapRequest:
+    """What ``map`` was asked; None leaves a value to choose (IDs) or unchanged (overrides)."""
+
+    client_id: int
+    account_id: int
+    contract_id: int | None = None
+    contract_service_id: int | None = None
+    exclude_users: int | None = None
+    min_units: int | None = None
+    max_units: int | None = None
+    unit_cost: float | None = None
+
+
+@dataclass(frozen=True)
+class MapChange:
+    """One client's old mapping (None when new) and new mapping."""
+
+    old: Mapping | None
+    new: Mapping
+
+    def row(self) -> Row:
+        return {**mapping_document(self.new), "previous": _maybe_doc(self.old)}
+
+    def lines(self) -> list[str]:
+        head = f"Mapped client {self.new.client_id}{_named(self.new.client_name)}"
+        if self.old is None:
+            return [f"{head} to {describe(self.new)}"]
+        if _chain(self.old) == _chain(self.new):
+            return [f"{head} (unchanged chain): {describe(self.new)}"]
+        return [f"{head}:", f"  was: {describe(self.old)}", f"  now: {describe(self.new)}"]
+
+
+def _chain(mapping: Mapping) -> tuple[int, int, int]:
+    return (mapping.account_id, mapping.contract_id, mapping.contract_service_id)
+
+
+def _maybe_doc(mapping: Mapping | None) -> Row | None:
+    return mapping_document(mapping) if mapping else None
+
+
+def describe(mapping: Mapping) -> str:
+    """``account 1 A, contract 2 C, contract service 3 S`` (IDs with names)."""
+    return (
+        f"account {_ref(mapping.account_id, mapping.account_name)}, "
+        f"contract {_ref(mapping.contract_id, mapping.contract_name)}, "
+        f"contract service {_ref(mapping.contract_service_id, mapping.service_name)}"
+    )
+
+
+def mapping_document(mapping: Mapping) -> Row:
+    """The JSON shape of a mapping in ``map``/``unmap`` output."""
+    return {
+        "client_id": mapping.client_id,
+        "client": mapping.client_name,
+        "account_id": mapping.account_id,
+        "account": mapping.account_name,
+        "contract_id": mapping.contract_id,
+        "contract": mapping.contract_name,
+        "contract_service_id": mapping.contract_service_id,
+        "service_id": mapping.service_id,
+        "service": mapping.service_name,
+    }
+
+
+@dataclass(frozen=True)
+class MapResult:
+    config: Config  # the whole new config, to be saved
+    changes: list[MapChange]
+    notes: list[str]  # what was chosen without asking (single candidates)
+
+
+def _with_overrides(mapping: Mapping, request: MapRequest) -> Mapping:
+    changed: dict[str, Any] = {}
+    for key in ("exclude_users", "min_units", "max_units"):
+        value = getattr(request, key)
+        if value is not None:
+            changed[key] = value
+    if request.unit_cost is not None:
+        changed.update(unit_cost=request.unit_cost, overwrite_cost=True)
+    return replace(mapping, **changed)
+
+
+def _check_overrides(request: MapRequest, old: Mapping | None) -> None:
+    if request.unit_cost is not None and not math.isfinite(request.unit_cost):
+        raise UsageError(f"--unit-cost must be a finite number, got {request.unit_cost}.")
+    low, high = request.min_units, request.max_units
+    if old is not None:
+        low = old.min_units if low is None else low
+        high = old.max_units if high is None else high
+    if low is not None and high is not None and low > high:
+        raise UsageError(
+            f"Minimum units {low} is greater than maximum units {high}; "
+            "fix --min-units or --max-units."
+        )
+
+
+def _new_mapping(
+    old: Mapping | None,
+    request: MapRequest,
+    info: InfimaClientInfo,
+    account: Account,
+    contract: Contract,
+    cs: ContractService,
+    service_name: str | None,
+) -> Mapping:
+    chain: dict[str, Any] = {
+        "client_name": info.name or (old.client_name if old else None),
+        "account_id": account.id,
+        "account_name": account.name or None,
+        "contract_id": contract.id,
+        "contract_name": contract.name or None,
+        "contract_service_id": cs.id,
+        "service_id": cs.service_id,
+        "service_name": service_name or None,
+    }
+    base = replace(old, **chain) if old else Mapping(client_id=request.client_id, **chain)
+    return _with_overrides(base, request)
+
+
+def _choose(
+    kind: str,
+    candidates: Sequence[Candidate],
+    pick: Picker | None,
+    notes: list[str],
+    many: str,
+    option: str,
+) -> int:
+    if len(candidates) == 1:
+        notes.append(f"Taking the only {kind}: {candidates[0].line()}")
+        return candidates[0].id
+    if pick is None:
+        raise UsageError(
+            f"{many}; pass {option} with one of these IDs (no terminal to choose on):",
+            [candidate.line() for candidate in candidates],
+        )
+    return pick(kind, candidates).id
+
+
+def _contract_label(contract: Contract) -> str:
+    span = f"{contract.start or '?'} to {contract.end or '?'}"
+    return f"{contract.name} ({span})" if contract.name else f"({span})"
+
+
+def map_client(
+    config: Config,
+    client: AutotaskClient,
+    source: CountSource,
+    request: MapRequest,
+    *,
+    today: date,
+    pick: Picker | None = None,
+) -> MapResult:
+    """Validate one client's chain live (SPEC §7) and return the config with its mapping.
+
+    A missing contract or contract service is taken when there is one candidate, else
+    chosen with ``pick``; without ``pick`` the candidates are listed in the error.
+
+    Raises:
+        UsageError: unknown client, account, contract or contract service, a broken chain,
+            a contract service mapped to another client, or no choice possible.
+    """
+    old = config.mapping_for(request.client_id)
+    _check_overrides(request, old)
+    if request.contract_service_id is not None:
+        _raise(_taken_problem(config, request.client_id, request.contract_service_id))
+    info = _infima_client(source.clients(), request.client_id)
+    notes: list[str] = []
+
+    record = client.get("Companies", request.account_id)
+    found = parse_account(record) if record else None
+    account = _valid(_account_problem(request.account_id, found), found)
+    active = active_contract_statuses(client)
+
+    if request.contract_id is None:
+        options = sorted(
+            (
+                contract
+                for contract in map(
+                    parse_contract,
+                    client.query(
+                        "Contracts",
+                        [
+                            {"op": "eq", "field": "companyID", "value": account.id},
+                            *_contract_filters(active),
+                        ],
+                        fields=CONTRACT_FIELDS,
+                    ),
+                )
+                if _usable_contract(contract, active, today) and contract.account_id == account.id
+            ),
+            key=lambda contract: (contract.start or date.min, contract.id),
+        )
+        if not options:
+            raise UsageError(
+                f"Account {account.id}{_named(account.name)} has no active Recurring Service "
+                "contract. Create one in Autotask with the INFIMA service on it, then run map "
+                "again."
+            )
+        by_id = {contract.id: contract for contract in options}
+        chosen = _choose(
+            "contract",
+            [Candidate(contract.id, _contract_label(contract)) for contract in options],
+            pick,
+            notes,
+            f"Account {account.id}{_named(account.name)} has {len(options)} active "
+            "Recurring Service contracts",
+            "--contract",
+        )
+        contract = by_id[chosen]
+    else:
+        record = client.get("Contracts", request.contract_id)
+        given = parse_contract(record) if record else None
+        contract = _valid(
+            _contract_problem(request.contract_id, given, account, active, today), given
+        )
+
+    if request.contract_service_id is None:
+        carried = sorted(
+            map(
+                parse_contract_service,
+                client.query(
+                    "ContractServices",
+                    [{"op": "eq", "field": "contractID", "value": contract.id}],
+                    fields=CONTRACT_SERVICE_FIELDS,
+                ),
+            ),
+            key=lambda cs: cs.id,
+        )
+        carried = [cs for cs in carried if cs.contract_id == contract.id]
+        if not carried:
+            raise UsageError(
+                f"Contract {contract.id}{_named(contract.name)} has no services. Add the INFIMA "
+                "service to it in Autotask, then run map again."
+            )
+        services = read_services(client, {c.service_id for c in carried})
+        names = {service_id: service.name for service_id, service in services.items()}
+        by_cs = {cs.id: cs for cs in carried}
+        candidates = []
+        for cs in carried:
+            label = names.get(cs.service_id) or f"service {cs.service_id}"
+            holder = _taken_problem(config, request.client_id, cs.id)
+            if holder is not None:
+                label += " (already mapped to another client)"
+            candidates.append(Candidate(cs.id, label))
+        cs_id = _choose(
+            "contract service",
+            candidates,
+            pick,
+            notes,
+            f"Contract {contract.id}{_named(contract.name)} has {len(carried)} services",
+            "--contract-service",
+        )
+        cs = by_cs[cs_id]
+        service_name = names.get(cs.service_id)
+    else:
+        record = client.get("ContractServices", request.contract_service_id)
+        given_cs = parse_contract_service(record) if record else None
+        cs = _valid(
+            _contract_service_problem(request.contract_service_id, given_cs, contract), given_cs
+        )
+        service = client.get("Services", cs.service_id)
+        service_name = str(service.get("name") or "") if service else None
+    _raise(_taken_problem(config, request.client_id, cs.id))
+
+    new = _new_mapping(old, request, info, account, contract, cs, service_name)
+    return MapResult(config.with_mapping(new), [MapChange(old, new)], notes)
+
+
+# --- map --from-csv --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    line: int
+    client_id: int
+    account_id: int
+    contract_id: int
+    contract_service_id: int
+
+
+def read_mapping_csv(path: Path) -> tuple[list[CsvRow], list[tuple[int, str]]]:
+    """The rows of a mapping CSV and the problems of the rows that could not be read.
+
+    Raises:
+        UsageError: the file cannot be read, or its header is not the expected one.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            lines = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"Cannot read the mapping file {path}: {exc.__class__.__name__}. Check the path."
+        ) from None
+    except csv.Error as exc:
+        raise UsageError(f"Mapping file {path} is not valid CSV: {exc}.") from None
+    header = [cell.strip().lower() for cell in lines[0][1]] if lines else []
+    if tuple(header) != CSV_COLUMNS:
+        raise UsageError(
+            f"Mapping file {path}: the first line must be the header {','.join(CSV_COLUMNS)}."
+        )
+    rows: list[CsvRow] = []
+    problems: list[tuple[int, str]] = []
+    for line, cells in lines[1:]:
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(CSV_COLUMNS):
+            problems.append((line, f"expected {len(CSV_COLUMNS)} columns, got {len(cells)}"))
+            continue
+        values: list[int] = []
+        for name, cell in zip(CSV_COLUMNS, cells, strict=True):
+            text = cell.strip()
+            if not text.isdigit() or not 0 < int(text) <= MAX_INT:
+                problems.append((line, f"{name} must be a positive integer, got {text!r}"))
+                break
+            values.append(int(text))
+        else:
+            rows.append(CsvRow(line, *values))
+    return rows, problems
+
+
+def _duplicates(rows: Sequence[CsvRow]) -> tuple[list[CsvRow], list[tuple[int, str]]]:
+    seen_client: dict[int, int] = {}
+    seen_cs: dict[int, int] = {}
+    kept: list[CsvRow] = []
+    problems: list[tuple[int, str]] = []
+    for row in rows:
+        if row.client_id in seen_client:
+            problems.append(
+                (row.line, f"client {row.client_id} is also on line {seen_client[row.client_id]}")
+            )
+        elif row.contract_service_id in seen_cs:
+            problems.append(
+                (
+                    row.line,
+                    f"contract service {row.contract_service_id} is also on line "
+                    f"{seen_cs[row.contract_service_id]}",
+                )
+            )
+        else:
+            seen_client[row.client_id] = row.line
+            seen_cs[row.contract_service_id] = row.line
+            kept.append(row)
+    return kept, problems
+
+
+def map_from_csv(
+    config: Config,
+    client: AutotaskClient,
+    source: CountSource,
+    path: Path,
+    *,
+    today: date,
+) -> MapResult:
+    """Validate every row of a mapping CSV live, then map them all, or none.
+
+    Reads: one INFIMA client list; one query each (per 500 rows) for accounts, contracts,
+    contract services and services, plus the contract status picklist.
+
+    Raises:
+        UsageError: any bad row (``details``: every bad row as ``line N: ...``).
+    """
+    rows, problems = read_mapping_csv(path)
+    rows, duplicate_problems = _duplicates(rows)
+    problems += duplicate_problems
+    if not rows and not problems:
+        raise UsageError(f"Mapping file {path} has no rows below its header; nothing to map.")
+    changes: list[MapChange] = []
+    if rows:
+        clients = {info.id: info for info in source.clients()}
+        accounts = read_accounts(client, [row.account_id for row in rows])
+        contracts = read_contracts(client, [row.contract_id for row in rows])
+        services = read_contract_services(client, [row.contract_service_id for row in rows])
+        names = read_services(client, {cs.service_id for cs in services.values()})
+        active = active_contract_statuses(client)
+        # Other clients keep their mappings unless this file re-maps them.
+        remapped = {row.client_id for row in rows}
+        kept = replace(
+            config, mappings=tuple(m for m in config.mappings if m.client_id not in remapped)
+        )
+        new_config = config
+        for row in rows:
+            problem = _row_problem(row, clients, accounts, contracts, services, active, today)
+            problem = problem or _taken_problem(kept, row.client_id, row.contract_service_id)
+            if problem is not None:
+                problems.append((row.line, problem.text))
+                continue
+            cs = services[row.contract_service_id]
+            service = names.get(cs.service_id)
+            old = config.mapping_for(row.client_id)
+            request = MapRequest(
+                row.client_id, row.account_id, row.contract_id, row.contract_service_id
+            )
+            new = _new_mapping(
+                old,
+                request,
+                clients[row.client_id],
+                accounts[row.account_id],
+                contracts[row.contract_id],
+                cs,
+                service.name if service else None,
+            )
+            new_config = new_config.with_mapping(new)
+            changes.append(MapChange(old, new))
+    if problems:
+        problems.sort()
+        raise UsageError(
+            f"{len(problems)} bad row{'s' if len(problems) != 1 else ''} in {path}; nothing was "
+            "written. Fix them and run again:",
+            [f"line {line}: {text}" for line, text in problems],
+        )
+    return MapResult(new_config, changes, [])
+
+
+def _row_problem(
+    row: CsvRow,
+    clients: dict[int, InfimaClientInfo],
+    accounts: dict[int, Account],
+    contracts: dict[int, Contract],
+    services: dict[int, ContractService],
+    active: set[int],
+    today: date,
+) -> _Problem | None:
+    if row.client_id not in clients:
+        return _Problem(f"INFIMA does not know client {row.client_id}")
+    account = accounts.get(row.account_id)
+    problem = _account_problem(row.account_id, account)
+    if problem or account is None:
+        return problem
+    contract = contracts.get(row.contract_id)
+    problem = _contract_problem(row.contract_id, contract, account, active, today)
+    if problem or contract is None:
+        return problem
+    return _contract_service_problem(
+        row.contract_service_id, services.get(row.contract_service_id), contract
+    )
+
+
+# --- unmap -----------------------------------------------------------------------------
+
+
+def unmap(config: Config, client_id: int) -> tuple[Config, Mapping]:
+    """The config without ``client_id``'s mapping, and that mapping.
+
+    Raises:
+        UsageError: the client is not mapped.
+    """
+    mapping = config.mapping_for(client_id)
+    if mapping is None:
+        raise UsageError(
+            f"Client {client_id} is not mapped. Run `{PROG} list-mappings` to see the mapped "
+            "clients."
+        )
+    return config.without_mapping(client_id), mapping
+
+
+# --- list-mappings [--check] -----------------------------------------------------------
+
+
+def last_sync_labels(state_dir: Path) -> dict[int, str]:
+    """``{client_id: "2026-12 12 updated"}`` from the history, if there is one.
+
+    Never creates the state folder: without a history database there is nothing to show.
+    """
+    if not (state_dir / DB_NAME).is_file():
+        return {}
+    try:
+        with History(state_dir) as history:
+            items = history.last_items()
+    except StateError as exc:
+        log.warning("Last sync not shown: %s", exc.message)
+        return {}
+    return {
+        client_id: f"{item.period} {'-' if item.after is None else item.after} {item.status}"
+        for client_id, item in items.items()
+    }
+
+
+def mapping_row(mapping: Mapping, last_sync: str | None, status: str | None = None) -> Row:
+    row: Row = {
+        "Client ID": mapping.client_id,
+        "Client": mapping.client_name,
+        "Account": _ref(mapping.account_id, mapping.account_name),
+        "Contract": _ref(mapping.contract_id, mapping.contract_name),
+        "Contract Service": _ref(mapping.contract_service_id, mapping.service_name),
+        "Last sync": last_sync,
+    }
+    if status is not None:
+        row["Status"] = status
+    return row
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    config: Config  # with names refreshed from Autotask (equal to the input when none changed)
+    status: dict[int, str]  # client_id -> "ok" or what is broken and the fix
+    broken: set[int]
+    refreshed: list[int]  # clients whose names (or service id) were refreshed
+
+    def rows(self, last_sync: dict[int, str]) -> list[Row]:
+        return [
+            mapping_row(m, last_sync.get(m.client_id), self.status[m.client_id])
+            for m in self.config.mappings
+        ]
+
+
+def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> CheckResult:
+    """Validate every mapping live in batched reads and refresh names changed in Autotask.
+
+    Requests: the contract status picklist, then one query (per 500 mappings) each for
+    accounts, contracts, contract services and services; two more for the renewal look-up,
+    only when some contract has ended.
+    """
+    mappings = config.mappings
+    if not mappings:
+        return CheckResult(config, {}, set(), [])
+    active = active_contract_statuses(client)
+    accounts = read_accounts(client, [m.account_id for m in mappings])
+    contracts = read_contracts(client, [m.contract_id for m in mappings])
+    services = read_contract_services(client, [m.contract_service_id for m in mappings])
+    names = read_services(
+        client, {m.service_id for m in mappings} | {cs.service_id for cs in services.values()}
+    )
+    ended = [
+        (contracts[m.contract_id], m.service_id)
+        for m in mappings
+        if m.contract_id in contracts
+        and contracts[m.contract_id].account_id == m.account_id
+        and contracts[m.contract_id].ended_before(today)
+    ]
+    successors = find_successors(client, ended, today, active) if ended else {}
+
+    status: dict[int, str] = {}
+    refreshed: list[int] = []
+    new_mappings: list[Mapping] = []
+    for m in mappings:
+        account = accounts.get(m.account_id)
+        contract = contracts.get(m.contract_id)
+        cs = services.get(m.contract_service_id)
+        status[m.client_id] = _check_one(m, account, contract, cs, active, today, successors)
+        fresh = _refresh(m, account, contract, cs, names)
+        if fresh != m:
+            refreshed.append(m.client_id)
+            log.info("refreshed names of client %d's mapping", m.client_id)
+        new_mappings.append(fresh)
+    new_config = replace(config, mappings=tuple(new_mappings)) if refreshed else config
+    broken = {client_id for client_id, text in status.items() if text != "ok"}
+    return CheckResult(new_config, status, broken, refreshed)
+
+
+def _refresh(
+    mapping: Mapping,
+    account: Account | None,
+    contract: Contract | None,
+    cs: ContractService | None,
+    names: dict[int, Any],
+) -> Mapping:
+    changed: dict[str, Any] = {}
+    if account is not None and account.name and account.name != mapping.account_name:
+        changed["account_name"] = account.name
+    if (
+        contract is not None
+        and contract.account_id == mapping.account_id
+        and contract.name
+        and contract.name != mapping.contract_name
+    ):
+        changed["contract_name"] = contract.name
+    service_id = mapping.service_id
+    if cs is not None and cs.contract_id == mapping.contract_id:
+        service_id = cs.service_id  # what sync must send as serviceID
+        if service_id != mapping.service_id:
+            changed["service_id"] = service_id
+    service = names.get(service_id)
+    if service is not None and service.name and service.name != mapping.service_name:
+        changed["service_name"] = service.name
+    return replace(mapping, **changed) if changed else mapping
+
+
+def _check_one(
+    m: Mapping,
+    account: Account | None,
+    contract: Contract | None,
+    cs: ContractService | None,
+    active: set[int],
+    today: date,
+    successors: dict[int, Any],
+) -> str:
+    remap = f"`{PROG} map {m.client_id} --account {m.account_id}`"
+    if account is None:
+        return (
+            f"account {m.account_id} not found: find it with `{PROG} search-accounts NAME`, "
+            f"then `{PROG} map {m.client_id} --account ID`"
+        )
+    if not account.active:
+        return (
+            f"account {m.account_id} inactive: reactivate it in Autotask, or re-map with "
+            f"`{PROG} map {m.client_id} --account ID`"
+        )
+    if contract is None:
+        return f"contract {m.contract_id} not found: re-map with {remap}"
+    if contract.account_id != m.account_id:
+        return (
+            f"contract {m.contract_id} belongs to account {contract.account_id}: "
+            f"re-map with {remap}"
+        )
+    if not contract.recurring:
+        return f"contract {m.contract_id} is not Recurring Service: re-map with {remap}"
+    if contract.ended_before(today):
+        successor = successors.get(contract.id)
+        if successor is not None and successor.contract_service.service_id == m.service_id:
+            return (
+                f"contract {m.contract_id} ended on {contract.end}; renewal found: "
+                f"`{PROG} map {m.client_id} --account {m.account_id} "
+                f"--contract {successor.contract.id} "
+                f"--contract-service {successor.contract_service.id}`"
+            )
+        return (
+            f"contract {m.contract_id} ended on {contract.end}, no renewal carrying service "
+            f"{m.service_id} found: create it in Autotask, then re-map with {remap}"
+        )
+    if contract.status not in active:
+        return f"contract {m.contract_id} inactive: activate it in Autotask, or re-map with {remap}"
+    if cs is None or cs.contract_id != m.contract_id:
+        return (
+            f"contract service {m.contract_service_id} gone from contract {m.contract_id}: "
+            f"re-map with `{PROG} map {m.client_id} --account {m.account_id} "
+            f"--contract {m.contract_id}`"
+        )
+    return "ok"
