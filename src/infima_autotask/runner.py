@@ -1,0 +1,627 @@
+"""The monthly sync around the pure planner: lock, history, reads, guard, writes, verification.
+
+Order of a run (SPEC §8, §9): take the lock and open the history (both refuse before anything
+is sent); list INFIMA clients; read contracts, contract services and units rows in batches;
+close intents left open by a killed run; count users; plan; read ThresholdInformation; write
+each change once (at most three in flight), recording an intent before and the outcome after;
+then verify every written item in one batched read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from infima_autotask import __version__
+from infima_autotask.autotask import AutotaskClient, format_date
+from infima_autotask.config import Mapping
+from infima_autotask.errors import (
+    ApiError,
+    ApiRejected,
+    InfimaAutotaskError,
+    ThresholdError,
+    UsageError,
+)
+from infima_autotask.history import DB_NAME, History, HistoryItem, ItemRecord, SyncLock
+from infima_autotask.infima import CountsFile, CountSource, InfimaClientInfo
+from infima_autotask.model import (
+    Successor,
+    UnitsRow,
+    active_contract_statuses,
+    choose_row,
+    find_successors,
+    read_contract_services,
+    read_contracts,
+    read_units_rows,
+)
+from infima_autotask.runtime import Runtime
+from infima_autotask.sync import (
+    FAILED,
+    HELD,
+    PLANNED,
+    UPDATED,
+    PlanItem,
+    UserCount,
+    current_month,
+    ended_contracts,
+    money,
+    period_label,
+    plan,
+    same_amount,
+    summary,
+)
+
+log = logging.getLogger(__name__)
+
+ADJUSTMENTS = "ContractServiceAdjustments"
+WRITE_THREADS = 3  # Autotask's thread limit per endpoint; the client's semaphore agrees
+COUNT_THREADS = 4
+MAX_LISTED_UNMAPPED = 20
+
+# (stage label, done, total): lets the CLI draw a progress bar without the library knowing.
+Progress = Callable[[str, int, int], None]
+
+HISTORY_COLUMNS = (
+    "Time",
+    "Period",
+    "Client ID",
+    "Client",
+    "Before",
+    "After",
+    "Change",
+    "Status",
+    "Detail",
+)
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What the operator asked for; ``now`` replaces the clock (tests)."""
+
+    month: date | None = None
+    clients: tuple[int, ...] = ()
+    if_due: bool = False
+    dry_run: bool = False
+    yes: bool = False
+    counts_file: Path | None = None
+    now: datetime | None = None
+
+
+@dataclass
+class SyncReport:
+    """The outcome of one ``sync``: one item per synced mapping, in config order."""
+
+    period: str
+    dry_run: bool
+    items: list[PlanItem] = field(default_factory=list)
+    unmapped: list[InfimaClientInfo] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    nothing_due: bool = False
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return summary(self.items)
+
+    @property
+    def needs_attention(self) -> bool:
+        """Something a person must look at: a held or failed item, or a dry run's plan."""
+        return any(item.status in (HELD, FAILED, PLANNED) for item in self.items)
+
+    @property
+    def outcome(self) -> str:
+        counts = self.summary
+        return "failed" if counts[FAILED] else "held" if counts[HELD] else "ok"
+
+    def exit_code(self, *, detailed: bool = False) -> int:
+        """SPEC §3: 1 for any failed or held item; 4 for pending changes of a detailed dry run."""
+        counts = self.summary
+        if counts[FAILED] or counts[HELD]:
+            return 1
+        if detailed and self.dry_run and counts[PLANNED]:
+            return 4
+        return 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "dry_run": self.dry_run,
+            "items": [item.as_json() for item in self.items],
+            "summary": self.summary,
+        }
+
+
+def select_mappings(mappings: Sequence[Mapping], clients: Sequence[int]) -> list[Mapping]:
+    """The enabled mappings, restricted to ``clients`` when given.
+
+    Raises:
+        UsageError: a requested client has no mapping, or its mapping is disabled.
+    """
+    if not clients:
+        return [mapping for mapping in mappings if mapping.enabled]
+    by_client = {mapping.client_id: mapping for mapping in mappings}
+    missing = [client for client in dict.fromkeys(clients) if client not in by_client]
+    if missing:
+        raise UsageError(
+            f"Client {', '.join(map(str, missing))} is not mapped; map it with "
+            "`infima-autotask map CLIENT_ID --account ID`, or see `infima-autotask list-mappings`."
+        )
+    disabled = [client for client in dict.fromkeys(clients) if not by_client[client].enabled]
+    if disabled:
+        raise UsageError(
+            f"The mapping of client {', '.join(map(str, disabled))} is disabled "
+            "(enabled: false in the config); enable it to sync it."
+        )
+    wanted = set(clients)
+    return [mapping for mapping in mappings if mapping.client_id in wanted]
+
+
+def run_sync(
+    runtime: Runtime, options: SyncOptions, *, progress: Progress | None = None
+) -> SyncReport:
+    """Run one sync (or dry run) for one period.
+
+    Raises:
+        UsageError: unmapped ``--client``, bad counts file, config or state folder (exit 2).
+        LockHeldError, ThresholdError, ApiError: before per-client work (exit 3).
+    """
+    config = runtime.config
+    day = options.month or current_month(
+        options.now or datetime.now(timezone.utc), config.sync.timezone
+    )
+    period = period_label(day)
+    mappings = select_mappings(config.mappings, options.clients)
+    state_dir = runtime.state_dir()
+    # Both refuse (exit 2/3) before anything is sent to Autotask.
+    with SyncLock(state_dir), History(state_dir) as history:
+        report = SyncReport(period=period, dry_run=options.dry_run)
+        if not config.mappings:
+            report.warnings.append(
+                "No mappings in the config yet: map a client with `infima-autotask map` first."
+            )
+        if options.if_due:
+            done = history.successful_clients(period)
+            mappings = [mapping for mapping in mappings if mapping.client_id not in done]
+        if not mappings:
+            report.nothing_due = True
+            return report
+        run_id = history.start_run(period=period, dry_run=options.dry_run, version=__version__)
+        try:
+            _Run(runtime, history, run_id, day, mappings, options, report, progress).execute()
+        except BaseException as exc:
+            outcome = f"error: {exc.message}" if isinstance(exc, InfimaAutotaskError) else "aborted"
+            with contextlib.suppress(InfimaAutotaskError, ValueError):
+                history.finish_run(run_id, outcome=outcome[:500], summary=report.summary)
+            raise
+        history.finish_run(run_id, outcome=report.outcome, summary=report.summary)
+        return report
+
+
+@dataclass
+class _Write:
+    """One changed item on its way through the write path."""
+
+    item: PlanItem
+    intent_id: int = 0
+    adjustment_id: int | None = None
+    sent: bool = False  # accepted by Autotask: verify in the batched read
+    final: PlanItem | None = None
+
+
+class _Run:
+    def __init__(
+        self,
+        runtime: Runtime,
+        history: History,
+        run_id: int,
+        day: date,
+        mappings: list[Mapping],
+        options: SyncOptions,
+        report: SyncReport,
+        progress: Progress | None,
+    ) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.history = history
+        self.run_id = run_id
+        self.day = day
+        self.period = period_label(day)
+        self.mappings = mappings
+        self.options = options
+        self.report = report
+        self.progress = progress
+        self.autotask: AutotaskClient | None = None
+        self._abort = threading.Event()
+
+    def _client(self) -> AutotaskClient:
+        if self.autotask is None:
+            self.autotask = self.runtime.autotask()
+        return self.autotask
+
+    def _tick(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def execute(self) -> None:
+        options = self.options
+        source = self.runtime.count_source(options.counts_file)
+        infima_clients = {client.id: client for client in source.clients()}
+        autotask = self._client()
+        pending = [] if options.dry_run else self.history.pending_intents(self.period)
+        cs_ids = [mapping.contract_service_id for mapping in self.mappings]
+        contracts = read_contracts(autotask, [mapping.contract_id for mapping in self.mappings])
+        services = read_contract_services(autotask, cs_ids)
+        # Pending intents of clients outside this selection are re-read in the same batch.
+        extra = [p.contract_service_id for p in pending if p.contract_service_id is not None]
+        rows = read_units_rows(autotask, [*cs_ids, *extra], self.day)
+        active = active_contract_statuses(autotask)
+        self._resolve_pending(pending, rows)
+        counts = self._count_users(source, infima_clients)
+        ended = ended_contracts(self.mappings, contracts, services, self.day)
+        successors: dict[int, Successor] = {}
+        if ended:
+            try:
+                successors = find_successors(autotask, ended, self.day, active)
+            except ApiError as exc:  # only the failure message loses its hint
+                log.warning("renewal look-up failed: %s", exc)
+        items = plan(
+            self.mappings,
+            day=self.day,
+            settings=self.config.sync,
+            counts=counts,
+            contracts=contracts,
+            contract_services=services,
+            rows=rows,
+            active_statuses=active,
+            successors=successors,
+            yes=options.yes,
+        )
+        self.report.unmapped = self._unmapped(source, infima_clients)
+        to_write = [item for item in items if item.status == PLANNED]
+        self._check_threshold(autotask, len(to_write))
+        if options.dry_run:
+            self.history.record_items(self.run_id, [_record(item) for item in items])
+            self.report.items = items
+            return
+        self.history.record_items(
+            self.run_id, [_record(item) for item in items if item.status != PLANNED]
+        )
+        finals = self._write_all(autotask, to_write)
+        self.report.items = [finals.get(item.client_id, item) for item in items]
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _count_users(
+        self, source: CountSource, known: dict[int, InfimaClientInfo]
+    ) -> dict[int, UserCount]:
+        """Active users of every synced client, four INFIMA clients at a time."""
+        counts: dict[int, UserCount] = {}
+        wanted: list[Mapping] = []
+        for mapping in self.mappings:
+            if mapping.client_id in known:
+                wanted.append(mapping)
+            elif isinstance(source, CountsFile):
+                counts[mapping.client_id] = UserCount(
+                    None, f"client {mapping.client_id} is not in the counts file {source.path}"
+                )
+            else:
+                counts[mapping.client_id] = UserCount(
+                    None,
+                    f"INFIMA has no client {mapping.client_id}; check it in INFIMA, or "
+                    f"`infima-autotask unmap {mapping.client_id}`",
+                )
+
+        def count(mapping: Mapping) -> UserCount:
+            name = known[mapping.client_id].name
+            try:
+                return UserCount(source.active_users(mapping.client_id), name=name)
+            except InfimaAutotaskError as exc:
+                return UserCount(None, f"INFIMA users: {exc.message}", name=name)
+
+        stage = "Counting INFIMA users"
+        with ThreadPoolExecutor(COUNT_THREADS) as pool:
+            for done, (mapping, result) in enumerate(
+                zip(wanted, pool.map(count, wanted), strict=True), start=1
+            ):
+                counts[mapping.client_id] = result
+                self._tick(stage, done, len(wanted))
+        return counts
+
+    def _unmapped(
+        self, source: CountSource, known: dict[int, InfimaClientInfo]
+    ) -> list[InfimaClientInfo]:
+        """INFIMA clients without any mapping (only on a full run).
+
+        From the API they are listed without counts: fetching their users would break the
+        INFIMA budget (one user list per synced client). From a counts file, only clients
+        with active users are listed.
+        """
+        if self.options.clients:
+            return []
+        mapped = {mapping.client_id for mapping in self.config.mappings}
+        unmapped = [client for cid, client in known.items() if cid not in mapped]
+        if isinstance(source, CountsFile):
+            unmapped = [client for client in unmapped if source.active_users(client.id) > 0]
+        return unmapped
+
+    def _resolve_pending(self, pending: list[HistoryItem], rows: dict[int, list[UnitsRow]]) -> None:
+        """Close intents a killed run left open, from the rows just read (SPEC §8)."""
+        for intent in pending:
+            cs_id = intent.contract_service_id
+            row = choose_row(rows.get(cs_id, []), self.day) if cs_id is not None else None
+            if row is not None and _shows(row, intent.target, intent.price, intent.cost):
+                status, message = UPDATED, "confirmed after an interrupted run"
+            elif row is not None and row.units == intent.before:
+                status, message = FAILED, "not applied by the interrupted run"
+            else:
+                shown = _describe(row, self.day)
+                status = FAILED
+                message = f"{shown} since an interrupted run; units changed since"
+            log.info("intent %d of client %d: %s", intent.id, intent.client_id, message)
+            self.history.resolve_intent(intent.id, status=status, message=message)
+
+    def _check_threshold(self, autotask: AutotaskClient, k: int) -> None:
+        """SPEC §8: refuse to write when used + k + ceil(k/500) passes the configured share.
+
+        Read on every run, even without writes, so the request count is the SPEC §9 floor.
+        """
+        threshold = autotask.threshold()
+        need = k + math.ceil(k / 500)
+        share = self.config.sync.max_api_usage_percent
+        if not k or threshold.used + need <= share / 100 * threshold.limit:
+            return
+        text = (
+            f"Autotask API usage is {threshold.used} of {threshold.limit} requests this hour; "
+            f"{need} more would pass max_api_usage_percent ({share:g}%)."
+        )
+        if self.options.dry_run:
+            self.report.warnings.append(f"{text} A real run now would write nothing.")
+            return
+        raise ThresholdError(
+            f"{text} Nothing was written; run again later, or raise sync.max_api_usage_percent."
+        )
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _write_all(self, autotask: AutotaskClient, items: list[PlanItem]) -> dict[int, PlanItem]:
+        writes = [_Write(item) for item in items]
+        stage = "Writing to Autotask"
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            futures = [pool.submit(self._apply, autotask, write) for write in writes]
+            for done, future in enumerate(futures, start=1):
+                try:
+                    future.result()
+                except BaseException as exc:  # re-raised below, after every thread stopped
+                    errors.append(exc)
+                self._tick(stage, done, len(writes))
+        if errors:
+            raise errors[0]
+        self._verify(autotask, [write for write in writes if write.sent])
+        return {write.item.client_id: write.final for write in writes if write.final is not None}
+
+    def _apply(self, autotask: AutotaskClient, write: _Write) -> None:
+        if self._abort.is_set():
+            return
+        try:
+            self._apply_one(autotask, write)
+        except BaseException:
+            # A history failure must stop the other threads before their next write.
+            self._abort.set()
+            raise
+
+    def _apply_one(self, autotask: AutotaskClient, write: _Write) -> None:
+        item = write.item
+        # Committed before the request leaves: a kill after the send is found next run.
+        write.intent_id = self.history.record_intent(self.run_id, _record(item))
+        for attempt in (1, 2):
+            kind, detail = self._send(autotask, write)
+            if kind == "sent":
+                write.sent = True
+                return
+            if kind == "rejected":
+                self._finish(write, FAILED, f"Autotask refused the change: {detail}")
+                return
+            state, row = self._reread(autotask, item)
+            if state == "applied":
+                note = "applied (confirmed by re-reading after an unknown outcome)"
+                self._finish(write, UPDATED, _join(item.message, note))
+                return
+            if state == "before" and attempt == 1:
+                log.info(
+                    "client %d: not applied after %s; sending once more", item.client_id, detail
+                )
+                continue
+            if state == "before":
+                self._finish(
+                    write,
+                    FAILED,
+                    f"outcome unknown; check Autotask (sent twice, neither confirmed: {detail})",
+                )
+            elif state == "error":
+                self._finish(
+                    write,
+                    FAILED,
+                    f"outcome unknown ({detail}) and the re-read failed; check Autotask",
+                )
+            else:
+                self._finish(
+                    write,
+                    FAILED,
+                    f"outcome unknown ({detail}); {_describe(row, self.day)}, expected "
+                    f"{_expected(item)}; check Autotask",
+                )
+            return
+
+    def _send(self, autotask: AutotaskClient, write: _Write) -> tuple[str, str]:
+        item = write.item
+        body = {
+            "contractID": item.contract_id,
+            "contractServiceID": item.contract_service_id,
+            "serviceID": item.service_id,
+            "effectiveDate": format_date(self.day),
+            "unitChange": item.change,
+            "adjustedUnitPrice": item.price,
+            "adjustedUnitCost": item.new_cost,
+        }
+        try:
+            write.adjustment_id = autotask.create(ADJUSTMENTS, body)
+        except ApiRejected as exc:
+            return "rejected", "; ".join(exc.errors) or exc.message
+        except ApiError as exc:  # timeout, connection, 429, 5xx without errors: unknown
+            log.warning("client %d: write outcome unknown: %s", item.client_id, exc)
+            return "unknown", exc.message
+        return "sent", ""
+
+    def _reread(self, autotask: AutotaskClient, item: PlanItem) -> tuple[str, UnitsRow | None]:
+        """After an unknown outcome: ``applied``, ``before``, ``other`` or ``error``."""
+        try:
+            rows = read_units_rows(autotask, [item.contract_service_id], self.day)
+        except ApiError as exc:
+            log.warning("client %d: re-read failed: %s", item.client_id, exc)
+            return "error", None
+        row = choose_row(rows.get(item.contract_service_id, []), self.day)
+        if row is not None and _shows(row, item.target, item.price, item.new_cost):
+            return "applied", row
+        if row is not None and _shows(row, item.before, item.price, item.cost):
+            return "before", row
+        return "other", row
+
+    def _verify(self, autotask: AutotaskClient, writes: list[_Write]) -> None:
+        """One batched read of every written item's units row (SPEC §8)."""
+        if not writes:
+            return
+        try:
+            rows = read_units_rows(
+                autotask, [write.item.contract_service_id for write in writes], self.day
+            )
+        except ApiError as exc:
+            for write in writes:
+                self._finish(
+                    write,
+                    FAILED,
+                    f"written (adjustment {write.adjustment_id}) but the verification read "
+                    f"failed ({exc.message}); check Autotask",
+                )
+            return
+        for write in writes:
+            item = write.item
+            row = choose_row(rows.get(item.contract_service_id, []), self.day)
+            if row is not None and _shows(row, item.target, item.price, item.new_cost):
+                self._finish(write, UPDATED, item.message)
+            else:
+                self._finish(
+                    write, FAILED, f"{_describe(row, self.day)}, expected {_expected(item)}"
+                )
+
+    def _finish(self, write: _Write, status: str, message: str) -> None:
+        item = write.item
+        after = item.target if status == UPDATED else item.before
+        final = replace(
+            item, status=status, message=message, after=after, adjustment_id=write.adjustment_id
+        )
+        self.history.complete_item(
+            write.intent_id,
+            status=status,
+            after=after,
+            message=message,
+            adjustment_id=write.adjustment_id,
+        )
+        write.final = final
+
+
+def _shows(row: UnitsRow, units: int | None, price: float | None, cost: float | None) -> bool:
+    return (
+        units is not None
+        and row.units == units
+        and same_amount(row.price, price)
+        and same_amount(row.cost, cost)
+    )
+
+
+def _describe(row: UnitsRow | None, day: date) -> str:
+    if row is None:
+        return f"Autotask shows no units row covering {day.isoformat()}"
+    return f"Autotask shows {row.units} units at {money(row.price)}/{money(row.cost)}"
+
+
+def _expected(item: PlanItem) -> str:
+    return f"{item.target} at {money(item.price)}/{money(item.new_cost)}"
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(part for part in parts if part)
+
+
+def _record(item: PlanItem) -> ItemRecord:
+    """The history row of an item; ``cost`` is the cost in force after it (intended for writes)."""
+    moving = item.status in (PLANNED, UPDATED)
+    return ItemRecord(
+        client_id=item.client_id,
+        client_name=item.client_name or None,
+        contract_id=item.contract_id,
+        contract_service_id=item.contract_service_id,
+        users=item.users,
+        target=item.target,
+        before=item.before,
+        after=item.after,
+        change=item.change,
+        price=item.price,
+        cost=item.new_cost if moving else item.cost,
+        status=item.status,
+        message=item.message,
+        adjustment_id=item.adjustment_id,
+    )
+
+
+def history_rows(
+    state_dir: Path,
+    *,
+    month: str | None = None,
+    client_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Past sync items, newest first, keyed by :data:`HISTORY_COLUMNS`.
+
+    No history file yet: no rows (the state folder is not created just to read it).
+    """
+    if not (state_dir / DB_NAME).is_file():
+        return []
+    with History(state_dir) as history:
+        items = history.items(month=month, client_id=client_id, limit=limit)
+    rows = []
+    for item in items:
+        detail = item.message
+        if item.status == "writing":
+            detail = _join(detail, "write outcome not yet known: the next sync re-reads Autotask")
+        if item.dry_run and item.status != PLANNED:
+            detail = _join("dry run", detail)
+        rows.append(
+            {
+                "Time": _timestamp(item.created_at),
+                "Period": item.period,
+                "Client ID": item.client_id,
+                "Client": item.client_name,
+                "Before": item.before,
+                "After": item.after,
+                "Change": item.change,
+                "Status": item.status,
+                "Detail": detail,
+            }
+        )
+    return rows
+
+
+def _timestamp(text: str) -> str:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
