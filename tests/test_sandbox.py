@@ -331,6 +331,15 @@ def test_adjustment_on_the_first_changes_the_row_in_place(sb, at):
     assert [a["unitChange"] for a in sb.adjustments()] == [2, -5]
 
 
+def test_adjustment_with_zero_change_only_sets_the_cost(sb, at):
+    body = adjustment(date(2026, 3, 1), 0) | {"adjustedUnitCost": 1.75}
+    assert at.post("ContractServiceAdjustments", body).status_code == 200
+    assert rows_of(sb, data.ACME_CONTRACT_SERVICE_ID)[1:] == [
+        ("2026-03-01", "2026-03-31", 10, 4.5, 1.75),
+        ("2026-04-01", "2026-04-30", 10, 4.5, 1.75),
+    ]
+
+
 def test_adjustment_by_service_id_finds_the_contract_service(sb, at):
     body = adjustment(date(2026, 3, 1), 1)
     del body["contractServiceID"]
