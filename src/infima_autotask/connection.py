@@ -111,10 +111,15 @@ def _probe(check: Any) -> tuple[str, bool]:
         return str(check()), True
     except CredentialsError as exc:
         if "keyring" in exc.message.lower():
-            return f"not connected: {exc.message}", False
-        return f"not configured: {exc.message}", True
+            return f"not connected: {_reason(exc)}", False
+        return f"not configured: {_reason(exc)}", True
     except InfimaAutotaskError as exc:
-        return f"not connected: {exc.message}", False
+        return f"not connected: {_reason(exc)}", False
+
+
+def _reason(exc: InfimaAutotaskError) -> str:
+    """The message and its details on one line: the details carry the fix (keyring, config)."""
+    return " ".join([exc.message, *exc.details])
 
 
 def status(runtime: Runtime) -> StatusReport:

@@ -1,0 +1,521 @@
+"""The root group, ``connect``, ``status`` and ``validate`` through the real CLI."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import keyring
+import keyring.backends.fail
+import pytest
+import yaml
+from conftest import (
+    API_KEY,
+    API_URL,
+    BASE,
+    CODE,
+    INFIMA,
+    SECRET,
+    USERNAME,
+    make_config,
+    write_config,
+)
+from keyring.backend import KeyringBackend
+
+from infima_autotask import __version__
+from infima_autotask.autotask import DEFAULT_ZONE_URL
+from infima_autotask.cli import cli
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+ZONE = {"zoneName": "AE02", "url": API_URL, "webUrl": "https://ww5.autotask.net/", "ci": 5}
+THRESHOLD = {
+    "externalRequestThreshold": 10000,
+    "requestThresholdTimeframe": 60,
+    "currentTimeframeRequestCount": 124,
+}
+PARTNER = {"partner_name": "Partner Co", "admins": []}
+
+
+class DbusKeyring(KeyringBackend):
+    priority = 1
+
+    def get_password(self, service, username):
+        raise RuntimeError("Failed to connect to D-Bus")
+
+    def set_password(self, service, username, password):
+        raise RuntimeError("Failed to connect to D-Bus")
+
+    def delete_password(self, service, username):
+        raise RuntimeError("Failed to connect to D-Bus")
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    monkeypatch.setattr("infima_autotask.cli._common.can_prompt", lambda: True)
+
+
+@pytest.fixture
+def autotask_ok(requests_mock):
+    requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
+    requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    return requests_mock
+
+
+@pytest.fixture
+def infima_ok(requests_mock):
+    requests_mock.get(INFIMA + "/v1/partner", json=PARTNER)
+    return requests_mock
+
+
+def example_mappings():
+    return yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["mappings"]
+
+
+def saved(config_path):
+    return yaml.safe_load(config_path.read_text(encoding="utf-8"))
+
+
+# --- root group ------------------------------------------------------------------------
+
+
+def test_version(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"infima-autotask, version {__version__}\n"
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help(runner, flag):
+    result = runner.invoke(cli, [flag])
+    assert result.exit_code == 0
+    assert result.output.startswith("Usage: ")
+    assert "Example:" in result.output
+    for name in ("connect", "status", "validate"):
+        assert name in result.output
+
+
+def test_every_command_has_help_with_an_example(runner):
+    assert {"connect", "status", "validate"} <= set(cli.commands)
+    for name, command in cli.commands.items():
+        result = runner.invoke(cli, [name, "-h"])
+        assert result.exit_code == 0, name
+        assert "Example:" in result.output, name
+        assert command.help and "Example:" in command.help, name
+
+
+def test_python_dash_m_version():
+    result = subprocess.run(
+        [sys.executable, "-m", "infima_autotask", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"infima-autotask, version {__version__}\n"
+
+
+def test_unknown_command_keeps_clicks_usage_error(runner):
+    result = runner.invoke(cli, ["frobnicate"])
+    assert result.exit_code == 2
+    assert "No such command 'frobnicate'" in result.stderr
+
+
+# --- connect (Autotask) ----------------------------------------------------------------
+
+
+def test_connect_on_a_terminal(invoke, terminal, autotask_ok, memkeyring, config_path):
+    result = invoke("connect", input=f"{USERNAME}\n{CODE}\n{SECRET}\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"Autotask: Connected (zone AE02, {API_URL})\nAPI usage: 124 of 10000 requests this hour\n"
+    )
+    assert "Autotask API username:" in result.stderr
+    assert "Autotask API secret:" in result.stderr
+    assert SECRET not in result.output
+    assert memkeyring.get_password("infima-autotask", USERNAME) == SECRET
+    doc = saved(config_path)
+    assert doc["autotask"] == {"username": USERNAME, "integration_code": CODE, "api_url": API_URL}
+    assert SECRET not in config_path.read_text(encoding="utf-8")
+    assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
+    threshold = autotask_ok.request_history[-1]
+    assert threshold.headers["Secret"] == SECRET
+    assert threshold.headers["ApiIntegrationCode"] == CODE
+    # the zone lookup carries no credentials
+    assert "Secret" not in autotask_ok.request_history[0].headers
+
+
+def test_connect_with_options_and_secret_stdin(invoke, autotask_ok, memkeyring, config_path):
+    result = invoke(
+        "connect",
+        "--username",
+        USERNAME,
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Autotask: Connected" in result.stdout
+    assert "124 of 10000 requests this hour" in result.stdout
+    assert result.stderr == f"Config saved to {config_path}\n"
+    assert memkeyring.get_password("infima-autotask", USERNAME) == SECRET
+
+
+def test_connect_keeps_existing_mappings(invoke, autotask_ok, memkeyring, config_path):
+    doc = make_config(example_mappings(), autotask={"api_url": None, "integration_code": "OLD"})
+    write_config(config_path, doc)
+    result = invoke("connect", "--integration-code", CODE, "--secret-stdin", input=SECRET + "\n")
+    assert result.exit_code == 0, result.output
+    after = saved(config_path)
+    assert after["mappings"] == example_mappings()
+    assert after["autotask"] == {"username": USERNAME, "integration_code": CODE, "api_url": API_URL}
+
+
+def test_connect_secret_stdin_empty(invoke, requests_mock, memkeyring, config_path):
+    result = invoke(
+        "connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin", input=""
+    )
+    assert result.exit_code == 2
+    assert result.stderr == "Error: Autotask secret: nothing was read from stdin.\n"
+    assert requests_mock.call_count == 0
+    assert not config_path.exists()
+
+
+def test_connect_without_terminal_and_missing_value(invoke, requests_mock, memkeyring, config_path):
+    result = invoke("connect", "--username", USERNAME, "--integration-code", CODE)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: Autotask API secret is required. Pass it as an option (or on stdin for "
+        "secrets); no terminal is attached to ask for it.\n"
+    )
+    assert requests_mock.call_count == 0
+    assert not config_path.exists()
+
+
+def test_connect_without_terminal_and_missing_username(invoke, requests_mock, config_path):
+    result = invoke("connect", "--secret-stdin", input=SECRET + "\n")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: Autotask API username is required.")
+    assert requests_mock.call_count == 0
+
+
+def test_connect_credentials_from_the_environment(invoke, autotask_ok, memkeyring, config_path):
+    env = {
+        "INFIMA_AUTOTASK_USERNAME": USERNAME,
+        "INFIMA_AUTOTASK_INTEGRATION_CODE": CODE,
+        "INFIMA_AUTOTASK_SECRET": SECRET,
+    }
+    result = invoke("connect", env=env)
+    assert result.exit_code == 0, result.output
+    # the secret already lives in the environment: not copied into the keyring
+    assert memkeyring.get_password("infima-autotask", USERNAME) is None
+    assert saved(config_path)["autotask"]["username"] == USERNAME
+
+
+def test_connect_rejected_credentials(invoke, requests_mock, memkeyring, config_path):
+    requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
+    requests_mock.get(BASE + "ThresholdInformation", status_code=401, text="")
+    result = invoke(
+        "connect",
+        "--username",
+        USERNAME,
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Error: Autotask rejected the API username, secret or integration code (HTTP 401). "
+        "Check them, then run `infima-autotask connect` again.\n"
+    )
+    assert memkeyring.get_password("infima-autotask", USERNAME) is None
+    assert not config_path.exists()
+
+
+def test_connect_unknown_zone_user(invoke, requests_mock, memkeyring, config_path):
+    requests_mock.get(
+        DEFAULT_ZONE_URL,
+        status_code=500,
+        json={"errors": ["Zone information could not be determined"]},
+    )
+    result = invoke(
+        "connect",
+        "--username",
+        "typo@example.com",
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
+    assert result.exit_code == 3
+    assert result.stderr.startswith(
+        "Error: Autotask could not find the zone of API user 'typo@example.com': "
+        "Zone information could not be determined."
+    )
+    assert requests_mock.call_count == 1
+    assert not config_path.exists()
+
+
+def test_connect_foreign_zone_answer_sends_nothing_there(invoke, requests_mock, memkeyring):
+    requests_mock.get(DEFAULT_ZONE_URL, json={"zoneName": "X", "url": "https://evil.example.com/"})
+    evil = requests_mock.get("https://evil.example.com/v1.0/ThresholdInformation", json=THRESHOLD)
+    result = invoke(
+        "connect",
+        "--username",
+        USERNAME,
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: Autotask's zone lookup pointed to 'evil.example.com'")
+    assert not evil.called
+    assert [r.hostname for r in requests_mock.request_history] == ["webservices.autotask.net"]
+    assert memkeyring.get_password("infima-autotask", USERNAME) is None
+
+
+def test_connect_never_overwrites_a_broken_config(invoke, autotask_ok, memkeyring, config_path):
+    config_path.write_bytes(b"version: 1\nautotask: [unclosed\n")
+    before = config_path.read_bytes()
+    result = invoke(
+        "connect",
+        "--username",
+        USERNAME,
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ")
+    assert str(config_path) in result.stderr
+    assert config_path.read_bytes() == before
+    assert memkeyring.get_password("infima-autotask", USERNAME) is None
+    assert autotask_ok.call_count == 0
+
+
+def test_connect_with_a_broken_keyring(invoke, autotask_ok, config_path):
+    keyring.set_keyring(DbusKeyring())
+    result = invoke(
+        "connect",
+        "--username",
+        USERNAME,
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Error: Could not store the secret in the OS keyring (RuntimeError)."
+    assert lines[1].startswith("  Under cron")
+    assert "PYTHON_KEYRING_BACKEND" in lines[1] and "INFIMA_AUTOTASK_SECRET" in lines[1]
+    assert not config_path.exists()
+
+
+# --- connect --infima ------------------------------------------------------------------
+
+
+def test_connect_infima_on_a_terminal(invoke, terminal, infima_ok, memkeyring, config_path):
+    result = invoke("connect", "--infima", input=API_KEY + "\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"INFIMA: Connected (Partner Co, {INFIMA})\n"
+    assert API_KEY not in result.output
+    assert memkeyring.get_password("infima-autotask", "infima-api-key") == API_KEY
+    assert infima_ok.last_request.headers["X-API-Key"] == API_KEY
+    assert API_KEY not in config_path.read_text(encoding="utf-8")
+
+
+def test_connect_infima_api_key_stdin(invoke, infima_ok, memkeyring, config_path):
+    write_config(config_path, make_config(example_mappings()))
+    before = config_path.read_bytes()
+    result = invoke("connect", "--infima", "--api-key-stdin", input=API_KEY + "\n")
+    assert result.exit_code == 0, result.output
+    assert "INFIMA: Connected (Partner Co" in result.stdout
+    assert memkeyring.get_password("infima-autotask", "infima-api-key") == API_KEY
+    assert config_path.read_bytes() == before  # nothing to change in an existing config
+
+
+def test_connect_infima_without_terminal(invoke, requests_mock, memkeyring):
+    result = invoke("connect", "--infima")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: INFIMA API key is required.")
+    assert requests_mock.call_count == 0
+
+
+def test_connect_infima_rejected(invoke, requests_mock, memkeyring, config_path):
+    requests_mock.get(INFIMA + "/v1/partner", status_code=401, json={"message": "Invalid key"})
+    result = invoke("connect", "--infima", "--api-key-stdin", input=API_KEY + "\n")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: INFIMA rejected the credentials (HTTP 401")
+    assert memkeyring.get_password("infima-autotask", "infima-api-key") is None
+    assert not config_path.exists()
+
+
+def test_connect_infima_url_from_the_environment(invoke, requests_mock, memkeyring):
+    requests_mock.get("http://127.0.0.1:9100/v1/partner", json=PARTNER)
+    result = invoke(
+        "connect",
+        "--infima",
+        "--api-key-stdin",
+        input=API_KEY + "\n",
+        env={"INFIMA_API_URL": "http://127.0.0.1:9100"},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "INFIMA: Connected (Partner Co, http://127.0.0.1:9100)\n"
+
+
+def test_connect_infima_never_overwrites_a_broken_config(
+    invoke, infima_ok, memkeyring, config_path
+):
+    config_path.write_bytes(b"version: 2\n")
+    before = config_path.read_bytes()
+    result = invoke("connect", "--infima", "--api-key-stdin", input=API_KEY + "\n")
+    assert result.exit_code == 2
+    assert config_path.read_bytes() == before
+    assert memkeyring.get_password("infima-autotask", "infima-api-key") is None
+
+
+# --- status ----------------------------------------------------------------------------
+
+
+def test_status_both_connected(invoke, stored_creds, infima_ok, tmp_path, config_path):
+    infima_ok.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    write_config(config_path, make_config(example_mappings()))
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    state = tmp_path / "state-home" / "infima-autotask"
+    assert result.stdout.splitlines() == [
+        f"Autotask:         Connected ({API_URL}; 124 of 10000 requests this hour)",
+        f"INFIMA:           Connected (Partner Co, {INFIMA})",
+        f"Config:           {config_path}",
+        f"State folder:     {state}",
+        "Mappings:         2",
+        "Last sync:        never",
+    ]
+
+
+def test_status_json(invoke, stored_creds, infima_ok, config_path):
+    infima_ok.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    write_config(config_path, make_config())
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output
+    doc = yaml.safe_load(result.stdout)
+    assert doc["ok"] is True and doc["mappings"] == 0
+    assert doc["config_path"] == str(config_path)
+
+
+def test_status_one_failing_exits_3(invoke, stored_creds, requests_mock, config_path):
+    requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    requests_mock.get(INFIMA + "/v1/partner", status_code=401, text="")
+    write_config(config_path, make_config())
+    result = invoke("status")
+    assert result.exit_code == 3
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Autotask:         Connected")
+    assert lines[1].startswith("INFIMA:           not connected: INFIMA rejected the credentials")
+
+
+def test_status_autotask_unreachable_exits_3(invoke, stored_creds, infima_ok, config_path):
+    infima_ok.get(BASE + "ThresholdInformation", status_code=401, text="")
+    write_config(config_path, make_config())
+    result = invoke("status")
+    assert result.exit_code == 3
+    assert "Autotask:         not connected: Autotask rejected the API username" in result.stdout
+    assert "INFIMA:           Connected" in result.stdout
+
+
+def test_status_not_configured_is_not_a_failure(invoke, memkeyring, requests_mock, config_path):
+    write_config(config_path, make_config(autotask={"username": None, "integration_code": None}))
+    result = invoke("status")
+    assert result.exit_code == 0, result.output
+    assert "Autotask:         not configured: No Autotask API username" in result.stdout
+    assert "INFIMA:           not configured: No INFIMA API key is stored" in result.stdout
+    assert requests_mock.call_count == 0
+
+
+@pytest.mark.parametrize("backend", [DbusKeyring, keyring.backends.fail.Keyring])
+def test_status_keyring_unavailable_shows_the_reason(invoke, requests_mock, config_path, backend):
+    keyring.set_keyring(backend())
+    write_config(config_path, make_config())
+    result = invoke("status")
+    assert result.exit_code == 3
+    assert "Autotask:         not connected: Could not read the OS keyring (" in result.stdout
+    assert "INFIMA:           not connected: Could not read the OS keyring (" in result.stdout
+    assert "PYTHON_KEYRING_BACKEND" in result.stdout
+    assert requests_mock.call_count == 0
+
+
+def test_status_missing_config(invoke, config_path):
+    result = invoke("status")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ")
+    assert str(config_path) in result.stderr
+
+
+# --- validate --------------------------------------------------------------------------
+
+
+def test_validate_the_example_config(runner):
+    count = len(example_mappings())
+    result = runner.invoke(cli, ["--config", str(EXAMPLE), "validate"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"config OK: {count} mappings\n"
+
+
+def test_validate_through_the_environment_variable(runner):
+    result = runner.invoke(cli, ["validate"], env={"INFIMA_AUTOTASK_CONFIG": str(EXAMPLE)})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("config OK: ")
+
+
+def test_validate_lists_every_problem(invoke, config_path):
+    mappings = example_mappings()
+    mappings[0]["min_units"] = 20
+    mappings[0]["max_units"] = 10
+    mappings[1]["contract_service_id"] = mappings[0]["contract_service_id"]
+    doc = make_config(mappings, version=2, sync={"timezone": "Mars/Olympus"}, surprise=True)
+    write_config(config_path, doc)
+    result = invoke("validate")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Error: ") and str(config_path) in lines[0]
+    details = lines[1:]
+    assert all(line.startswith("  ") for line in details)
+    text = "\n".join(details)
+    for fragment in ("version", "sync.timezone", "surprise", "mappings[0]", "contract_service_id"):
+        assert fragment in text, fragment
+    assert len(details) >= 5
+
+
+def test_validate_missing_file(invoke, config_path):
+    result = invoke("validate")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ")
+    assert str(config_path) in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validate_is_offline(invoke, requests_mock, config_path):
+    write_config(config_path, make_config())
+    result = invoke("validate")
+    assert result.exit_code == 0
+    assert result.stdout == "config OK: 0 mappings\n"
+    assert requests_mock.call_count == 0
+
+
+def test_default_config_path_is_the_app_folder(runner, tmp_path):
+    result = runner.invoke(cli, ["validate"])
+    assert result.exit_code == 2
+    expected = Path(click.get_app_dir("infima-autotask")) / "config.yaml"
+    assert str(expected) in result.stderr
+    assert str(tmp_path / "config-home") in str(expected)
