@@ -1,0 +1,966 @@
+"""``sync`` through the real CLI, against a requests-mock fake of Autotask (and INFIMA).
+
+Every test checks the writes Autotask received (count and body) and, where it matters, the
+exact number of Autotask requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import API_KEY, BASE, INFIMA, SECRET, make_config, write_config
+
+from infima_autotask.history import History, ItemRecord
+from infima_autotask.http import HttpClient, RetryPolicy
+
+D = date(2026, 12, 1)
+PERIOD = "2026-12"
+EFFECTIVE = "2026-12-01T00:00:00"
+CONTRACT = 29684001
+ACCOUNT = 29683501
+SERVICE = 30012
+ADJUSTMENTS = BASE + "ContractServiceAdjustments"
+
+
+def cs_id(client_id: int) -> int:
+    return 29685000 + client_id
+
+
+def mapping(client_id: int, **overrides):
+    doc = {
+        "client_id": client_id,
+        "client_name": f"Client {client_id}",
+        "account_id": ACCOUNT,
+        "account_name": "Acme LLC",
+        "contract_id": CONTRACT,
+        "contract_name": "Managed Services 2026",
+        "contract_service_id": cs_id(client_id),
+        "service_id": SERVICE,
+        "service_name": "INFIMA SAT",
+    }
+    doc.update(overrides)
+    return doc
+
+
+def _parse(value: str) -> date:
+    return datetime.fromisoformat(value.rstrip("Z")).date()
+
+
+@dataclass
+class FakeAutotask:
+    """Contracts, contract services and units rows, with scripted write faults."""
+
+    contracts: dict[int, dict] = field(default_factory=dict)
+    services: dict[int, dict] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)  # one per write, in order; then "ok"
+    used: int = 124
+    limit: int = 10_000
+    next_id: int = 900_000
+
+    def add_client(self, client_id: int, units: int, *, price=4.5, cost=2.25, **row):
+        cs = cs_id(client_id)
+        self.services[cs] = {"id": cs, "contractID": CONTRACT, "serviceID": SERVICE}
+        self.rows.append(
+            {
+                "id": 700_000 + client_id,
+                "contractID": CONTRACT,
+                "contractServiceID": cs,
+                "serviceID": SERVICE,
+                "startDate": "2026-12-01T00:00:00",
+                "endDate": "2026-12-31T00:00:00",
+                "units": units,
+                "price": price,
+                "cost": cost,
+                "approveAndPostDate": None,
+                **row,
+            }
+        )
+
+    def row_of(self, client_id: int) -> dict:
+        return next(r for r in self.rows if r["contractServiceID"] == cs_id(client_id))
+
+    def install(self, requests_mock) -> None:
+        self.contracts.setdefault(
+            CONTRACT,
+            {
+                "id": CONTRACT,
+                "companyID": ACCOUNT,
+                "contractName": "Managed Services 2026",
+                "contractType": 7,
+                "status": 1,
+                "startDate": "2026-01-01T00:00:00",
+                "endDate": "2027-12-31T00:00:00",
+            },
+        )
+        requests_mock.post(BASE + "Contracts/query", json=self._query(self.contracts.values))
+        requests_mock.post(BASE + "ContractServices/query", json=self._query(self.services.values))
+        requests_mock.post(BASE + "ContractServiceUnits/query", json=self._query(lambda: self.rows))
+        requests_mock.get(
+            BASE + "Contracts/entityInformation/fields",
+            json={
+                "fields": [
+                    {
+                        "name": "status",
+                        "picklistValues": [
+                            {"value": "0", "label": "Inactive"},
+                            {"value": "1", "label": "Active"},
+                        ],
+                    }
+                ]
+            },
+        )
+        requests_mock.get(
+            BASE + "ThresholdInformation",
+            json=lambda request, context: {
+                "externalRequestThreshold": self.limit,
+                "requestThresholdTimeframe": 60,
+                "currentTimeframeRequestCount": self.used,
+            },
+        )
+        requests_mock.post(ADJUSTMENTS, json=self._adjust)
+
+    def _query(self, records):
+        def answer(request, context):
+            body = request.json()
+            found = [dict(r) for r in records() if all(_match(r, f) for f in body["filter"])]
+            return {"items": found, "pageDetails": {"count": len(found), "nextPageUrl": None}}
+
+        return answer
+
+    def _apply(self, body) -> None:
+        day = _parse(body["effectiveDate"])
+        row = next(
+            r
+            for r in self.rows
+            if r["contractServiceID"] == body["contractServiceID"] and _parse(r["startDate"]) == day
+        )
+        row["units"] += body["unitChange"]
+        row["price"], row["cost"] = body["adjustedUnitPrice"], body["adjustedUnitCost"]
+
+    def _adjust(self, request, context):
+        fault = self.faults.pop(0) if self.faults else "ok"
+        body = request.json()
+        if fault == "ok":
+            self._apply(body)
+            self.next_id += 1
+            return {"itemId": self.next_id}
+        if fault == "reject-400":
+            context.status_code = 400
+            return {"errors": ["effectiveDate is outside the contract period"]}
+        if fault == "reject-500":
+            context.status_code = 500
+            return {"errors": ["Unable to make changes: already approved and posted period"]}
+        if fault == "apply-then-timeout":
+            self._apply(body)
+            raise requests.exceptions.ReadTimeout("read timed out")
+        if fault == "connect-timeout":
+            raise requests.exceptions.ConnectTimeout("connect timed out")
+        if fault == "bare-500":
+            context.status_code = 500
+            return {"message": "An error has occurred."}
+        if fault == "503-other":
+            self.row_of(body["contractServiceID"] - 29685000)["units"] = 99
+            context.status_code = 503
+            return None
+        if fault == "verify-mismatch":
+            self._apply(body)
+            self.row_of(body["contractServiceID"] - 29685000)["cost"] = 9.99
+            return {"itemId": 1}
+        raise AssertionError(fault)
+
+
+def _match(record, flt) -> bool:
+    value = record.get(flt["field"])
+    if flt["op"] == "in":
+        return value in flt["value"]
+    if flt["op"] == "eq":
+        return value == flt["value"]
+    if flt["op"] == "lte":
+        return _parse(value) <= _parse(flt["value"])
+    if flt["op"] == "gte":
+        return _parse(value) >= _parse(flt["value"])
+    raise AssertionError(flt)
+
+
+def autotask_calls(requests_mock):
+    return [r for r in requests_mock.request_history if r.url.startswith(BASE)]
+
+
+def writes(requests_mock):
+    return [r.json() for r in requests_mock.request_history if r.url == ADJUSTMENTS]
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    """Retries without waiting: HttpClient binds time.sleep at import, so shrink the delays."""
+    monkeypatch.setattr(
+        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.0)
+    )
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> Path:
+    return tmp_path / "state-home" / "infima-autotask"
+
+
+@pytest.fixture
+def fake(requests_mock):
+    fake = FakeAutotask()
+    fake.install(requests_mock)
+    return fake
+
+
+@pytest.fixture
+def counts(tmp_path):
+    path = tmp_path / "counts.csv"
+
+    def write(values: dict[int, int], names: bool = True) -> Path:
+        lines = ["client_id,active_users,client_name"]
+        lines += [f"{cid},{users},Client {cid}" for cid, users in values.items()]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def setup(config_path, counts, fake, stored_creds):
+    """Three clients mapped; returns a function (re)writing config and counts."""
+
+    def make(users: dict[int, int], *, sync=None, mappings=None, **doc):
+        path = counts(users)
+        write_config(
+            config_path,
+            make_config(
+                mappings or [mapping(cid) for cid in users],
+                infima={"counts_file": str(path)},
+                sync=sync or {},
+                **doc,
+            ),
+        )
+
+    return make
+
+
+def floor(n: int, k: int) -> int:
+    return 1 + 3 * math.ceil(n / 500) + k + math.ceil(k / 500)
+
+
+PICKLIST = 1  # the one Contracts.status picklist read (SPEC §9 allows it)
+
+
+# -- the happy path -----------------------------------------------------------------------
+
+
+def test_sync_writes_one_adjustment_per_change_and_verifies(invoke, setup, fake, requests_mock):
+    for cid, units in {101: 10, 102: 5, 103: 7}.items():
+        fake.add_client(cid, units)
+    setup({101: 12, 102: 5, 103: 6})
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 0, result.output
+    sent = writes(requests_mock)
+    assert sent == [
+        {
+            "contractID": CONTRACT,
+            "contractServiceID": cs_id(101),
+            "serviceID": SERVICE,
+            "effectiveDate": EFFECTIVE,
+            "unitChange": 2,
+            "adjustedUnitPrice": 4.5,
+            "adjustedUnitCost": 2.25,
+        },
+        {
+            "contractID": CONTRACT,
+            "contractServiceID": cs_id(103),
+            "serviceID": SERVICE,
+            "effectiveDate": EFFECTIVE,
+            "unitChange": -1,
+            "adjustedUnitPrice": 4.5,
+            "adjustedUnitCost": 2.25,
+        },
+    ]
+    calls = autotask_calls(requests_mock)
+    assert len(calls) == floor(3, 2) + PICKLIST
+    # After the writes: exactly one verification read, covering only the written items.
+    verify = calls[-1]
+    assert verify.url == BASE + "ContractServiceUnits/query"
+    assert verify.json()["filter"][0] == {
+        "op": "in",
+        "field": "contractServiceID",
+        "value": [cs_id(101), cs_id(103)],
+    }
+    assert [r.url for r in calls[-3:-1]] == [ADJUSTMENTS, ADJUSTMENTS]
+    assert fake.row_of(101)["units"] == 12 and fake.row_of(103)["units"] == 6
+    assert result.stdout.splitlines()[0].split() == [
+        "Client",
+        "Contract",
+        "Service",
+        "Users",
+        "Before",
+        "After",
+        "Change",
+        "Status",
+        "Detail",
+    ]
+    lines = {line.split()[1]: line.split() for line in result.stdout.splitlines()[2:]}
+    assert lines["101"][2:8] == [str(cs_id(101)), "12", "10", "12", "+2", "updated"]
+    assert lines["102"][2:8] == [str(cs_id(102)), "5", "5", "5", "0", "unchanged"]
+    assert lines["103"][2:8] == [str(cs_id(103)), "6", "7", "6", "-1", "updated"]
+    assert result.stderr == "Period 2026-12: 2 updated, 1 unchanged, 0 held, 0 failed\n"
+    assert SECRET not in result.output and API_KEY not in result.output
+
+
+def test_threshold_is_read_after_the_batched_reads_and_before_writes(
+    invoke, setup, fake, requests_mock
+):
+    fake.add_client(101, 10)
+    setup({101: 11})
+    assert invoke("sync", "--month", PERIOD).exit_code == 0
+    urls = [r.url.removeprefix(BASE) for r in autotask_calls(requests_mock)]
+    assert urls == [
+        "Contracts/query",
+        "ContractServices/query",
+        "ContractServiceUnits/query",
+        "Contracts/entityInformation/fields",
+        "ThresholdInformation",
+        "ContractServiceAdjustments",
+        "ContractServiceUnits/query",
+    ]
+
+
+def test_second_run_same_month_writes_nothing(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.add_client(102, 3)
+    setup({101: 12, 102: 4})
+    assert invoke("sync", "--month", PERIOD).exit_code == 0
+    assert len(writes(requests_mock)) == 2
+    requests_mock.reset_mock()
+
+    again = invoke("sync", "--month", PERIOD)
+
+    assert again.exit_code == 0
+    assert writes(requests_mock) == []
+    assert len(autotask_calls(requests_mock)) == floor(2, 0) + PICKLIST
+    assert again.stderr == "Period 2026-12: 0 updated, 2 unchanged, 0 held, 0 failed\n"
+
+
+def test_cost_only_change_is_written_with_unit_change_zero(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    setup({101: 10}, mappings=[mapping(101, overwrite_cost=True, unit_cost=3.1)])
+    result = invoke("sync", "--month", PERIOD)
+    assert result.exit_code == 0, result.output
+    assert writes(requests_mock) == [
+        {
+            "contractID": CONTRACT,
+            "contractServiceID": cs_id(101),
+            "serviceID": SERVICE,
+            "effectiveDate": EFFECTIVE,
+            "unitChange": 0,
+            "adjustedUnitPrice": 4.5,
+            "adjustedUnitCost": 3.1,
+        }
+    ]
+    assert "cost 2.25 -> 3.10" in result.stdout
+    assert fake.row_of(101)["cost"] == 3.1
+
+
+def test_at_most_three_writes_in_flight(invoke, setup, fake, requests_mock, monkeypatch):
+    """Counted inside HttpClient.request: requests-mock itself serialises sends."""
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+    original = HttpClient.request
+
+    def counting(self, method, url, **kwargs):
+        if url != ADJUSTMENTS:
+            return original(self, method, url, **kwargs)
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        try:
+            time.sleep(0.02)
+            return original(self, method, url, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(HttpClient, "request", counting)
+    for cid in range(101, 109):
+        fake.add_client(cid, 10)
+    setup(dict.fromkeys(range(101, 109), 11))
+    assert invoke("sync", "--month", PERIOD).exit_code == 0
+    assert len(writes(requests_mock)) == 8
+    assert state["peak"] == 3
+
+
+# -- dry run ----------------------------------------------------------------------------
+
+
+def test_dry_run_writes_nothing_and_detailed_exitcode(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5)
+    setup({101: 12, 102: 5})
+
+    result = invoke("sync", "--month", PERIOD, "--dry-run", "--detailed-exitcode")
+
+    assert result.exit_code == 4
+    assert writes(requests_mock) == []
+    assert len(autotask_calls(requests_mock)) == floor(2, 0) + PICKLIST  # no verification
+    assert "planned" in result.stdout
+    assert result.stderr == (
+        "Period 2026-12: 1 planned, 1 unchanged, 0 held, 0 failed (dry run: nothing written)\n"
+    )
+    plain = invoke("sync", "--month", PERIOD, "--dry-run")
+    assert plain.exit_code == 0
+
+
+def test_detailed_exitcode_needs_dry_run(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    result = invoke("sync", "--detailed-exitcode")
+    assert result.exit_code == 2
+    assert "--detailed-exitcode works only with --dry-run" in result.stderr
+    assert requests_mock.request_history == []
+
+
+def test_failed_wins_over_detailed_exitcode(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5, price=None)
+    setup({101: 12, 102: 6})
+    result = invoke("sync", "--month", PERIOD, "--dry-run", "--detailed-exitcode")
+    assert result.exit_code == 1
+    assert "the API user cannot see costs: grant cost visibility" in result.stdout
+
+
+# -- outcomes of a write ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["reject-400", "reject-500"])
+def test_rejection_is_failed_and_never_resent(invoke, setup, fake, requests_mock, fault):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5)
+    fake.faults = [fault]
+    setup({101: 12, 102: 6})
+
+    result = invoke("sync", "--month", PERIOD, "--json")
+
+    assert result.exit_code == 1
+    sent = writes(requests_mock)
+    assert [w["contractServiceID"] for w in sent] == [cs_id(101), cs_id(102)]
+    doc = json.loads(result.stdout)
+    by_client = {item["client_id"]: item for item in doc["items"]}
+    assert by_client[101]["status"] == "failed"
+    assert by_client[101]["message"].startswith("Autotask refused the change: ")
+    assert by_client[101]["after"] == 10
+    assert by_client[102]["status"] == "updated"
+    # no re-read for a rejection: the only units reads are the batch and the verification
+    unit_reads = [r for r in autotask_calls(requests_mock) if r.url.endswith("Units/query")]
+    assert len(unit_reads) == 2
+    assert unit_reads[-1].json()["filter"][0]["value"] == [cs_id(102)]
+
+
+def test_timeout_with_target_already_applied_is_not_resent(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.faults = ["apply-then-timeout"]
+    setup({101: 12})
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 0, result.output
+    assert len(writes(requests_mock)) == 1
+    assert fake.row_of(101)["units"] == 12
+    assert "updated" in result.stdout and "confirmed by re-reading" in result.stdout
+    unit_reads = [r for r in autotask_calls(requests_mock) if r.url.endswith("Units/query")]
+    assert len(unit_reads) == 2  # the batch and the re-read; nothing left to verify
+
+
+@pytest.mark.parametrize("fault", ["connect-timeout", "bare-500"])
+def test_unknown_outcome_not_applied_is_sent_exactly_once_more(
+    invoke, setup, fake, requests_mock, fault
+):
+    fake.add_client(101, 10)
+    fake.faults = [fault]
+    setup({101: 12})
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 0, result.output
+    sent = writes(requests_mock)
+    assert len(sent) == 2 and sent[0] == sent[1]
+    assert fake.row_of(101)["units"] == 12
+
+
+def test_unknown_twice_and_still_before_is_failed(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.faults = ["connect-timeout", "connect-timeout"]
+    setup({101: 12})
+    result = invoke("sync", "--month", PERIOD, "--json")
+    assert result.exit_code == 1
+    assert len(writes(requests_mock)) == 2
+    (item,) = json.loads(result.stdout)["items"]
+    assert item["status"] == "failed" and item["message"].startswith("outcome unknown; check")
+
+
+def test_unknown_outcome_with_other_units_is_failed(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.faults = ["503-other"]
+    setup({101: 12})
+    result = invoke("sync", "--month", PERIOD, "--json")
+    assert result.exit_code == 1
+    assert len(writes(requests_mock)) == 1
+    (item,) = json.loads(result.stdout)["items"]
+    assert item["status"] == "failed"
+    assert "Autotask shows 99 units at 4.50/2.25, expected 12 at 4.50/2.25" in item["message"]
+
+
+def test_verification_mismatch_is_failed_with_what_autotask_shows(
+    invoke, setup, fake, requests_mock
+):
+    fake.add_client(101, 10)
+    fake.faults = ["verify-mismatch"]
+    setup({101: 12})
+    result = invoke("sync", "--month", PERIOD, "--json")
+    assert result.exit_code == 1
+    (item,) = json.loads(result.stdout)["items"]
+    assert item["status"] == "failed"
+    assert item["message"] == "Autotask shows 12 units at 4.50/9.99, expected 12 at 4.50/2.25"
+    assert item["after"] == 10
+
+
+# -- a killed run ---------------------------------------------------------------------------
+
+
+def _intent(state_dir, client_id, *, before, target, cost=2.25):
+    with History(state_dir) as history:
+        run = history.start_run(period=PERIOD, dry_run=False, version="0.1.0")
+        return history.record_intent(
+            run,
+            ItemRecord(
+                client_id=client_id,
+                client_name=f"Client {client_id}",
+                contract_id=CONTRACT,
+                contract_service_id=cs_id(client_id),
+                users=target,
+                target=target,
+                before=before,
+                after=target,
+                change=target - before,
+                price=4.5,
+                cost=cost,
+                status="planned",
+            ),
+        )
+
+
+def test_pending_intent_already_applied_is_confirmed_and_not_rewritten(
+    invoke, setup, fake, requests_mock, state_dir
+):
+    fake.add_client(101, 12)  # the killed run's write landed
+    setup({101: 12})
+    intent = _intent(state_dir, 101, before=10, target=12)
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 0, result.output
+    assert writes(requests_mock) == []
+    with History(state_dir) as history:
+        assert history.pending_intents(PERIOD) == []
+        resolved = next(i for i in history.items() if i.id == intent)
+    assert (resolved.status, resolved.after, resolved.message) == (
+        "updated",
+        12,
+        "confirmed after an interrupted run",
+    )
+
+
+def test_pending_intent_not_applied_is_failed_then_planned_from_the_current_row(
+    invoke, setup, fake, requests_mock, state_dir
+):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    intent = _intent(state_dir, 101, before=10, target=12)
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 0, result.output
+    assert [w["unitChange"] for w in writes(requests_mock)] == [2]
+    with History(state_dir) as history:
+        resolved = next(i for i in history.items() if i.id == intent)
+    assert (resolved.status, resolved.message) == ("failed", "not applied by the interrupted run")
+
+
+def test_pending_intent_with_other_units_is_failed_and_current_row_planned(
+    invoke, setup, fake, requests_mock, state_dir
+):
+    fake.add_client(101, 11)
+    setup({101: 12})
+    intent = _intent(state_dir, 101, before=10, target=12)
+    assert invoke("sync", "--month", PERIOD).exit_code == 0
+    assert [w["unitChange"] for w in writes(requests_mock)] == [1]
+    with History(state_dir) as history:
+        resolved = next(i for i in history.items() if i.id == intent)
+    assert resolved.status == "failed" and resolved.message.endswith("units changed since")
+
+
+def test_dry_run_never_resolves_intents(invoke, setup, fake, requests_mock, state_dir):
+    fake.add_client(101, 12)
+    setup({101: 12})
+    _intent(state_dir, 101, before=10, target=12)
+    assert invoke("sync", "--month", PERIOD, "--dry-run").exit_code == 0
+    with History(state_dir) as history:
+        assert len(history.pending_intents(PERIOD)) == 1
+
+
+# -- selection ------------------------------------------------------------------------------
+
+
+def test_if_due_skips_clients_already_synced(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5, approveAndPostDate="2026-12-02T00:00:00")  # held
+    setup({101: 12, 102: 6})
+    first = invoke("sync", "--month", PERIOD)
+    assert first.exit_code == 1
+    requests_mock.reset_mock()
+
+    due = invoke("sync", "--month", PERIOD, "--if-due", "--json")
+
+    assert due.exit_code == 1
+    assert [i["client_id"] for i in json.loads(due.stdout)["items"]] == [102]
+    assert writes(requests_mock) == []
+    # the held client now posted manually: still due until it is synced successfully
+    fake.row_of(102).update(units=6, approveAndPostDate=None)
+    assert invoke("sync", "--month", PERIOD, "--if-due").exit_code == 0
+    requests_mock.reset_mock()
+    nothing = invoke("sync", "--month", PERIOD, "--if-due")
+    assert nothing.exit_code == 0
+    assert nothing.stdout == "" and nothing.stderr == "Period 2026-12: nothing due.\n"
+    assert requests_mock.request_history == []
+
+
+def test_quiet_is_silent_when_all_is_well_and_speaks_otherwise(invoke, setup, fake):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5)
+    setup({101: 12, 102: 5})
+    quiet = invoke("sync", "--month", PERIOD, "-q")
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    nothing_due = invoke("sync", "--month", PERIOD, "--if-due", "--quiet")
+    assert (nothing_due.exit_code, nothing_due.output) == (0, "")
+    setup({101: 0, 102: 5})
+    loud = invoke("sync", "--month", PERIOD, "--quiet")
+    assert loud.exit_code == 1
+    assert "held" in loud.stdout and "drop from 12 to 0 units" in loud.stdout
+    assert loud.stderr == "Period 2026-12: 0 updated, 1 unchanged, 1 held, 0 failed\n"
+
+
+def test_client_option_restricts_and_unmapped_client_is_exit_2(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5)
+    setup({101: 12, 102: 6})
+    only = invoke("sync", "--month", PERIOD, "--client", "102", "--json")
+    assert only.exit_code == 0
+    assert [i["client_id"] for i in json.loads(only.stdout)["items"]] == [102]
+    assert [w["contractServiceID"] for w in writes(requests_mock)] == [cs_id(102)]
+    requests_mock.reset_mock()
+    unknown = invoke("sync", "--client", "999")
+    assert unknown.exit_code == 2
+    assert unknown.stderr.startswith("Error: Client 999 is not mapped;")
+    assert requests_mock.request_history == []
+
+
+def test_yes_lifts_the_drop_guard(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    setup({101: 2})
+    held = invoke("sync", "--month", PERIOD)
+    assert held.exit_code == 1 and writes(requests_mock) == []
+    lifted = invoke("sync", "--month", PERIOD, "--yes")
+    assert lifted.exit_code == 0
+    assert [w["unitChange"] for w in writes(requests_mock)] == [-8]
+
+
+# -- failures before and during per-client work ---------------------------------------------
+
+
+def test_threshold_guard_writes_nothing_and_exits_3(invoke, setup, fake, requests_mock, state_dir):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5)
+    fake.used = 7_998  # 7,998 + 2 + 1 > 80 % of 10,000
+    setup({101: 12, 102: 6})
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 3
+    assert writes(requests_mock) == []
+    assert result.stderr.startswith(
+        "Error: Autotask API usage is 7998 of 10000 requests this hour; 3 more would pass "
+        "max_api_usage_percent (80%). Nothing was written;"
+    )
+    with History(state_dir) as history:
+        run = history.last_run()
+    assert run.outcome.startswith("error: Autotask API usage")
+    fake.used = 7_997  # exactly at the limit: allowed
+    assert invoke("sync", "--month", PERIOD).exit_code == 0
+    assert len(writes(requests_mock)) == 2
+
+
+def test_a_failing_client_does_not_stop_the_others(
+    invoke, config_path, fake, requests_mock, stored_creds
+):
+    """INFIMA API: one client's user list fails; the others are still written (exit 1)."""
+    for cid in (101, 102, 103):
+        fake.add_client(cid, 10)
+    write_config(config_path, make_config([mapping(101), mapping(102), mapping(103)]))
+    clients = [{"id": cid, "client_name": f"Client {cid}"} for cid in (101, 102, 103, 104, 105)]
+    requests_mock.get(INFIMA + "/v1/clients", json={"items": clients})
+    for cid, n in ((101, 11), (103, 9)):
+        users = [{"id": i, "status": "active"} for i in range(n)] + [{"id": 99, "status": "x"}]
+        requests_mock.get(f"{INFIMA}/v1/clients/{cid}/users", json={"items": users})
+    requests_mock.get(f"{INFIMA}/v1/clients/102/users", status_code=404, json={"message": "no"})
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 1
+    assert [(w["contractServiceID"], w["unitChange"]) for w in writes(requests_mock)] == [
+        (cs_id(101), 1),
+        (cs_id(103), -1),
+    ]
+    line_102 = next(line for line in result.stdout.splitlines() if " 102 " in line)
+    assert "failed" in line_102 and "INFIMA users: INFIMA refused" in line_102
+    assert result.stderr.splitlines() == [
+        "Warning: INFIMA clients without a mapping (not synced): Client 104 (104), "
+        "Client 105 (105)",
+        "Period 2026-12: 2 updated, 0 unchanged, 0 held, 1 failed",
+    ]
+    # INFIMA budget: one client list plus one user list per synced client; no fetch of 104/105
+    infima_calls = [r for r in requests_mock.request_history if r.url.startswith(INFIMA)]
+    assert len(infima_calls) == 4
+    assert API_KEY not in result.output
+
+
+def test_infima_client_list_failure_is_exit_3_before_any_autotask_request(
+    invoke, config_path, fake, requests_mock, stored_creds
+):
+    fake.add_client(101, 10)
+    write_config(config_path, make_config([mapping(101)]))
+    requests_mock.get(INFIMA + "/v1/clients", status_code=401, json={"message": "bad key"})
+    result = invoke("sync", "--month", PERIOD)
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: INFIMA rejected the credentials")
+    assert autotask_calls(requests_mock) == []
+
+
+def test_batched_read_failure_is_exit_3_and_nothing_written(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    requests_mock.post(BASE + "ContractServices/query", status_code=503)
+    result = invoke("sync", "--month", PERIOD)
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: Autotask is unavailable (HTTP 503")
+    assert writes(requests_mock) == []
+
+
+def test_unmapped_clients_from_a_counts_file_are_listed_only_with_users(
+    invoke, setup, fake, counts
+):
+    fake.add_client(101, 10)
+    setup({101: 10})
+    counts({101: 10, 104: 3, 105: 0})  # 104 and 105 are in the file but not mapped
+    result = invoke("sync", "--month", PERIOD)
+    assert result.exit_code == 0
+    assert result.stderr.splitlines()[0] == (
+        "Warning: INFIMA clients without a mapping (not synced): Client 104 (104)"
+    )
+
+
+def test_ended_contract_names_its_renewal(invoke, setup, fake, requests_mock):
+    fake.add_client(101, 10)
+    fake.contracts[CONTRACT] = {
+        "id": CONTRACT,
+        "companyID": ACCOUNT,
+        "contractType": 7,
+        "status": 1,
+        "startDate": "2025-11-01T00:00:00",
+        "endDate": "2026-10-31T00:00:00",
+    }
+    fake.contracts[29690011] = {
+        "id": 29690011,
+        "companyID": ACCOUNT,
+        "contractType": 7,
+        "status": 1,
+        "startDate": "2026-11-01T00:00:00",
+        "endDate": "2027-10-31T00:00:00",
+    }
+    fake.services[29690450] = {"id": 29690450, "contractID": 29690011, "serviceID": SERVICE}
+    setup({101: 12})
+    result = invoke("sync", "--month", PERIOD, "--json")
+    assert result.exit_code == 1
+    (item,) = json.loads(result.stdout)["items"]
+    assert item["message"] == (
+        f"contract {CONTRACT} ended 2026-10-31; re-map to its renewal: infima-autotask map 101 "
+        f"--account {ACCOUNT} --contract 29690011 --contract-service 29690450"
+    )
+    assert writes(requests_mock) == []
+    # the renewal look-up is 2 requests, for the failed item only
+    assert len(autotask_calls(requests_mock)) == floor(1, 0) + PICKLIST + 2
+
+
+# -- the state folder and the lock -----------------------------------------------------------
+
+
+def test_state_dir_not_writable_refuses_before_any_request(
+    invoke, setup, fake, requests_mock, state_dir
+):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    state_dir.parent.mkdir(parents=True)
+    state_dir.write_text("not a folder")
+    result = invoke("sync", "--month", PERIOD)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: The state folder {state_dir} is not a folder.")
+    assert writes(requests_mock) == []
+    assert requests_mock.request_history == []
+
+
+def test_second_sync_while_one_holds_the_lock_is_exit_3(
+    invoke, setup, fake, requests_mock, state_dir
+):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys
+                from pathlib import Path
+                from infima_autotask.history import SyncLock
+                with SyncLock(Path({str(state_dir)!r})):
+                    print("locked", flush=True)
+                    sys.stdin.read()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = invoke("sync", "--month", PERIOD)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"Error: Another sync is running (PID {holder.pid}); wait for it to finish, "
+        "or stop it if it is stuck.\n"
+    )
+    assert requests_mock.request_history == []
+    assert invoke("sync", "--month", PERIOD).exit_code == 0  # released with its holder
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def test_json_document_shape(invoke, setup, fake):
+    fake.add_client(101, 10)
+    fake.add_client(102, 8, startDate="2026-11-15T00:00:00")  # period not starting on D
+    setup({101: 12, 102: 9})
+    result = invoke("sync", "--month", PERIOD, "--json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc == {
+        "period": "2026-12",
+        "dry_run": False,
+        "items": [
+            {
+                "client_id": 101,
+                "client_name": "Client 101",
+                "contract_id": CONTRACT,
+                "contract_service_id": cs_id(101),
+                "users": 12,
+                "target": 12,
+                "before": 10,
+                "after": 12,
+                "change": 2,
+                "status": "updated",
+                "message": "",
+            },
+            {
+                "client_id": 102,
+                "client_name": "Client 102",
+                "contract_id": CONTRACT,
+                "contract_service_id": cs_id(102),
+                "users": 9,
+                "target": 9,
+                "before": 8,
+                "after": 8,
+                "change": 1,
+                "status": "held",
+                "message": "the billing period covering 2026-12-01 starts 2026-11-15: a write "
+                "would create a proration Autotask cannot delete; adjust it in Autotask",
+            },
+        ],
+        "summary": {"updated": 1, "unchanged": 0, "planned": 0, "held": 1, "failed": 0},
+    }
+    assert result.stderr == "Period 2026-12: 1 updated, 0 unchanged, 1 held, 0 failed\n"
+
+
+def test_month_defaults_to_the_current_month_in_the_configured_zone(
+    invoke, setup, fake, requests_mock, monkeypatch
+):
+    from infima_autotask import runner
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 1, 3, 0, tzinfo=tz)  # 2026-11-30 22:00 in New York
+
+    monkeypatch.setattr(runner, "datetime", Frozen)
+    fake.add_client(101, 10)
+    setup({101: 12}, sync={"timezone": "Europe/Berlin"})
+    assert invoke("sync", "--dry-run").stderr.startswith("Period 2026-12:")
+    setup({101: 12}, sync={"timezone": "America/New_York"})
+    result = invoke("sync", "--dry-run", "--json")
+    assert json.loads(result.stdout)["period"] == "2026-11"
+    assert result.exit_code == 1  # no units row covers 2026-11-01 in the fake
+
+
+def test_bad_month_is_a_usage_error(invoke, setup, fake, requests_mock):
+    setup({101: 12})
+    result = invoke("sync", "--month", "2026-13")
+    assert result.exit_code == 2
+    assert "--month must look like 2026-12 (YYYY-MM)" in result.stderr
+    assert requests_mock.request_history == []
+
+
+def test_history_records_every_item_of_real_and_dry_runs(invoke, setup, fake, state_dir):
+    fake.add_client(101, 10)
+    fake.add_client(102, 5)
+    setup({101: 12, 102: 5})
+    assert invoke("sync", "--month", PERIOD, "--dry-run").exit_code == 0
+    assert invoke("sync", "--month", PERIOD).exit_code == 0
+    with History(state_dir) as history:
+        items = history.items()
+        run = history.last_run()
+    assert [(i.client_id, i.status, i.dry_run) for i in items] == [
+        (101, "updated", False),  # its intent was recorded after the items needing no write
+        (102, "unchanged", False),
+        (102, "unchanged", True),
+        (101, "planned", True),
+    ]
+    assert items[0].adjustment_id == 900001 and items[0].after == 12
+    assert run.outcome == "ok" and run.summary["updated"] == 1
