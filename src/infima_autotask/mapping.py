@@ -606,8 +606,6 @@ def map_client(
     """
     old = config.mapping_for(request.client_id)
     _check_overrides(request, old)
-    if request.contract_service_id is not None:
-        _raise(_taken_problem(config, request.client_id, request.contract_service_id))
     info = _infima_client(source.clients(), request.client_id)
     notes: list[str] = []
 
