@@ -212,6 +212,14 @@ def test_500_without_errors_is_unavailable(http, requests_mock, body):
     assert "<html>" not in str(caught.value)
 
 
+def test_a_bare_500_read_is_retried_like_a_503(http, sleeps, requests_mock):
+    """A 5xx without ``errors`` is "no usable answer" (ApiUnavailable), so reads wait for it."""
+    requests_mock.get(URL, [{"status_code": 500, "text": ""}, {"json": {"ok": 1}}])
+    assert http.request("GET", URL, retry=True) == {"ok": 1}
+    assert requests_mock.call_count == 2
+    assert len(sleeps) == 1
+
+
 def test_2xx_that_is_not_json_is_a_bad_response(http, requests_mock):
     requests_mock.get(URL, text="<html>login page</html>")
     with pytest.raises(BadResponseError) as caught:
