@@ -177,7 +177,10 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
     else:
         for change in result.changes:
             click.echo("\n".join(change.lines()))
-    warn(f"Config saved to {runtime.config_path} ({len(result.changes)} mapped).")
+    warn(
+        f"Config saved to {runtime.config_path} ({len(result.changes)} changed, "
+        f"{len(result.config.mappings)} mappings in all)."
+    )
 
 
 @click.command()
