@@ -281,6 +281,47 @@ def test_connect_foreign_zone_answer_sends_nothing_there(invoke, requests_mock, 
     assert memkeyring.get_password("infima-autotask", USERNAME) is None
 
 
+def test_connect_with_a_loopback_zone_override(invoke, requests_mock, memkeyring, config_path):
+    zone_url = "http://127.0.0.1:8999/atservicesrest/v1.0/zoneInformation"
+    api_url = "http://127.0.0.1:8999/ATServicesRest/"
+    requests_mock.get(zone_url, json={"zoneName": "SB", "url": api_url})
+    requests_mock.get(api_url + "v1.0/ThresholdInformation", json=THRESHOLD)
+    result = invoke(
+        *("connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin"),
+        input=SECRET + "\n",
+        env={"INFIMA_AUTOTASK_ZONE_URL": zone_url},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Autotask: Connected (zone SB, {api_url})")
+    assert saved(config_path)["autotask"]["api_url"] == api_url
+
+
+def test_connect_zone_override_answering_another_loopback_name(invoke, requests_mock, memkeyring):
+    zone_url = "http://127.0.0.1:8999/zoneInformation"
+    requests_mock.get(zone_url, json={"url": "http://localhost:8999/ATServicesRest/"})
+    other = requests_mock.get("http://localhost:8999/ATServicesRest/v1.0/ThresholdInformation")
+    result = invoke(
+        *("connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin"),
+        input=SECRET + "\n",
+        env={"INFIMA_AUTOTASK_ZONE_URL": zone_url},
+    )
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: Autotask's zone lookup pointed to 'localhost'")
+    assert not other.called
+
+
+def test_connect_with_the_api_url_override(invoke, requests_mock, memkeyring, config_path):
+    requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    result = invoke(
+        *("connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin"),
+        input=SECRET + "\n",
+        env={"INFIMA_AUTOTASK_API_URL": API_URL},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Autotask: Connected (zone override, {API_URL})")
+    assert requests_mock.call_count == 1  # no zone lookup
+
+
 def test_connect_never_overwrites_a_broken_config(invoke, autotask_ok, memkeyring, config_path):
     config_path.write_bytes(b"version: 1\nautotask: [unclosed\n")
     before = config_path.read_bytes()
