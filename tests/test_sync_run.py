@@ -964,3 +964,16 @@ def test_history_records_every_item_of_real_and_dry_runs(invoke, setup, fake, st
     ]
     assert items[0].adjustment_id == 900001 and items[0].after == 12
     assert run.outcome == "ok" and run.summary["updated"] == 1
+
+
+def test_progress_bar_only_when_stderr_is_a_terminal(invoke, setup, fake, monkeypatch):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    plain = invoke("sync", "--month", PERIOD, "--dry-run")
+    assert "Counting INFIMA users" not in plain.stderr
+    monkeypatch.setattr("infima_autotask.cli._common.show_progress", lambda: True)
+    shown = invoke("sync", "--month", PERIOD)
+    assert shown.exit_code == 0
+    assert "Counting INFIMA users" in shown.stderr and "Writing to Autotask" in shown.stderr
+    assert shown.stderr.endswith("Period 2026-12: 1 updated, 0 unchanged, 0 held, 0 failed\n")
+    assert "Writing" not in shown.stdout
