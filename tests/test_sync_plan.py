@@ -300,7 +300,7 @@ RENEWAL = Successor(
         (
             {
                 "contract": replace(CONTRACT, end=date(2026, 10, 31), status=0),
-                "successors": {CONTRACT.id: RENEWAL},
+                "successors": {(CONTRACT.id, RENEWAL.contract_service.service_id): RENEWAL},
             },
             "contract 29684001 ended 2026-10-31; re-map to its renewal: infima-autotask map 101 "
             "--account 29683501 --contract 29690011 --contract-service 29690450",

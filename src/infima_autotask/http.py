@@ -118,12 +118,13 @@ class HttpClient:
         *,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep
+        # Looked up at call time when not injected, so tests can patch time.sleep.
+        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()

@@ -33,6 +33,7 @@ from infima_autotask.model import (
     Account,
     Contract,
     ContractService,
+    Successor,
     active_contract_statuses,
     choose_row,
     find_successors,
@@ -1026,7 +1027,7 @@ def _check_one(
     cs: ContractService | None,
     active: set[int],
     today: date,
-    successors: dict[int, Any],
+    successors: dict[tuple[int, int], Successor],
 ) -> str:
     remap = f"`{PROG} map {m.client_id} --account {m.account_id}`"
     if account is None:
@@ -1049,8 +1050,8 @@ def _check_one(
     if not contract.recurring:
         return f"contract {m.contract_id} is not Recurring Service: re-map with {remap}"
     if contract.ended_before(today):
-        successor = successors.get(contract.id)
-        if successor is not None and successor.contract_service.service_id == m.service_id:
+        successor = successors.get((contract.id, m.service_id))
+        if successor is not None:
             return (
                 f"contract {m.contract_id} ended on {contract.end}; renewal found: "
                 f"`{PROG} map {m.client_id} --account {m.account_id} "

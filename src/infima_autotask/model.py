@@ -244,11 +244,11 @@ def find_successors(
     ended: Sequence[tuple[Contract, int]],
     day: date,
     active_statuses: set[int],
-) -> dict[int, Successor]:
+) -> dict[tuple[int, int], Successor]:
     """For each ``(ended contract, service id)``, the renewal contract carrying that service.
 
-    Two queries for all of them together. Keyed by the ended contract's id; the newest
-    successor (latest start, then highest id) wins when there are several.
+    Two queries for all of them together. Keyed by ``(ended contract id, service id)``; the
+    newest successor (latest start, then highest id) wins when there are several.
     """
     if not ended:
         return {}
@@ -285,7 +285,7 @@ def find_successors(
         )
     ]
     by_id = {contract.id: contract for contract in candidates}
-    found: dict[int, Successor] = {}
+    found: dict[tuple[int, int], Successor] = {}
     for old, service_id in ended:
         options = [
             Successor(by_id[cs.contract_id], cs)
@@ -300,5 +300,5 @@ def find_successors(
             default=None,
         )
         if best is not None:
-            found[old.id] = best
+            found[(old.id, service_id)] = best
     return found

@@ -265,7 +265,7 @@ class _Run:
         self._resolve_pending(pending, rows)
         counts = self._count_users(source, infima_clients)
         ended = ended_contracts(self.mappings, contracts, services, self.day)
-        successors: dict[int, Successor] = {}
+        successors: dict[tuple[int, int], Successor] = {}
         if ended:
             try:
                 successors = find_successors(autotask, ended, self.day, active)

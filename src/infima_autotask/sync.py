@@ -145,12 +145,13 @@ def ended_contracts(
     day: date,
 ) -> list[tuple[Contract, int]]:
     """The (ended contract, service id) pairs whose renewal the failure message should name."""
-    found: dict[int, tuple[Contract, int]] = {}
+    found: dict[tuple[int, int], tuple[Contract, int]] = {}
     for mapping in mappings:
         contract = contracts.get(mapping.contract_id)
         if contract is not None and contract.recurring and contract.ended_before(day):
             cs = contract_services.get(mapping.contract_service_id)
-            found.setdefault(contract.id, (contract, _service_of(mapping, cs)))
+            service_id = _service_of(mapping, cs)
+            found.setdefault((contract.id, service_id), (contract, service_id))
     return list(found.values())
 
 
@@ -160,7 +161,7 @@ def _chain_problem(
     cs: ContractService | None,
     day: date,
     active_statuses: cabc.Collection[int],
-    successors: cabc.Mapping[int, Successor],
+    successors: cabc.Mapping[tuple[int, int], Successor],
 ) -> str | None:
     """Why the mapping's Autotask chain cannot be written to for ``day``, with the fix."""
     if contract is None:
@@ -173,7 +174,7 @@ def _chain_problem(
             f"re-map with `{_remap(mapping)}`"
         )
     if contract.end is not None and contract.ended_before(day):
-        successor = successors.get(contract.id)
+        successor = successors.get((contract.id, _service_of(mapping, cs)))
         if successor is not None:
             return (
                 f"contract {contract.id} ended {contract.end.isoformat()}; re-map to its "
@@ -238,7 +239,7 @@ def plan_one(
     cs: ContractService | None,
     rows: cabc.Sequence[UnitsRow],
     active_statuses: cabc.Collection[int],
-    successors: cabc.Mapping[int, Successor],
+    successors: cabc.Mapping[tuple[int, int], Successor],
     yes: bool = False,
 ) -> PlanItem:
     """Plan one mapping; see :func:`plan`."""
@@ -325,7 +326,7 @@ def plan(
     contract_services: cabc.Mapping[int, ContractService],
     rows: cabc.Mapping[int, cabc.Sequence[UnitsRow]],
     active_statuses: cabc.Collection[int],
-    successors: cabc.Mapping[int, Successor] | None = None,
+    successors: cabc.Mapping[tuple[int, int], Successor] | None = None,
     yes: bool = False,
 ) -> list[PlanItem]:
     """One item per mapping, in mapping order, with status planned/unchanged/held/failed.
