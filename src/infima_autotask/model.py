@@ -290,7 +290,9 @@ def find_successors(
         options = [
             Successor(by_id[cs.contract_id], cs)
             for cs in carried
-            if cs.service_id == service_id
+            # Only what was asked for counts, whatever else the server returned.
+            if cs.contract_id in by_id
+            and cs.service_id == service_id
             and by_id[cs.contract_id].account_id == old.account_id
             and cs.contract_id != old.id
         ]
