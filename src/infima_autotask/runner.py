@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from infima_autotask.config import Mapping
 from infima_autotask.errors import (
     ApiError,
     ApiRejected,
+    ApiUnavailable,
     InfimaAutotaskError,
     ThresholdError,
     UsageError,
@@ -213,6 +215,7 @@ class _Write:
     adjustment_id: int | None = None
     sent: bool = False  # accepted by Autotask: verify in the batched read
     final: PlanItem | None = None
+    settle: float = 0.0  # seconds to wait before re-reading after an unknown outcome
 
 
 class _Run:
@@ -429,6 +432,9 @@ class _Run:
             if kind == "rejected":
                 self._finish(write, FAILED, f"Autotask refused the change: {detail}")
                 return
+            if write.settle:
+                log.info("client %d: waiting %.1fs before re-reading", item.client_id, write.settle)
+                time.sleep(write.settle)
             state, row = self._reread(autotask, item)
             if state == "applied":
                 note = "applied (confirmed by re-reading after an unknown outcome)"
@@ -476,6 +482,7 @@ class _Run:
         except ApiRejected as exc:
             return "rejected", "; ".join(exc.errors) or exc.message
         except ApiError as exc:  # timeout, connection, 429, 5xx without errors: unknown
+            write.settle = _settle_seconds(autotask, exc)
             log.warning("client %d: write outcome unknown: %s", item.client_id, exc)
             return "unknown", exc.message
         return "sent", ""
@@ -535,6 +542,26 @@ class _Run:
             adjustment_id=write.adjustment_id,
         )
         write.final = final
+
+
+def _settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
+    """How long to let Autotask finish a create whose outcome is unknown before re-reading.
+
+    A create that timed out, lost its connection or got a gateway error may still be running
+    behind the gateway; a re-read at once would miss it and the resend would bill twice. So
+    wait the read loop's longest backoff, capped by the read timeout (60 s: with the 60 s
+    already spent on a timeout, longer than ASP.NET's default 110 s execution timeout). A 429
+    was refused before any work: only its Retry-After is honoured. A bare 500 is the server's
+    own finished answer: no wait.
+    """
+    ceiling = min(autotask.http.retry.max_delay, autotask.http.timeout[1])
+    if not isinstance(exc, ApiUnavailable):
+        return 0.0
+    if exc.status == 429:
+        return min(exc.retry_after or 0.0, ceiling)
+    if exc.status is None or exc.status in (502, 503, 504):
+        return ceiling
+    return 0.0
 
 
 def _shows(row: UnitsRow, units: int | None, price: float | None, cost: float | None) -> bool:
