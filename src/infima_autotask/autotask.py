@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 
@@ -80,21 +80,34 @@ def lookup_zone(http: HttpClient, username: str, zone_url: str | None = None) ->
             errors=exc.errors,
         ) from None
     url = body.get("url") if isinstance(body, dict) else None
-    if not isinstance(url, str) or not url:
+    parts = _split(url) if isinstance(url, str) and url else None
+    if parts is None or not isinstance(url, str):
         raise BadResponseError("Autotask's zone lookup answered without a URL; try again later.")
-    host = (urlsplit(url).hostname or "").lower()
-    zone_host = (urlsplit(zone_url).hostname or "").lower()
-    trusted = (urlsplit(url).scheme == "https" and host.endswith(".autotask.net")) or (
+    host = (parts.hostname or "").lower()
+    zone_parts = _split(zone_url)
+    zone_host = (zone_parts.hostname or "").lower() if zone_parts else ""
+    trusted = (parts.scheme == "https" and host.endswith(".autotask.net")) or (
         zone_url != DEFAULT_ZONE_URL and host == zone_host
     )
     if not trusted:
         raise UnsafeUrlError(
-            f"Autotask's zone lookup pointed to {host or url!r}, which is not an autotask.net "
-            "host; nothing was sent there. Set INFIMA_AUTOTASK_API_URL if this is expected."
+            f"Autotask's zone lookup pointed to {host or url[:100]!r}, which is not an "
+            "autotask.net host; nothing was sent there. Set INFIMA_AUTOTASK_API_URL if this "
+            "is expected."
         )
     check_url_safe(url)
     name = body.get("zoneName")
     return Zone(name=name if isinstance(name, str) else "", url=url)
+
+
+def _split(url: str) -> SplitResult | None:
+    """``urlsplit``, or ``None`` for text it cannot split (``https://[broken``)."""
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - raises for a malformed IPv6 host too
+    except ValueError:
+        return None
+    return parts
 
 
 def rest_base(api_url: str) -> str:
@@ -153,6 +166,20 @@ def chunks(values: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
         yield batch
 
 
+def _count(value: Any) -> int:
+    """A whole number of 0 or more that fits SQLite (threshold counts).
+
+    Raises:
+        ValueError: anything else (bool, negative, fractional, NaN, huge, text).
+    """
+    if isinstance(value, bool):
+        raise ValueError(value)
+    number = int(value)  # OverflowError for infinity, ValueError for NaN and text
+    if (number != value and not isinstance(value, str)) or not 0 <= number <= 2**63 - 1:
+        raise ValueError(value)
+    return number
+
+
 class AutotaskClient:
     """The few Autotask entities the tool uses, with at most three requests in flight."""
 
@@ -179,15 +206,18 @@ class AutotaskClient:
         """This hour's API usage (``ThresholdInformation``)."""
         body = self._call("GET", self.base + "ThresholdInformation")
         try:
-            return Threshold(
-                used=int(body["currentTimeframeRequestCount"]),
-                limit=int(body["externalRequestThreshold"]),
-                timeframe_minutes=int(body.get("requestThresholdTimeframe") or 60),
+            threshold = Threshold(
+                used=_count(body["currentTimeframeRequestCount"]),
+                limit=_count(body["externalRequestThreshold"]),
+                timeframe_minutes=_count(body.get("requestThresholdTimeframe") or 60),
             )
-        except (TypeError, KeyError, ValueError):
+        except (TypeError, KeyError, ValueError, OverflowError, AttributeError):
+            threshold = None
+        if threshold is None or threshold.limit <= 0:
             raise BadResponseError(
                 "Autotask's ThresholdInformation answer is missing its counts; try again later."
-            ) from None
+            )
+        return threshold
 
     def query(
         self, entity: str, filters: Sequence[Record], *, fields: Sequence[str] | None = None
@@ -210,9 +240,12 @@ class AutotaskClient:
                 raise BadResponseError(
                     f"Autotask answered a {entity} query without an item list; try again later."
                 )
-            for item in items:
-                if isinstance(item, dict):
-                    yield item
+            if not all(isinstance(item, dict) for item in items):
+                raise BadResponseError(
+                    f"Autotask answered a {entity} query with items that are not records; "
+                    "try again later."
+                )
+            yield from items
             details = page.get("pageDetails")
             next_url = details.get("nextPageUrl") if isinstance(details, dict) else None
             if not next_url or not items:
@@ -266,9 +299,13 @@ class AutotaskClient:
         return {}
 
     def _check_same_origin(self, url: str) -> None:
-        ours, theirs = urlsplit(self.base), urlsplit(url)
-        if (ours.scheme, ours.netloc.lower()) != (theirs.scheme, theirs.netloc.lower()):
+        ours, theirs = urlsplit(self.base), _split(url)
+        if theirs is None or (ours.scheme, ours.netloc.lower()) != (
+            theirs.scheme,
+            theirs.netloc.lower(),
+        ):
+            shown = theirs.netloc if theirs is not None and theirs.netloc else url[:100]
             raise UnsafeUrlError(
-                f"Autotask's next-page link points to another host ({theirs.netloc or url!r}); "
+                f"Autotask's next-page link points to another host ({shown!r}); "
                 "refusing to follow it with credentials."
             )

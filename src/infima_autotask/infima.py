@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import requests
 
+from infima_autotask.config import MAX_INT
 from infima_autotask.errors import BadResponseError, UsageError
 from infima_autotask.http import HttpClient, check_url_safe, register_secret
 
@@ -47,6 +48,12 @@ def count_active_users(users: list[dict[str, Any]], *, count_without_status: boo
     Raises:
         BadResponseError: no user has a status and counting blindly was not allowed.
     """
+    mistyped = [user for user in users if not isinstance(user.get("status"), str | None)]
+    if mistyped:
+        # A number or a list is not "inactive": counting it either way would guess.
+        raise BadResponseError(
+            f"INFIMA sent {len(mistyped)} user(s) whose status is not text; try again later."
+        )
     with_status = [user for user in users if "status" in user]
     seen = sorted({key for user in users[:20] for key in user})
     log.info("INFIMA user fields seen: %s", ", ".join(seen) or "(no users)")
@@ -101,7 +108,10 @@ class InfimaClient:
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise BadResponseError(f"INFIMA answered {path} without an item list.")
-            yield from (item for item in items if isinstance(item, dict))
+            if not all(isinstance(item, dict) for item in items):
+                # Skipping them would silently bill fewer users.
+                raise BadResponseError(f"INFIMA answered {path} with items that are not objects.")
+            yield from items
             if len(items) < PAGE_LIMIT:
                 return
         raise BadResponseError(f"INFIMA kept paging {path} past {MAX_PAGES} pages.")
@@ -110,10 +120,16 @@ class InfimaClient:
         found = []
         for item in self._pages("/v1/clients"):
             client_id = item.get("id")
-            if not isinstance(client_id, int) or isinstance(client_id, bool):
-                raise BadResponseError("INFIMA listed a client without a numeric id.")
+            if (
+                not isinstance(client_id, int)
+                or isinstance(client_id, bool)
+                or not 0 < client_id <= MAX_INT
+            ):
+                raise BadResponseError("INFIMA listed a client without a usable numeric id.")
             name = item.get("client_name")
-            found.append(InfimaClientInfo(client_id, name if isinstance(name, str) else ""))
+            # A lone surrogate ("\ud800" in JSON) would break the terminal and the config.
+            text = name.encode("utf-8", "replace").decode("utf-8") if isinstance(name, str) else ""
+            found.append(InfimaClientInfo(client_id, text))
         return found
 
     def users(self, client_id: int) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ the units-row rule (SPEC §8) and the renewal look-up exist once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +20,7 @@ from infima_autotask.autotask import (
     in_filter,
     parse_date,
 )
+from infima_autotask.config import MAX_INT
 from infima_autotask.errors import BadResponseError
 
 CONTRACT_FIELDS = (
@@ -98,28 +100,52 @@ class UnitsRow:
 
 
 def _int(record: Record, key: str, *, required: bool = True) -> Any:
+    """An integer field; ``None`` for a missing optional one.
+
+    Outside SQLite's signed 64-bit range counts as unusable: such a value would fail later,
+    in the history, after a write.
+    """
     value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if required:
-            raise BadResponseError(
-                f"Autotask sent a record without a usable {key} (got {type(value).__name__})."
-            )
-        return None
-    return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT:
+        return value
+    if required:
+        raise BadResponseError(
+            f"Autotask sent a record without a usable {key} (got {_kind(value)})."
+        )
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "a number out of range"
+    return type(value).__name__
 
 
 def _float(record: Record, key: str) -> float | None:
+    """A money field; ``None`` when missing or not a number (the API user cannot see costs).
+
+    Raises:
+        BadResponseError: NaN or infinity, which Python's JSON parser lets through.
+    """
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise BadResponseError(f"Autotask sent a {key} out of range.")
+    if not math.isfinite(value):
+        raise BadResponseError(f"Autotask sent a {key} that is not a finite number.")
     return float(value)
 
 
 def _str(record: Record, key: str) -> str:
+    """A text field; characters that cannot be written as UTF-8 become ``?``."""
     value = record.get(key)
-    return value if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    # A lone surrogate ("\ud800" in JSON) would break the terminal and the config file.
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def parse_account(record: Record) -> Account:
@@ -139,8 +165,16 @@ def parse_contract(record: Record) -> Contract:
         contract_type=_int(record, "contractType", required=False),
         status=_int(record, "status", required=False),
         start=parse_date(record.get("startDate")),
-        end=parse_date(record.get("endDate")),
+        end=_required_date(record, "endDate", "contract"),
     )
+
+
+def _required_date(record: Record, key: str, what: str) -> date:
+    """Autotask requires these dates; a missing or unreadable one must not read as "none"."""
+    parsed = parse_date(record.get(key))
+    if parsed is None:
+        raise BadResponseError(f"Autotask sent a {what} without a usable {key}.")
+    return parsed
 
 
 def parse_contract_service(record: Record) -> ContractService:
@@ -166,11 +200,18 @@ def parse_units_row(record: Record) -> UnitsRow:
         service_id=_int(record, "serviceID", required=False),
         start=start,
         end=end,
-        units=_int(record, "units"),
+        units=_units(record),
         price=_float(record, "price"),
         cost=_float(record, "cost"),
         posted=record.get("approveAndPostDate") not in (None, ""),
     )
+
+
+def _units(record: Record) -> int:
+    units = _int(record, "units")
+    if units < 0:
+        raise BadResponseError(f"Autotask sent a ContractServiceUnits row with {units} units.")
+    return int(units)
 
 
 def choose_row(rows: Iterable[UnitsRow], day: date) -> UnitsRow | None:
