@@ -193,7 +193,9 @@ def _describe(value: object) -> str:
 
 
 def _join(prefix: str, key: object) -> str:
-    if isinstance(key, str):
+    # A key with a line break or other unprintable text is quoted: it must not split the
+    # indented problem line it appears in.
+    if isinstance(key, str) and key and key.isprintable():
         return f"{prefix}.{key}" if prefix else key
     return f"{prefix}[{_describe(key)}]"
 

@@ -117,6 +117,14 @@ def _int(record: Record, key: str, *, required: bool = True) -> Any:
     return None
 
 
+def _id(record: Record, key: str) -> int:
+    """A record id: Autotask numbers records from 1."""
+    value: int = _int(record, key)
+    if value <= 0:
+        raise BadResponseError(f"Autotask sent a record with {key} {value}.")
+    return value
+
+
 def _kind(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return "a number out of range"
@@ -150,7 +158,7 @@ def _str(record: Record, key: str) -> str:
 
 def parse_account(record: Record) -> Account:
     return Account(
-        id=_int(record, "id"),
+        id=_id(record, "id"),
         name=_str(record, "companyName"),
         company_type=_int(record, "companyType", required=False),
         active=record.get("isActive") is True,
@@ -159,8 +167,8 @@ def parse_account(record: Record) -> Account:
 
 def parse_contract(record: Record) -> Contract:
     return Contract(
-        id=_int(record, "id"),
-        account_id=_int(record, "companyID"),
+        id=_id(record, "id"),
+        account_id=_id(record, "companyID"),
         name=_str(record, "contractName"),
         contract_type=_int(record, "contractType", required=False),
         status=_int(record, "status", required=False),
@@ -179,14 +187,14 @@ def _required_date(record: Record, key: str, what: str) -> date:
 
 def parse_contract_service(record: Record) -> ContractService:
     return ContractService(
-        id=_int(record, "id"),
-        contract_id=_int(record, "contractID"),
-        service_id=_int(record, "serviceID"),
+        id=_id(record, "id"),
+        contract_id=_id(record, "contractID"),
+        service_id=_id(record, "serviceID"),
     )
 
 
 def parse_service(record: Record) -> Service:
-    return Service(id=_int(record, "id"), name=_str(record, "name"))
+    return Service(id=_id(record, "id"), name=_str(record, "name"))
 
 
 def parse_units_row(record: Record) -> UnitsRow:
@@ -194,9 +202,9 @@ def parse_units_row(record: Record) -> UnitsRow:
     if start is None or end is None:
         raise BadResponseError("Autotask sent a ContractServiceUnits row without its dates.")
     return UnitsRow(
-        id=_int(record, "id"),
-        contract_id=_int(record, "contractID"),
-        contract_service_id=_int(record, "contractServiceID"),
+        id=_id(record, "id"),
+        contract_id=_id(record, "contractID"),
+        contract_service_id=_id(record, "contractServiceID"),
         service_id=_int(record, "serviceID", required=False),
         start=start,
         end=end,
