@@ -564,7 +564,10 @@ def test_scan_covered_every_command():
     assert expected <= commands, expected - commands
     combos = set(SCANNED)
     paths = {path for _, path in SCANNED}
-    print(f"\nsecret scan: {len(combos)} (command, path) combinations, {len(SCANNED)} runs")
+    print(
+        f"\nsecret scan: {len(combos)} (command, path) combinations of {len(commands)} commands "
+        f"and {len(paths)} paths, {len(SCANNED)} runs"
+    )
     assert len(paths) >= 8 and len(combos) >= 50
 
 
