@@ -462,6 +462,10 @@ def test_status_one_failing_exits_3(invoke, stored_creds, requests_mock, config_
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Autotask:         Connected")
     assert lines[1].startswith("INFIMA:           not connected: INFIMA rejected the credentials")
+    assert result.stderr == (
+        "Error: A connection failed (shown above). Fix it, then run "
+        "`infima-autotask status` again.\n"
+    )
 
 
 def test_status_autotask_unreachable_exits_3(invoke, stored_creds, infima_ok, config_path):

@@ -143,12 +143,12 @@ def test_history_and_lock_are_private(tmp_path, sandbox, loose_umask):
 
 
 def test_dry_run_alone_creates_a_private_state_folder(tmp_path, sandbox, loose_umask):
-    state = tmp_path / "state"
+    state = tmp_path / "a" / "b" / "state"  # missing parents are private too
     tool = Tool(sandbox, tmp_path / "config.yaml", state)
     tool.connect()
     tool.map(data.ACME_CLIENT_ID)
     tool.run("sync", "--dry-run")
-    assert mode(state) == 0o700
+    assert mode(state) == mode(state.parent) == mode(tmp_path / "a") == 0o700
     assert all(mode(p) == 0o600 for p in state.iterdir() if p.is_file())
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import ConfigError
+from .fsutil import make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -706,19 +707,6 @@ def dump_config(config: Config) -> str:
     )
 
 
-def _make_private_dirs(folder: Path) -> None:
-    missing: list[Path] = []
-    current = folder
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)  # mkdir's mode is masked by the umask
-
-
 @contextlib.contextmanager
 def _temp_file(folder: Path, name: str) -> Iterator[tuple[int, str]]:
     fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
@@ -753,7 +741,7 @@ def save_config(config: Config, path: Path) -> None:
     try:
         if target.is_dir():
             raise IsADirectoryError(21, "Is a directory", str(target))
-        _make_private_dirs(target.parent)
+        make_private_dirs(target.parent)
         with _temp_file(target.parent, target.name) as (fd, temp):
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "wb") as handle:

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import LockHeldError, StateError
+from .fsutil import make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ def _ensure_dir(state_dir: Path) -> None:
     if state_dir.exists():
         raise StateError(f"The state folder {state_dir} is not a folder. {_FIX_DIR}")
     try:
-        state_dir.mkdir(mode=0o700, parents=True)
-        # mkdir's mode is filtered by the umask; make it exact.
-        os.chmod(state_dir, 0o700)
+        make_private_dirs(state_dir)
     except FileExistsError:
         if not state_dir.is_dir():
             raise StateError(f"The state folder {state_dir} is not a folder. {_FIX_DIR}") from None

@@ -10,7 +10,7 @@ import click
 from infima_autotask import connection as setup
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import emit_json, get_runtime, json_option
-from infima_autotask.errors import CredentialsError
+from infima_autotask.errors import ApiError, CredentialsError
 
 
 def _value(given: str | None, label: str, *, hide: bool = False) -> str:
@@ -100,7 +100,9 @@ def status(as_json: bool) -> None:
         for label, value in report.lines():
             click.echo(f"{label + ':':<18}{value}")
     if not report.ok:
-        raise SystemExit(3)
+        raise ApiError(
+            "A connection failed (shown above). Fix it, then run `infima-autotask status` again."
+        )
 
 
 @click.command()
