@@ -367,3 +367,29 @@ def test_error_texts_from_the_server_are_redacted(http, requests_mock):
         http.request("GET", URL, retry=True)
     assert "echoed-secret-4567" not in str(caught.value)
     assert caught.value.errors == ["bad secret ***"]
+
+
+def test_proxies_and_ca_bundle_come_from_the_environment_once_per_host(
+    monkeypatch, requests_mock, tmp_path
+):
+    """Operators behind a proxy or with a private CA keep working; verification stays on."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not used by requests-mock")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "app.infimasecapis.com")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    requests_mock.get("https://webservices5.autotask.net/x", json={})
+    requests_mock.get("https://app.infimasecapis.com/y", json={})
+    client = HttpClient("Autotask")
+    for _ in range(2):
+        client.request("GET", "https://webservices5.autotask.net/x", retry=True)
+    client.request("GET", "https://app.infimasecapis.com/y", retry=True)
+    autotask, _, infima = requests_mock.request_history
+    assert autotask.proxies.get("https") == "http://proxy.internal:3128"
+    assert not infima.proxies.get("https")  # NO_PROXY honoured per host
+    assert autotask.verify == str(bundle) and infima.verify == str(bundle)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "")
+    fresh = HttpClient("Autotask")
+    fresh.request("GET", "https://webservices5.autotask.net/x", retry=True)
+    assert requests_mock.last_request.verify is True
