@@ -6,11 +6,12 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from tabulate import tabulate
 
+from infima_autotask.config import MAX_INT
 from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.runtime import Runtime
 
@@ -38,6 +39,37 @@ def get_runtime() -> Runtime:
     if runtime is None:  # only when a command is invoked outside the root group
         raise click.UsageError("internal: no runtime")
     return runtime
+
+
+if TYPE_CHECKING:  # click >= 8.2 types ParamType generically; 8.1 cannot subscript it
+    _ParamType = click.ParamType[int, Any]
+else:
+    _ParamType = click.ParamType
+
+
+class _Whole(_ParamType):
+    """A whole number in a range, without click's range note in every help line."""
+
+    def __init__(self, name: str, low: int) -> None:
+        self.name = name
+        self.low = low
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip()
+            if not text.lstrip("-").isdigit():
+                self.fail(f"{value!r} is not a whole number.", param, ctx)
+            number = int(text)
+        if not self.low <= number <= MAX_INT:
+            kind = "a positive whole number" if self.low else "a whole number of 0 or more"
+            self.fail(f"{value!r} is not {kind}.", param, ctx)
+        return number
+
+
+ID = _Whole("ID", 1)
+COUNT = _Whole("N", 0)
 
 
 json_option = click.option(

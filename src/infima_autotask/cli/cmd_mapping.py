@@ -4,44 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from infima_autotask import mapping as lib
 from infima_autotask.cli import _common
-from infima_autotask.cli._common import emit_json, emit_rows, get_runtime, json_option, warn
-from infima_autotask.config import MAX_INT, save_config
-
-if TYPE_CHECKING:  # click >= 8.2 types ParamType generically; 8.1 cannot subscript it
-    _ParamType = click.ParamType[int, Any]
-else:
-    _ParamType = click.ParamType
-
-
-class _Whole(_ParamType):
-    """A whole number in a range, without click's range note in every help line."""
-
-    def __init__(self, name: str, low: int) -> None:
-        self.name = name
-        self.low = low
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            text = str(value).strip()
-            if not text.lstrip("-").isdigit():
-                self.fail(f"{value!r} is not a whole number.", param, ctx)
-            number = int(text)
-        if not self.low <= number <= MAX_INT:
-            kind = "a positive whole number" if self.low else "a whole number of 0 or more"
-            self.fail(f"{value!r} is not {kind}.", param, ctx)
-        return number
-
-
-ID = _Whole("ID", 1)
-COUNT = _Whole("N", 0)
+from infima_autotask.cli._common import (
+    COUNT,
+    ID,
+    emit_json,
+    emit_rows,
+    get_runtime,
+    json_option,
+    warn,
+)
+from infima_autotask.config import save_config
 
 
 @click.command("list-clients")

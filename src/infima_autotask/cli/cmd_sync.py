@@ -12,7 +12,14 @@ import click
 from tabulate import tabulate
 
 from infima_autotask.cli import _common
-from infima_autotask.cli._common import emit_json, emit_rows, get_runtime, json_option, warn
+from infima_autotask.cli._common import (
+    ID,
+    emit_json,
+    emit_rows,
+    get_runtime,
+    json_option,
+    warn,
+)
 from infima_autotask.config import load_config_or_default
 from infima_autotask.errors import UsageError
 from infima_autotask.runner import (
@@ -87,7 +94,7 @@ class _Bar:
 @click.option(
     "--client",
     "clients",
-    type=int,
+    type=ID,
     multiple=True,
     metavar="ID",
     help="Only this INFIMA client (repeatable).",
@@ -175,7 +182,7 @@ def _cell(value: int | None) -> str:
 
 @click.command()
 @click.option("--month", metavar="YYYY-MM", callback=_month, help="Only this period.")
-@click.option("--client", "client_id", type=int, metavar="ID", help="Only this INFIMA client.")
+@click.option("--client", "client_id", type=ID, metavar="ID", help="Only this INFIMA client.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
 @json_option
 def history(month: date | None, client_id: int | None, limit: int | None, as_json: bool) -> None:
