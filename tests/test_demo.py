@@ -1,0 +1,85 @@
+"""`demo`: a whole month against the sandbox, touching nothing outside its temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keyring
+
+from infima_autotask.cli import cli
+
+EXE = Path(sys.executable).with_name("infima-autotask")
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
+    home, scratch = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    scratch.mkdir()
+    real_config = tmp_path / "real-config.yaml"
+    real_state = tmp_path / "real-state"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TMPDIR": str(scratch),
+        "LANG": "C.UTF-8",
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_STATE_HOME": str(home / "state"),
+        # An operator's own settings, which the demo must neither use nor touch.
+        "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
+        "INFIMA_AUTOTASK_CONFIG": str(real_config),
+        "INFIMA_AUTOTASK_STATE_DIR": str(real_state),
+        "INFIMA_AUTOTASK_API_URL": "https://webservices5.autotask.net/atservicesrest/",
+        "INFIMA_API_KEY": "an-operator-key-that-must-not-be-used",
+    }
+    result = subprocess.run(
+        [str(EXE), "demo"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    out = result.stdout
+    for text in (
+        "$ infima-autotask connect --username",
+        "Autotask: Connected",
+        "INFIMA: Connected (Sandbox MSP",
+        "$ infima-autotask list-clients",
+        "Evergreen Realty",
+        "$ infima-autotask search-accounts acme --contracts",
+        "29685100",
+        "$ infima-autotask map 104 --account 29683504 --contract 29690011",
+        "$ infima-autotask sync --dry-run",
+        "planned",
+        "$ infima-autotask list-mappings --check",
+        "$ infima-autotask history",
+        "Demo complete: 2 adjustment(s) written to the sandbox, none twice.",
+    ):
+        assert text in out, text
+    summaries = [line for line in result.stderr.splitlines() if line.startswith("Period ")]
+    assert len(summaries) == 3
+    assert summaries[0].endswith(
+        "2 planned, 2 unchanged, 0 held, 0 failed (dry run: nothing written)"
+    )
+    assert summaries[1].endswith("2 updated, 2 unchanged, 0 held, 0 failed")
+    assert summaries[2].endswith("0 updated, 4 unchanged, 0 held, 0 failed")
+    # Nothing outside its own temporary folder: no config, state, keyring file or leftovers.
+    assert not real_config.exists() and not real_state.exists()
+    assert files_under(home) == []
+    assert files_under(scratch) == []
+
+
+def test_demo_in_process_restores_keyring_and_environment(runner, monkeypatch):
+    monkeypatch.setenv("INFIMA_API_KEY", "operator-key")
+    before_backend = keyring.get_keyring()
+    before_env = dict(os.environ)
+    result = runner.invoke(cli, ["demo"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Demo complete" in result.stdout
+    assert keyring.get_keyring() is before_backend
+    assert dict(os.environ) == before_env
