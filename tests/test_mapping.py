@@ -526,7 +526,7 @@ def test_map_without_terminal_takes_single_candidates(invoke, config_path, autot
     assert f"Taking the only contract service: {BIRCH_CS}  INFIMA" in result.stderr
     assert _mappings(config_path)[102]["contract_service_id"] == BIRCH_CS
     (body,) = autotask.bodies("Contracts")
-    assert {"op": "eq", "field": "companyID", "value": BIRCH} in body["filter"]
+    assert {"op": "in", "field": "companyID", "value": [BIRCH]} in body["filter"]
     assert {"op": "in", "field": "status", "value": [1]} in body["filter"]
 
 

@@ -22,13 +22,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from infima_autotask.autotask import RECURRING_SERVICE, AutotaskClient, in_filter
+from infima_autotask.autotask import AutotaskClient
 from infima_autotask.config import MAX_INT, Config, Mapping
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
 from infima_autotask.infima import CountSource, InfimaClientInfo
 from infima_autotask.model import (
-    CONTRACT_FIELDS,
     CONTRACT_SERVICE_FIELDS,
     Account,
     Contract,
@@ -43,6 +42,7 @@ from infima_autotask.model import (
     read_accounts,
     read_contract_services,
     read_contracts,
+    read_recurring_contracts,
     read_services,
     read_units_rows,
 )
@@ -208,17 +208,6 @@ class SearchResult:
         return rows
 
 
-def _usable_contract(contract: Contract, active: set[int], today: date) -> bool:
-    return contract.recurring and contract.status in active and not contract.ended_before(today)
-
-
-def _contract_filters(active: set[int]) -> list[dict[str, Any]]:
-    return [
-        {"op": "eq", "field": "contractType", "value": RECURRING_SERVICE},
-        in_filter("status", sorted(active)),
-    ]
-
-
 def search_accounts(
     client: AutotaskClient,
     query: str,
@@ -273,23 +262,7 @@ def _account_services(
     client: AutotaskClient, account_ids: Sequence[int], today: date
 ) -> dict[int, list[ServiceLine]]:
     active = active_contract_statuses(client)
-    contracts = sorted(
-        (
-            contract
-            for contract in map(
-                parse_contract,
-                client.query_in(
-                    "Contracts",
-                    "companyID",
-                    account_ids,
-                    filters=_contract_filters(active),
-                    fields=CONTRACT_FIELDS,
-                ),
-            )
-            if _usable_contract(contract, active, today)
-        ),
-        key=lambda contract: (contract.start or date.min, contract.id),
-    )
+    contracts = read_recurring_contracts(client, account_ids, today, active)
     carried = [
         parse_contract_service(record)
         for record in client.query_in(
@@ -616,24 +589,11 @@ def map_client(
     active = active_contract_statuses(client)
 
     if request.contract_id is None:
-        options = sorted(
-            (
-                contract
-                for contract in map(
-                    parse_contract,
-                    client.query(
-                        "Contracts",
-                        [
-                            {"op": "eq", "field": "companyID", "value": account.id},
-                            *_contract_filters(active),
-                        ],
-                        fields=CONTRACT_FIELDS,
-                    ),
-                )
-                if _usable_contract(contract, active, today) and contract.account_id == account.id
-            ),
-            key=lambda contract: (contract.start or date.min, contract.id),
-        )
+        options = [
+            contract
+            for contract in read_recurring_contracts(client, [account.id], today, active)
+            if contract.account_id == account.id
+        ]
         if not options:
             raise UsageError(
                 f"Account {account.id}{_named(account.name)} has no active Recurring Service "

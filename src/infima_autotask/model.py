@@ -280,6 +280,32 @@ def active_contract_statuses(client: AutotaskClient) -> set[int]:
     return active or {ACTIVE_CONTRACT_STATUS}
 
 
+def usable_contract(contract: Contract, active_statuses: set[int], day: date) -> bool:
+    """A contract a mapping may write to on ``day``: Recurring Service, active, not ended."""
+    return (
+        contract.recurring and contract.status in active_statuses and not contract.ended_before(day)
+    )
+
+
+def read_recurring_contracts(
+    client: AutotaskClient, account_ids: Iterable[int], day: date, active_statuses: set[int]
+) -> list[Contract]:
+    """The usable contracts of these accounts (batched), oldest start first."""
+    records = client.query_in(
+        "Contracts",
+        "companyID",
+        account_ids,
+        filters=[
+            {"op": "eq", "field": "contractType", "value": RECURRING_SERVICE},
+            in_filter("status", sorted(active_statuses)),
+            {"op": "gte", "field": "endDate", "value": format_date(day)},
+        ],
+        fields=CONTRACT_FIELDS,
+    )
+    found = [c for c in map(parse_contract, records) if usable_contract(c, active_statuses, day)]
+    return sorted(found, key=lambda contract: (contract.start or date.min, contract.id))
+
+
 @dataclass(frozen=True)
 class Successor:
     """A renewal: another active Recurring Service contract of the account with the service."""
@@ -302,24 +328,7 @@ def find_successors(
     if not ended:
         return {}
     accounts = {contract.account_id for contract, _ in ended}
-    when = format_date(day)
-    candidates = [
-        contract
-        for contract in map(
-            parse_contract,
-            client.query_in(
-                "Contracts",
-                "companyID",
-                accounts,
-                filters=[
-                    {"op": "eq", "field": "contractType", "value": RECURRING_SERVICE},
-                    {"op": "gte", "field": "endDate", "value": when},
-                ],
-                fields=CONTRACT_FIELDS,
-            ),
-        )
-        if contract.status in active_statuses and contract.recurring
-    ]
+    candidates = read_recurring_contracts(client, accounts, day, active_statuses)
     if not candidates:
         return {}
     services = {service_id for _, service_id in ended}
