@@ -27,28 +27,7 @@ if not EXE.exists():  # pragma: no cover - an unusual install layout
 THIS_MONTH = date.today().replace(day=1)
 NEXT_MONTH = (THIS_MONTH + timedelta(days=32)).replace(day=1)
 
-MAPS = {
-    data.ACME_CLIENT_ID: (
-        data.ACME_ACCOUNT_ID,
-        data.ACME_CONTRACT_ID,
-        data.ACME_CONTRACT_SERVICE_ID,
-    ),
-    data.BIRCH_CLIENT_ID: (
-        data.BIRCH_ACCOUNT_ID,
-        data.BIRCH_CONTRACT_ID,
-        data.BIRCH_CONTRACT_SERVICE_ID,
-    ),
-    data.COBALT_CLIENT_ID: (
-        data.COBALT_ACCOUNT_ID,
-        data.COBALT_CONTRACT_ID,
-        data.COBALT_CONTRACT_SERVICE_ID,
-    ),
-    data.DELTA_CLIENT_ID: (
-        data.DELTA_ACCOUNT_ID,
-        data.DELTA_RENEWAL_CONTRACT_ID,
-        data.DELTA_RENEWAL_CONTRACT_SERVICE_ID,
-    ),
-}
+SEED = data.seed_mappings()
 
 
 class Tool:
@@ -107,17 +86,8 @@ class Tool:
         assert "INFIMA: Connected" in result.stdout and "Sandbox MSP" in result.stdout
 
     def map_all(self) -> None:
-        for client, (account, contract, service) in MAPS.items():
-            result = self.run(
-                "map",
-                str(client),
-                "--account",
-                str(account),
-                "--contract",
-                str(contract),
-                "--contract-service",
-                str(service),
-            )
+        for mapping in SEED:
+            result = self.run(*data.map_args(mapping))
             assert result.returncode == 0, result.stderr
 
     def assert_no_secrets(self) -> None:
@@ -258,19 +228,8 @@ def test_renewal_found_by_check_and_fixed_by_map(tool):
 
 def test_cron_like_run_with_environment_credentials(tool):
     sb = tool.sandbox
-    mappings = []
-    for client, (account, contract, service) in MAPS.items():
-        mappings.append(
-            {
-                "client_id": client,
-                "account_id": account,
-                "contract_id": contract,
-                "contract_service_id": service,
-                "service_id": data.SERVICE_ID,
-            }
-        )
     tool.config.write_text(
-        yaml.safe_dump({"version": 1, "mappings": mappings}, sort_keys=False), encoding="utf-8"
+        yaml.safe_dump({"version": 1, "mappings": SEED}, sort_keys=False), encoding="utf-8"
     )
     cron_env = {
         "PATH": "/usr/bin:/bin",

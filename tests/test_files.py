@@ -26,18 +26,7 @@ from infima_autotask.cli import cli
 from infima_autotask.config import Mapping, load_config, save_config
 from infima_autotask.sandbox import Sandbox, data
 
-MAPS = {
-    data.ACME_CLIENT_ID: (
-        data.ACME_ACCOUNT_ID,
-        data.ACME_CONTRACT_ID,
-        data.ACME_CONTRACT_SERVICE_ID,
-    ),
-    data.BIRCH_CLIENT_ID: (
-        data.BIRCH_ACCOUNT_ID,
-        data.BIRCH_CONTRACT_ID,
-        data.BIRCH_CONTRACT_SERVICE_ID,
-    ),
-}
+SEED = {m["client_id"]: m for m in data.seed_mappings()[:2]}  # Acme, Birch
 
 
 def mode(path: Path) -> int:
@@ -93,17 +82,7 @@ class Tool:
         self.run("connect", "--infima", "--api-key-stdin", stdin=sb.api_key + "\n")
 
     def map(self, client: int) -> None:
-        account, contract, service = MAPS[client]
-        self.run(
-            "map",
-            str(client),
-            "--account",
-            str(account),
-            "--contract",
-            str(contract),
-            "--contract-service",
-            str(service),
-        )
+        self.run(*data.map_args(SEED[client]))
 
 
 def test_config_is_0600_in_new_0700_folders(tmp_path, sandbox, loose_umask):
@@ -130,7 +109,7 @@ def test_history_and_lock_are_private(tmp_path, sandbox, loose_umask):
     state = tmp_path / "state-home" / "infima-autotask"
     tool = Tool(sandbox, tmp_path / "config.yaml", state)
     tool.connect()
-    for client in MAPS:
+    for client in SEED:
         tool.map(client)
     tool.run("sync")
     assert len(sandbox.adjustments()) == 1

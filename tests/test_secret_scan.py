@@ -45,23 +45,7 @@ from infima_autotask.cli import cli
 from infima_autotask.http import HttpClient
 from infima_autotask.sandbox import Sandbox, data
 
-MAPS = {
-    data.ACME_CLIENT_ID: (
-        data.ACME_ACCOUNT_ID,
-        data.ACME_CONTRACT_ID,
-        data.ACME_CONTRACT_SERVICE_ID,
-    ),
-    data.BIRCH_CLIENT_ID: (
-        data.BIRCH_ACCOUNT_ID,
-        data.BIRCH_CONTRACT_ID,
-        data.BIRCH_CONTRACT_SERVICE_ID,
-    ),
-    data.COBALT_CLIENT_ID: (
-        data.COBALT_ACCOUNT_ID,
-        data.COBALT_CONTRACT_ID,
-        data.COBALT_CONTRACT_SERVICE_ID,
-    ),
-}
+SEED = data.seed_mappings()[:3]  # Acme, Birch, Cobalt
 MAPPING = {
     "client_id": 101,
     "account_id": 5001,
@@ -286,18 +270,8 @@ def test_every_command_success_paths(tmp_path, sandbox, no_sleep):
     scan.run("success", "status")
     scan.run("success", "list-clients")
     scan.run("success", "search-accounts", "acme", "--contracts")
-    for client, (account, contract, service) in MAPS.items():
-        scan.run(
-            "success",
-            "map",
-            str(client),
-            "--account",
-            str(account),
-            "--contract",
-            str(contract),
-            "--contract-service",
-            str(service),
-        )
+    for mapping in SEED:
+        scan.run("success", *data.map_args(mapping))
     scan.run("success", "list-mappings", "--check")
     scan.run("success", "list-mappings")
     scan.run("success", "sync", "--dry-run")
@@ -321,18 +295,8 @@ def test_every_command_failure_paths(tmp_path, sandbox, no_sleep):
     )
     scan.run("success", *connect_args(), *code, stdin=sb.secret + "\n")
     scan.run("success", "connect", "--infima", "--api-key-stdin", stdin=sb.api_key + "\n")
-    for client, (account, contract, service) in MAPS.items():
-        scan.run(
-            "success",
-            "map",
-            str(client),
-            "--account",
-            str(account),
-            "--contract",
-            str(contract),
-            "--contract-service",
-            str(service),
-        )
+    for mapping in SEED:
+        scan.run("success", *data.map_args(mapping))
 
     wrong = {"INFIMA_AUTOTASK_SECRET": WRONG_SECRET, "INFIMA_API_KEY": WRONG_KEY}
     scan.env.update(wrong)

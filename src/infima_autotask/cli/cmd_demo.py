@@ -30,47 +30,10 @@ class Step:
 
 
 def _steps(sandbox: Sandbox) -> list[Step]:
-    pairs = [
-        (
-            data.ACME_CLIENT_ID,
-            data.ACME_ACCOUNT_ID,
-            data.ACME_CONTRACT_ID,
-            data.ACME_CONTRACT_SERVICE_ID,
-        ),
-        (
-            data.BIRCH_CLIENT_ID,
-            data.BIRCH_ACCOUNT_ID,
-            data.BIRCH_CONTRACT_ID,
-            data.BIRCH_CONTRACT_SERVICE_ID,
-        ),
-        (
-            data.COBALT_CLIENT_ID,
-            data.COBALT_ACCOUNT_ID,
-            data.COBALT_CONTRACT_ID,
-            data.COBALT_CONTRACT_SERVICE_ID,
-        ),
-        (
-            data.DELTA_CLIENT_ID,
-            data.DELTA_ACCOUNT_ID,
-            data.DELTA_RENEWAL_CONTRACT_ID,
-            data.DELTA_RENEWAL_CONTRACT_SERVICE_ID,
-        ),
-    ]
     maps = [
-        Step(
-            f"Map INFIMA client {client} to its Contract Service (checked live)",
-            [
-                "map",
-                str(client),
-                "--account",
-                str(account),
-                "--contract",
-                str(contract),
-                "--contract-service",
-                str(service),
-            ],
-        )
-        for client, account, contract, service in pairs
+        Step(f"Map INFIMA client {m['client_id']} to its Contract Service (checked live)", args)
+        for m in data.seed_mappings()
+        for args in [data.map_args(m)]
     ]
     return [
         Step(

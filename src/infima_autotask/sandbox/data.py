@@ -495,6 +495,20 @@ def seed_mappings(today: date | None = None) -> list[dict[str, Any]]:
     ]
 
 
+def map_args(mapping: dict[str, Any]) -> list[str]:
+    """The ``infima-autotask map`` arguments that create ``mapping`` (a seed_mappings() entry)."""
+    return [
+        "map",
+        str(mapping["client_id"]),
+        "--account",
+        str(mapping["account_id"]),
+        "--contract",
+        str(mapping["contract_id"]),
+        "--contract-service",
+        str(mapping["contract_service_id"]),
+    ]
+
+
 def _mapping(
     client_id: int,
     client_name: str,
