@@ -305,11 +305,13 @@ def test_adjustment_mid_month_splits_the_row_and_updates_later_rows(sb, at):
     assert response.status_code == 200
     assert rows_of(sb, data.ACME_CONTRACT_SERVICE_ID) == [
         ("2026-02-01", "2026-02-28", 10, 4.5, 2.25),
-        ("2026-03-01", "2026-03-14", 10, 4.5, 2.25),
+        ("2026-03-01", "2026-03-15", 10, 4.5, 2.25),  # ends ON the effective date
         ("2026-03-15", "2026-03-31", 13, 4.5, 2.0),
         ("2026-04-01", "2026-04-30", 13, 4.5, 2.0),
     ]
     assert sb.units_on(data.ACME_CONTRACT_SERVICE_ID, date(2026, 3, 14)) == 10
+    # Both rows cover the 15th; SPEC §8's rule takes the later start.
+    assert sb.units_on(data.ACME_CONTRACT_SERVICE_ID, date(2026, 3, 15)) == 13
     assert sb.units_on(data.ACME_CONTRACT_SERVICE_ID, date(2026, 3, 20)) == 13
     [applied] = sb.adjustments()
     assert applied["id"] == response.json()["itemId"]

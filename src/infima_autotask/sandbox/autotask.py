@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -466,7 +466,10 @@ def apply_adjustment(state: SandboxState, body: Any) -> int:
             row.update(units=row["units"] + change, price=new_price, cost=new_cost)
         else:
             old_end = parse_day(row["endDate"])
-            row["endDate"] = wire_date(day - timedelta(days=1))
+            # Autotask's ContractServiceUnits page: the earlier row's end date becomes "the
+            # effective date of that adjustment", so two rows cover that day (SPEC §8's rule
+            # picks the later one).
+            row["endDate"] = wire_date(day)
             state.add_units_row(
                 contract_service_id=service["id"],
                 start=day,
