@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infima_autotask import config as config_module
 from infima_autotask.config import (
@@ -804,3 +806,311 @@ def test_parse_does_not_mutate_input():
     snapshot = copy.deepcopy(data)
     parse_config(data, "x")
     assert data == snapshot
+
+
+# --- reading YAML from parser events (SPEC §9 memory) ------------------------------------
+#
+# config._read_events builds the document from parser events; whatever it does not reproduce
+# exactly it hands to the node loader (_load_yaml_nodes, the reference). These tests pin that
+# the two agree, that the event reader really is the path a normal config takes, and its peak.
+
+_NODES = config_module._load_yaml_nodes
+
+
+def _reference(text: str):
+    """The node loader's outcome: (repr of the data, duplicate problems) or the error."""
+    try:
+        data, duplicates = _NODES(text, Path("/c.yaml"))
+    except ConfigError as exc:
+        return ("error", exc.message)
+    return ("ok", repr(data), duplicates)
+
+
+def _loaded(text: str):
+    """`_load_yaml`'s outcome, in the same form."""
+    try:
+        data, duplicates = config_module._load_yaml(text, Path("/c.yaml"))
+    except ConfigError as exc:
+        return ("error", exc.message)
+    return ("ok", repr(data), duplicates)
+
+
+def _fast(text: str):
+    """The event reader's outcome, or None when it hands the text to the node loader."""
+    try:
+        data, duplicates = config_module._read_events(text)
+    except config_module._Fallback:
+        return None
+    return ("ok", repr(data), duplicates)
+
+
+def _large_text(count: int) -> str:
+    mappings = [
+        _mapping(
+            i,
+            40_000 + i,
+            client_name=f"Client {i} é✓",
+            unit_cost=2.5 if i % 3 else None,
+            enabled=i % 7 != 0,
+            note="multi\nline" if i % 11 == 0 else None,
+        )
+        for i in range(1, count + 1)
+    ]
+    doc = {"version": 1, "sync": {"timezone": "UTC", "max_decrease_percent": 25}}
+    doc["mappings"] = mappings
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def test_large_config_is_read_from_events_alone(tmp_path, monkeypatch):
+    text = _large_text(500)
+    assert _fast(text) == _reference(text)
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    def no_nodes(text, path):
+        raise AssertionError("fell back to the node loader")
+
+    monkeypatch.setattr(config_module, "_load_yaml_nodes", no_nodes)
+    config = load_config(path)
+    assert [m.client_id for m in config.mappings] == list(range(1, 501))
+    assert config.mappings[10].note == "multi\nline"
+    assert config.mappings[1].unit_cost == 2.5 and config.mappings[2].unit_cost is None
+    assert config.sync.max_decrease_percent == 25
+
+
+def test_event_reader_peak_memory_is_a_fraction_of_the_node_graph():
+    import tracemalloc
+
+    text = _large_text(1000)
+
+    def peak(read) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    nodes = peak(lambda: _NODES(text, Path("/c.yaml")))
+    events = peak(lambda: config_module._read_events(text))
+    assert events * 5 < nodes, (events, nodes)
+
+
+# Read from events: every scalar type and tag safe_load knows, anchors, aliases, duplicates.
+_EVENT_CASES = [
+    "",
+    "# only a comment\n",
+    "---\n",
+    "--- ~\n...\n",
+    "just text\n",
+    "- 1\n- [2, {a: b}]\n",
+    (
+        "a: 1\nb: -1.5e3\nc: true\nd: ~\ne: 2001-12-14\nf: 2001-12-14t21:59:43.10-05:00\n"
+        "g: !!binary aGVsbG8=\nh: !!str 12\ni: '1'\nj: 0x1F\nk: .inf\nl: 1_000\nm: !!float 3\n"
+        'n: "q\\u00e9"\no: |\n  text\np: ! 12\nq: 0o17\nr: .NaN\ns: 190:20:30\nt: !!null x\n'
+    ),
+    "1: a\ntrue: b\n1.0: c\n~: d\nnull: e\n2001-12-14: f\n'=': g\n'<<': h\n",
+    "base: &b {x: 1, y: [1, 2]}\nother: *b\nlist: [&s 5, *s, *b]\n",
+    "a: &a [1, 2]\nb: &b [*a, *a]\nc: [*b, *b]\nversion: &v 1\nagain: *v\n",
+    "version: 1\nversion: 2\nsync: {timezone: UTC, timezone: X, timezone: Y}\n",
+    "? a\n: 1\n? a\n: 2\n",
+    "a: " + "[" * 99 + "]" * 99 + "\n",
+]
+
+# Left to the node loader: merge keys, collection tags, errors, recursion, deep nesting, ...
+_FALLBACK_CASES = [
+    "base: &b {x: 1, y: 2}\nm: {<<: *b, y: 3}\n",
+    "a: &a {x: 1}\nb: &b {x: 2, y: 2}\nm:\n  <<: [*a, *b]\n  z: 3\n",
+    "version: 1\nmappings: [{<<: {client_id: 1}, client_id: 1}]\n",
+    "<<: {version: 1}\n",
+    "b: &b {x: 1, x: 2}\nother: *b\n",
+    "a: &a [*a]\n",
+    "a: &a {self: *a}\n",
+    "a: !!set {x, y}\nb: !!omap [{k: 1}, {j: 2}]\nc: !!pairs [{k: 1}, {k: 2}]\n",
+    "a: !!str [1]\n",
+    "a: !!seq {x: 1}\n",
+    "version: !!python/object:os.system ls\n",
+    "version: !!python/name:os.system\n",
+    "version: !local x\n",
+    "a: *nope\n",
+    "a: &x 1\nb: &x 2\n",
+    "--- 1\n--- 2\n",
+    "? [a]\n: 1\n",
+    "? {a: 1}\n: 1\n",
+    "a: &k x\nb: {*k: 1}\n",
+    "=: 1\n",
+    "a: <<\n",
+    "version: 2001-13-45\n",
+    "version: " + "9" * 6000 + "\n",
+    "version: !!binary é\n",
+    "a: " + "[" * 150 + "]" * 150 + "\n",
+    "a: " + "[" * 1200 + "]" * 1200 + "\n",
+    "a: [1\n",
+    "a: b: c\n",
+    "a: \x01\n",
+    "\ta: 1\n",
+]
+
+
+@pytest.mark.parametrize("text", _EVENT_CASES)
+def test_event_reader_matches_the_node_loader(text):
+    expected = _reference(text)
+    assert expected[0] == "ok"
+    assert _fast(text) == expected
+    assert _loaded(text) == expected
+
+
+@pytest.mark.parametrize("text", _FALLBACK_CASES)
+def test_node_loader_reads_what_the_event_reader_leaves(text):
+    assert _fast(text) is None
+    assert _loaded(text) == _reference(text)
+
+
+def test_fallback_keeps_todays_results():
+    merged = config_module._load_yaml("base: &b {x: 1, y: 2}\nm: {<<: *b, y: 3}\n", Path("c"))
+    assert merged == ({"base": {"x": 1, "y": 2}, "m": {"x": 1, "y": 3}}, [])
+    # A shared anchor is reported under the path the node loader walks it by (the alias).
+    shared = config_module._load_yaml("b: &b {x: 1, x: 2}\nother: *b\n", Path("c"))
+    assert shared[1] == ["other.x: duplicate key (line 1); keep only one"]
+    with pytest.raises(ConfigError) as info:
+        config_module._load_yaml("--- 1\n--- 2\n", Path("/c.yaml"))
+    assert info.value.message == (
+        "Config file /c.yaml is not valid YAML (line 2, column 1): but found another document. "
+        "Fix it and run `infima-autotask validate`."
+    )
+    with pytest.raises(ConfigError) as info:
+        config_module._load_yaml("version: !!python/object:os.system ls\n", Path("/c.yaml"))
+    assert "could not determine a constructor for the tag" in info.value.message
+
+
+def test_duplicate_keys_reported_breadth_first_as_before():
+    text = (
+        "a:\n"
+        "  b:\n"
+        "    c: 1\n"
+        "    c: 2\n"
+        "  b2: {d: 1, d: 1}\n"
+        "  b: 3\n"
+        'x: [{e: 1, e: 2}, {"odd\\nkey": {f: 1, f: 2}}]\n'
+        "a: 4\n"
+        "1: {g: 1, g: 1}\n"
+    )
+    expected = [
+        "a: duplicate key (lines 1 and 8); keep only one",
+        "a.b: duplicate key (lines 2 and 6); keep only one",
+        "1.g: duplicate key (line 9); keep only one",
+        "a.b.c: duplicate key (lines 3 and 4); keep only one",
+        "a.b2.d: duplicate key (line 5); keep only one",
+        "x[0].e: duplicate key (line 7); keep only one",
+        "x[1]['odd\\nkey'].f: duplicate key (line 7); keep only one",
+    ]
+    assert _reference(text)[2] == expected
+    assert _fast(text) == _reference(text)
+
+
+def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\nsync: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")
+    error = _load_error(path)
+    assert error.message.startswith(f"Config file {path} is not valid YAML (line 2")
+
+
+_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=6),
+    st.sampled_from(["0x1f", "1_000", ".inf", "yes", "2001-12-14", "=", "<<", "*a", "&a", "- a"]),
+)
+_KEY = st.one_of(
+    st.sampled_from(["a", "b", "1", "true", "~", "client_id", "x y"]),
+    st.integers(-2, 2),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+_TOKENS = [
+    "a",
+    "1",
+    "<<",
+    "=",
+    "&a",
+    "*a",
+    "!!str",
+    "!!int",
+    "!!set",
+    "!foo",
+    "? ",
+    ": ",
+    "\n",
+    "\n  ",
+    "- ",
+    "{",
+    "}",
+    "[",
+    "]",
+    ", ",
+    "'q'",
+    "---",
+    "~",
+    "a: 1",
+    "b: {a: 1, a: 2}",
+]
+
+
+@st.composite
+def _yaml_texts(draw):
+    """YAML with shared (anchored) parts, then line-level damage: duplicates, stray tokens."""
+    pool: list = []
+
+    def value(depth: int):
+        kind = draw(st.integers(0, 4 if depth < 3 else 1))
+        if kind <= 1:
+            return draw(_SCALAR)
+        if kind == 2 and pool:
+            return draw(st.sampled_from(pool))
+        if kind == 3:
+            made: object = [value(depth + 1) for _ in range(draw(st.integers(0, 3)))]
+        else:
+            made = {draw(_KEY): value(depth + 1) for _ in range(draw(st.integers(0, 3)))}
+        pool.append(made)
+        return made
+
+    flow = draw(st.sampled_from([False, None, True]))
+    text = yaml.safe_dump(value(0), sort_keys=False, allow_unicode=True, default_flow_style=flow)
+    lines = text.split("\n")
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(lines) - 1))
+        edit = draw(st.sampled_from(["duplicate", "insert", "indent"]))
+        if edit == "duplicate":
+            lines.insert(at, lines[at])
+        elif edit == "insert":
+            lines.insert(at, draw(st.sampled_from(_TOKENS)) + draw(st.sampled_from(_TOKENS)))
+        else:
+            lines[at] = "  " + lines[at]
+    return "\n".join(lines)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_yaml_texts())
+def test_event_reader_agrees_with_the_node_loader_on_generated_yaml(text):
+    expected = _reference_or_crash(text)
+    fast = _fast(text)
+    assert fast is None or fast == expected
+    assert _loaded_or_crash(text) == expected
+
+
+def _reference_or_crash(text: str):
+    try:
+        return _reference(text)
+    except Exception as exc:  # the node loader's own crashes must stay the same too
+        return ("crash", type(exc).__name__)
+
+
+def _loaded_or_crash(text: str):
+    try:
+        return _loaded(text)
+    except Exception as exc:
+        return ("crash", type(exc).__name__)

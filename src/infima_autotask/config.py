@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import types
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -578,6 +579,186 @@ class _StrictLoader(_BaseLoader):
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+# Far below libyaml's limit (1000) and the pure-Python composer's recursion limit, far above
+# any config (4 levels).
+_EVENT_MAX_DEPTH = 100
+_NO_KEY: Any = object()
+
+
+class _Fallback(Exception):
+    """The event reader leaves this document to the node loader (_StrictLoader)."""
+
+
+class _Frame:
+    """A mapping or sequence being filled by _EventReader."""
+
+    __slots__ = ("container", "seen", "key", "raw_key", "step", "number")
+
+    def __init__(self, container: dict[Any, Any] | list[Any], step: str | int, number: int):
+        self.container: Any = container
+        # Line of each key's first occurrence; None for a sequence.
+        self.seen: dict[Any, int] | None = {} if isinstance(container, dict) else None
+        self.key: Any = _NO_KEY
+        self.raw_key = ""
+        self.step = step  # raw key text or index of this container in its parent
+        self.number = number  # order of appearance, for the order of duplicate reports
+
+
+class _EventReader:
+    """Builds the document straight from parser events: no node graph, a fraction of the memory.
+
+    The node loader (_StrictLoader) stays the reference: whatever this reader does not
+    reproduce exactly (errors of any kind, merge keys, tags on collections, keys that are
+    not plain scalars, more than one document, deep nesting, recursive aliases, duplicate
+    keys next to shared anchors) raises _Fallback, and the caller re-reads the text with
+    the node loader, which gives today's result or error message.
+    """
+
+    def __init__(self, loader: _StrictLoader) -> None:
+        self.loader = loader
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, Any] = {}
+        self.root: Any = None
+        self.containers = 0
+        # An alias of a mapping or sequence: the node loader's key paths and report order
+        # then depend on how it walks shared nodes, so duplicates go to the node loader.
+        self.shared = False
+        self.duplicates: list[tuple[int, int, str]] = []  # depth, container number, problem
+        self.keys: dict[str, str] = {}
+
+    def read(self) -> tuple[object, list[str]]:
+        get_event: Any = self.loader.get_event
+        documents = 0
+        while True:
+            event = get_event()
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                self._scalar(event)
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                self.stack.pop()
+            elif kind is yaml.MappingStartEvent:
+                self._open(event, {}, _MAP_TAG)
+            elif kind is yaml.SequenceStartEvent:
+                self._open(event, [], _SEQ_TAG)
+            elif kind is yaml.AliasEvent:
+                self._alias(event)
+            elif kind is yaml.DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise _Fallback("more than one document")
+            elif kind is yaml.StreamEndEvent:
+                break
+        if self.duplicates and self.shared:
+            raise _Fallback("duplicate keys and shared anchors")
+        # The node loader constructs breadth-first: shallower mappings report first.
+        self.duplicates.sort(key=lambda item: (item[0], item[1]))
+        return self.root, [problem for _, _, problem in self.duplicates]
+
+    def _scalar(self, event: Any) -> None:
+        loader: Any = self.loader
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        if tag == _STR_TAG:
+            value: Any = event.value
+        elif tag == _MERGE_TAG:
+            raise _Fallback("merge key")
+        else:
+            # The same constructor yaml.safe_load would call; unknown and unsafe tags have
+            # none here, and the node loader reports them.
+            constructor = loader.yaml_constructors.get(tag)
+            if constructor is None:
+                raise _Fallback("tag without a constructor")
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+            value = constructor(loader, node)
+            if isinstance(value, types.GeneratorType):  # e.g. !!map on a scalar
+                raise _Fallback("collection tag on a scalar")
+        if event.anchor is not None:
+            self._anchor(event.anchor, value)
+        self._add(value, event.value, event)
+
+    def _open(self, event: yaml.CollectionStartEvent, container: Any, default_tag: str) -> None:
+        tag = event.tag
+        if tag is not None and tag != "!" and tag != default_tag:
+            raise _Fallback("tag on a collection")
+        stack = self.stack
+        if len(stack) >= _EVENT_MAX_DEPTH:
+            raise _Fallback("deep nesting")
+        step: str | int = ""
+        if stack:
+            parent = stack[-1]
+            step = len(parent.container) if parent.seen is None else parent.raw_key
+        if event.anchor is not None:
+            self._anchor(event.anchor, container)
+        self._add(container, None, event)
+        self.containers += 1
+        stack.append(_Frame(container, step, self.containers))
+
+    def _alias(self, event: yaml.AliasEvent) -> None:
+        if event.anchor not in self.anchors:
+            raise _Fallback("undefined alias")
+        value = self.anchors[event.anchor]
+        if isinstance(value, (dict, list)):
+            if any(frame.container is value for frame in self.stack):
+                raise _Fallback("recursive alias")
+            self.shared = True
+        self._add(value, None, event)
+
+    def _anchor(self, name: str, value: Any) -> None:
+        if name in self.anchors:
+            raise _Fallback("anchor defined twice")
+        self.anchors[name] = value
+
+    def _add(self, value: Any, raw_key: str | None, event: Any) -> None:
+        """Put `value` into the open container; `raw_key` is the scalar text, if a scalar."""
+        if not self.stack:
+            self.root = value
+            return
+        frame = self.stack[-1]
+        seen = frame.seen
+        if seen is None:
+            frame.container.append(value)
+        elif frame.key is not _NO_KEY:
+            frame.container[frame.key] = value
+            frame.key = _NO_KEY
+        elif raw_key is None:
+            raise _Fallback("a key that is not a scalar, or an alias")
+        else:
+            line = event.start_mark.line + 1
+            first = seen.get(value)
+            if first is None:
+                seen[value] = line
+            else:
+                where = f"lines {first} and {line}" if first != line else f"line {line}"
+                problem = f"{_join(self._path(), value)}: duplicate key ({where}); keep only one"
+                self.duplicates.append((len(self.stack) - 1, frame.number, problem))
+            # One string object per distinct key text: 5,000 mappings repeat the same 16 keys.
+            frame.key = self.keys.setdefault(value, value) if type(value) is str else value
+            frame.raw_key = raw_key
+
+    def _path(self) -> str:
+        """The open mapping's key path, built like _StrictLoader._note_paths builds it."""
+        path = ""
+        for frame in self.stack[1:]:
+            step = frame.step
+            path = _join(path, step) if isinstance(step, str) else f"{path}[{step}]"
+        return path
+
+
+def _read_events(text: str) -> tuple[object, list[str]]:
+    """Read the document with _EventReader; _Fallback when it must go to the node loader."""
+    loader = _StrictLoader(text)
+    try:
+        return _EventReader(loader).read()
+    except _Fallback:
+        raise
+    except Exception as exc:  # the node loader reports every error exactly as before
+        raise _Fallback(type(exc).__name__) from None
+    finally:
+        loader.dispose()
 
 
 def _read_text(path: Path) -> str:
@@ -612,6 +793,15 @@ def _read_text(path: Path) -> str:
 
 
 def _load_yaml(text: str, path: Path) -> tuple[object, list[str]]:
+    """The document and its duplicate-key problems; ConfigError when it is not readable YAML."""
+    try:
+        return _read_events(text)
+    except _Fallback as exc:
+        log.debug("config %s: read with the node loader (%s)", path, exc)
+    return _load_yaml_nodes(text, path)
+
+
+def _load_yaml_nodes(text: str, path: Path) -> tuple[object, list[str]]:
     loader = _StrictLoader(text)
     try:
         return loader.load_document(), loader.duplicates
