@@ -928,6 +928,9 @@ _FALLBACK_CASES = [
     "a: &a {self: *a}\n",
     "a: !!set {x, y}\nb: !!omap [{k: 1}, {j: 2}]\nc: !!pairs [{k: 1}, {k: 2}]\n",
     "a: !!str [1]\n",
+    "a: !!map [1]\n",
+    "a: !!int ''\n",
+    "? !!set x\n: 1\n",
     "a: !!seq {x: 1}\n",
     "version: !!python/object:os.system ls\n",
     "version: !!python/name:os.system\n",
@@ -1006,6 +1009,50 @@ def test_duplicate_keys_reported_breadth_first_as_before():
     ]
     assert _reference(text)[2] == expected
     assert _fast(text) == _reference(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "problem"),
+    [
+        # PyYAML's own constructors raise IndexError, KeyError, AttributeError on these.
+        (
+            "version: !!int ''\n",
+            "line 1, column 10",
+            "could not read the value as the tag 'tag:yaml.org,2002:int'",
+        ),
+        (
+            "version: !!float\n",
+            "line 1, column 10",
+            "could not read the value as the tag 'tag:yaml.org,2002:float'",
+        ),
+        (
+            "sync:\n  allow_zero: !!bool maybe\n",
+            "line 2, column 15",
+            "could not read the value as the tag 'tag:yaml.org,2002:bool'",
+        ),
+        (
+            "version: !!timestamp soon\n",
+            "line 1, column 10",
+            "could not read the value as the tag 'tag:yaml.org,2002:timestamp'",
+        ),
+        # A mapping tag on a list; a key that is an (unhashable) empty set.
+        ("sync: !!map [1]\n", "line 1, column 7", "expected a mapping node, but found sequence"),
+        (
+            "version: !!set [1]\n",
+            "line 1, column 10",
+            "expected a mapping node, but found sequence",
+        ),
+        ("? !!set x\n: 1\n", "line 1, column 3", "found unhashable key"),
+    ],
+)
+def test_malformed_tagged_values_are_config_errors_not_tracebacks(tmp_path, text, where, problem):
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    error = _load_error(path)
+    assert error.message == (
+        f"Config file {path} is not valid YAML ({where}): {problem}. Fix it and run "
+        "`infima-autotask validate`."
+    )
 
 
 def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path):

@@ -14,7 +14,7 @@ import os
 import tempfile
 import types
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -560,7 +560,18 @@ class _StrictLoader(_BaseLoader):
                 for index, item in enumerate(node.value):
                     stack.append((item, f"{path}[{index}]"))
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (IndexError, KeyError, AttributeError):
+            # PyYAML's own constructors fail like this on e.g. `!!int ''` or `!!bool maybe`.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"could not read the value as the tag {node.tag!r}", node.start_mark
+            ) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):  # e.g. `!!map [1]`: PyYAML reports it
+            return super().construct_mapping(node, deep=deep)
         seen: dict[Any, int] = {}
         path = self._paths.get(id(node), "")
         for key_node, _ in node.value:
@@ -568,6 +579,8 @@ class _StrictLoader(_BaseLoader):
                 continue
             key = self.construct_object(key_node)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):  # e.g. `? !!set x`: PyYAML reports it
+                continue
             if key in seen:
                 where = f"lines {seen[key]} and {line}" if seen[key] != line else f"line {line}"
                 self.duplicates.append(
