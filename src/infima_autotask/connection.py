@@ -58,7 +58,7 @@ def connect_autotask(
         api_url, zone = found.url, found.name
     threshold = AutotaskClient(http, api_url, creds).threshold()
     if runtime.env.get(ENV_SECRET) != secret:
-        store_keyring(username, secret)
+        store_keyring(username, secret, runtime.env)
     settings = dataclasses.replace(
         config.autotask, username=username, integration_code=integration_code, api_url=api_url
     )
@@ -75,7 +75,7 @@ def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
     url = runtime.infima_url(config)
     partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
     if runtime.env.get(ENV_INFIMA_KEY) != api_key:
-        store_keyring(INFIMA_KEY_NAME, api_key)
+        store_keyring(INFIMA_KEY_NAME, api_key, runtime.env)
     if not runtime.config_path.exists():
         save_config(config, runtime.config_path)
     return InfimaConnection(partner, url)

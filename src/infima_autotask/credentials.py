@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -22,12 +23,15 @@ ENV_USERNAME = "INFIMA_AUTOTASK_USERNAME"
 ENV_SECRET = "INFIMA_AUTOTASK_SECRET"  # noqa: S105 - a variable name, not a secret
 ENV_INTEGRATION_CODE = "INFIMA_AUTOTASK_INTEGRATION_CODE"
 ENV_INFIMA_KEY = "INFIMA_API_KEY"
+ENV_CRYPTFILE_PASSWORD = "KEYRING_CRYPTFILE_PASSWORD"  # noqa: S105 - a variable name
 
 _KEYRING_FIX = (
     "Under cron or on a server without a desktop session, either set the environment variables "
     f"({ENV_USERNAME}, {ENV_SECRET}, {ENV_INTEGRATION_CODE}, {ENV_INFIMA_KEY}), or use a file "
-    "keyring: pip install keyrings.cryptfile and set "
-    "PYTHON_KEYRING_BACKEND=keyrings.cryptfile.cryptfile.CryptFileKeyring."
+    "keyring: pip install keyrings.cryptfile, then export "
+    "PYTHON_KEYRING_BACKEND=keyrings.cryptfile.cryptfile.CryptFileKeyring and "
+    f"{ENV_CRYPTFILE_PASSWORD}. The README section 'Credentials without a desktop keyring' "
+    "shows both."
 )
 
 
@@ -65,7 +69,7 @@ def autotask_credentials(
     if secret:
         log.debug("Autotask secret taken from %s", ENV_SECRET)
     else:
-        secret = read_keyring(username)
+        secret = read_keyring(username, env)
         if not secret:
             raise CredentialsError(
                 f"No Autotask secret stored for {username}. Run `infima-autotask connect`, "
@@ -87,7 +91,7 @@ def infima_api_key(env: Mapping[str, str] | None = None) -> str:
     if key:
         log.debug("INFIMA API key taken from %s", ENV_INFIMA_KEY)
     else:
-        key = read_keyring(INFIMA_KEY_NAME)
+        key = read_keyring(INFIMA_KEY_NAME, env)
         if not key:
             raise CredentialsError(
                 "No INFIMA API key is stored. Run `infima-autotask connect --infima`, "
@@ -98,8 +102,9 @@ def infima_api_key(env: Mapping[str, str] | None = None) -> str:
     return key
 
 
-def read_keyring(name: str) -> str | None:
+def read_keyring(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """``keyring.get_password`` with every keyring failure turned into CredentialsError."""
+    _unlock_file_keyring(os.environ if env is None else env)
     try:
         return keyring.get_password(KEYRING_SERVICE, name)
     except (keyring.errors.KeyringError, RuntimeError) as exc:
@@ -109,16 +114,59 @@ def read_keyring(name: str) -> str | None:
         ) from None
 
 
-def store_keyring(name: str, value: str) -> None:
+def store_keyring(name: str, value: str, env: Mapping[str, str] | None = None) -> None:
     """Store one secret in the OS keyring.
 
     Raises:
         CredentialsError: the keyring cannot be written.
     """
     register_secret(value)
+    _unlock_file_keyring(os.environ if env is None else env)
     try:
         keyring.set_password(KEYRING_SERVICE, name, value)
     except (keyring.errors.KeyringError, RuntimeError) as exc:
         raise CredentialsError(
             f"Could not store the secret in the OS keyring ({type(exc).__name__}).", [_KEYRING_FIX]
+        ) from None
+
+
+def _unlock_file_keyring(env: Mapping[str, str]) -> None:
+    """Open an encrypted file keyring (keyrings.cryptfile) with its password from the environment.
+
+    keyrings.cryptfile 1.3.9, the release on PyPI, ignores KEYRING_CRYPTFILE_PASSWORD and asks
+    on the terminal: under cron that is a hang-free but baffling "Aborted!", and a wrong
+    password is a bare ValueError. Duck-typed on ``_keyring_key`` so no import is needed.
+    """
+    try:
+        backend = keyring.get_keyring()
+    except (keyring.errors.KeyringError, RuntimeError):
+        return  # reported by the get/set call that follows
+    if getattr(backend, "_keyring_key", "") is not None or not hasattr(
+        type(backend), "keyring_key"
+    ):
+        return  # not a file keyring, or already unlocked
+    password = env.get(ENV_CRYPTFILE_PASSWORD)
+    if not password and not sys.stdin.isatty():
+        raise CredentialsError(
+            f"The encrypted keyring file needs its password and no terminal is attached to ask "
+            f"for it. Set {ENV_CRYPTFILE_PASSWORD} (in cron.env for cron).",
+            [_KEYRING_FIX],
+        )
+    try:
+        if password:
+            backend.keyring_key = password  # opens the file, or creates it with this password
+        else:
+            backend.keyring_key  # noqa: B018 - the property asks on the terminal
+    except ValueError:
+        where = getattr(backend, "file_path", "")
+        raise CredentialsError(
+            f"The encrypted keyring file {where} did not open: wrong password. Set "
+            f"{ENV_CRYPTFILE_PASSWORD} to the password it was created with (or delete the file "
+            "and run `infima-autotask connect` and `connect --infima` again)."
+        ) from None
+    except (EOFError, OSError) as exc:
+        raise CredentialsError(
+            f"Could not open the encrypted keyring file ({type(exc).__name__}). "
+            f"Set {ENV_CRYPTFILE_PASSWORD}.",
+            [_KEYRING_FIX],
         ) from None

@@ -17,7 +17,6 @@ import keyring
 from keyring.backend import KeyringBackend
 
 from infima_autotask.errors import InfimaAutotaskError
-from infima_autotask.memkeyring import MemoryKeyring
 from infima_autotask.sandbox import Sandbox, data
 
 
@@ -72,6 +71,11 @@ def _isolated(folder: Path, sandbox: Sandbox) -> Iterator[None]:
     """Temporary config, state, keyring and environment; all restored afterwards."""
     saved_env = dict(os.environ)
     saved_keyring: KeyringBackend = keyring.get_keyring()
+    # Imported only now: keyring picks its default among every loaded backend class, so an
+    # import at module level made this in-memory one the default of every command on a
+    # machine without a real keyring, and `connect` then "stored" secrets that vanished.
+    from infima_autotask.memkeyring import MemoryKeyring
+
     for name in list(os.environ):
         if name.startswith("INFIMA_") or name == "PYTHON_KEYRING_BACKEND":
             del os.environ[name]

@@ -1,0 +1,134 @@
+"""What an operator meets first: keyrings on a server, errors that say what to do next."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import keyring
+import pytest
+from conftest import API_URL, BASE, CODE, SECRET, USERNAME, make_config, write_config
+from keyring.backend import KeyringBackend
+
+from infima_autotask.autotask import DEFAULT_ZONE_URL
+from infima_autotask.credentials import KEYRING_SERVICE, autotask_credentials
+
+ZONE = {"zoneName": "AE02", "url": API_URL, "webUrl": "https://ww5.autotask.net/", "ci": 5}
+THRESHOLD = {
+    "externalRequestThreshold": 10000,
+    "requestThresholdTimeframe": 60,
+    "currentTimeframeRequestCount": 124,
+}
+
+
+class FileKeyring(KeyringBackend):
+    """Behaves like keyrings.cryptfile 1.3.9: locked until ``keyring_key`` is set or asked."""
+
+    priority = 1
+    file_path = "/home/op/.local/share/python_keyring/cryptfile_pass.cfg"
+
+    def __init__(self, password: str = "file-keyring-pw") -> None:  # noqa: S107
+        super().__init__()
+        self._keyring_key: str | None = None
+        self._password = password
+        self._store: dict[tuple[str, str], str] = {}
+        self.asked = False
+
+    @property
+    def keyring_key(self) -> str:
+        if self._keyring_key is None:
+            self.asked = True
+            raise EOFError  # getpass with no terminal and nothing on stdin
+        return self._keyring_key
+
+    @keyring_key.setter
+    def keyring_key(self, key: str) -> None:
+        if key != self._password:
+            raise ValueError("Incorrect Password")
+        self._keyring_key = key
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.keyring_key  # noqa: B018 - unlocks or fails, as the real one does
+        return self._store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.keyring_key  # noqa: B018
+        self._store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self._store.pop((service, username), None)
+
+
+@pytest.fixture
+def file_keyring(clean_env):
+    backend = FileKeyring()
+    backend._store[(KEYRING_SERVICE, USERNAME)] = SECRET
+    keyring.set_keyring(backend)
+    return backend  # conftest's clean_env restores the previous keyring
+
+
+def test_importing_the_cli_does_not_make_the_demo_keyring_a_default(tmp_path):
+    """On a server without a keyring, `connect` once 'stored' secrets in memory and lost them."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_KEYRING_BACKEND"}
+    env["HOME"] = str(tmp_path)  # no keyringrc.cfg of the developer
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    code = (
+        "import infima_autotask.cli, keyring.backend\n"
+        "print([type(k).__name__ for k in keyring.backend.get_all_keyring()])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "MemoryKeyring" not in out
+    assert "Keyring" in out  # the list itself was printed
+
+
+def test_file_keyring_opens_with_the_password_from_the_environment(file_keyring):
+    env = {"KEYRING_CRYPTFILE_PASSWORD": "file-keyring-pw"}
+    assert autotask_credentials(USERNAME, CODE, env).secret == SECRET
+    assert not file_keyring.asked
+
+
+def test_file_keyring_without_password_and_terminal_says_what_to_set(
+    file_keyring, invoke, config_path
+):
+    write_config(config_path, make_config())
+    result = invoke("search-accounts", "acme")
+    assert result.exit_code == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("Error: The encrypted keyring file needs its password")
+    assert "KEYRING_CRYPTFILE_PASSWORD" in first
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+    assert not file_keyring.asked  # never prompted where no one can answer
+
+
+def test_file_keyring_with_a_wrong_password_is_an_error_not_a_traceback(
+    file_keyring, invoke, config_path
+):
+    write_config(config_path, make_config())
+    result = invoke("search-accounts", "acme", env={"KEYRING_CRYPTFILE_PASSWORD": "typo"})
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        f"Error: The encrypted keyring file {FileKeyring.file_path} did not open: wrong password."
+    )
+    assert "typo" not in result.output
+
+
+def test_connect_stores_into_a_file_keyring_unlocked_from_the_environment(
+    file_keyring, invoke, config_path, requests_mock
+):
+    requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
+    requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    result = invoke(
+        "connect",
+        "--username",
+        "other@example.com",
+        "--integration-code",
+        CODE,
+        "--secret-stdin",
+        input="new-secret-value\n",
+        env={"KEYRING_CRYPTFILE_PASSWORD": "file-keyring-pw"},
+    )
+    assert result.exit_code == 0, result.output
+    assert file_keyring._store[(KEYRING_SERVICE, "other@example.com")] == "new-secret-value"
