@@ -278,8 +278,18 @@ class AutotaskClient:
         return item if isinstance(item, dict) else None
 
     def create(self, entity: str, body: Record) -> int | None:
-        """Create one record; never retried. Returns Autotask's ``itemId`` when it sends one."""
-        answer = self._call("POST", f"{self.base}{entity}", body=body, retry=False)
+        """Create one record; never retried. Returns Autotask's ``itemId`` when it sends one.
+
+        A 2xx answer is an accepted create even when its body cannot be read: it is not one of
+        the unknown outcomes (SPEC §8), so the caller must not send it again, only verify it.
+        """
+        try:
+            answer = self._call("POST", f"{self.base}{entity}", body=body, retry=False)
+        except BadResponseError as exc:
+            if exc.status is None or not 200 <= exc.status < 300:
+                raise
+            log.info("%s create accepted (HTTP %d), answer unreadable", entity, exc.status)
+            return None
         item_id = answer.get("itemId") if isinstance(answer, dict) else None
         return item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
 

@@ -55,6 +55,7 @@ from infima_autotask.sync import (
     UserCount,
     current_month,
     ended_contracts,
+    exact,
     money,
     period_label,
     plan,
@@ -406,7 +407,8 @@ class _Run:
         threshold = autotask.threshold()
         need = k + math.ceil(k / 500)
         share = self.config.sync.max_api_usage_percent
-        if not k or threshold.used + need <= share / 100 * threshold.limit:
+        # Exact: in floats 57 / 100 * 10000 is 5699.999..., refusing a run that stays at 57%.
+        if not k or (threshold.used + need) * 100 <= exact(share) * threshold.limit:
             return
         text = (
             f"Autotask API usage is {threshold.used} of {threshold.limit} requests this hour; "
@@ -511,7 +513,9 @@ class _Run:
             return "rejected", "; ".join(exc.errors) or exc.message
         except ApiError as exc:  # timeout, connection, 429, 5xx without errors: unknown
             write.settle = _settle_seconds(autotask, exc)
-            log.warning("client %d: write outcome unknown: %s", item.client_id, exc)
+            # Not a warning: the re-read settles it, and the item's status and Detail report
+            # it; a warning line would break --quiet on a run that ends all updated.
+            log.info("client %d: write outcome unknown: %s", item.client_id, exc)
             return "unknown", exc.message
         return "sent", ""
 

@@ -10,6 +10,7 @@ import collections.abc as cabc
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from infima_autotask.config import Mapping, SyncSettings
@@ -59,6 +60,15 @@ def same_amount(a: float | None, b: float | None) -> bool:
         return a is b
     diff = abs(a - b)
     return diff <= 0.005 or diff <= 1e-6 * max(abs(a), abs(b))
+
+
+def exact(value: float) -> Fraction:
+    """A configured percentage as the decimal the operator wrote (57 stays 57, 93.6 is 936/10).
+
+    Limits are compared in exact arithmetic: in floats 57 / 100 * 10000 is 5699.999..., which
+    would count a value exactly at the limit as over it.
+    """
+    return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
 
 
 def money(value: float | None) -> str:
@@ -212,15 +222,20 @@ def _guard(before: int, target: int, settings: SyncSettings) -> str | None:
     """The liftable hold (SPEC §8) of a units change, or None."""
     if target == 0 and before > 0 and not settings.allow_zero:
         return f"drop from {before} to 0 units (allow_zero is off); run with --yes to apply"
-    # Compare in integers scaled by 100 so "exactly the limit" is never held by rounding.
-    if target < before and (before - target) * 100 > settings.max_decrease_percent * before:
+    # Exact arithmetic so "exactly the limit" is never held by rounding (93.6 * 1375 in floats
+    # is 128699.99999999999, so a drop of exactly 93.6% was held).
+    if target < before and (before - target) * 100 > exact(settings.max_decrease_percent) * before:
         drop = (before - target) * 100 / before
         return (
             f"drop of {drop:.0f}% ({before} -> {target}) is over max_decrease_percent "
             f"{_percent(settings.max_decrease_percent)}; run with --yes to apply"
         )
     rise_limit = settings.max_increase_percent
-    if rise_limit is not None and target > before and (target - before) * 100 > rise_limit * before:
+    if (
+        rise_limit is not None
+        and target > before
+        and (target - before) * 100 > exact(rise_limit) * before
+    ):
         rise = f"{(target - before) * 100 / before:.0f}%" if before else "from 0"
         return (
             f"rise {rise} ({before} -> {target}) is over max_increase_percent "

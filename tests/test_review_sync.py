@@ -1,0 +1,338 @@
+"""Adversarial review of the sync path: each test pins a defect found in review (or a path
+checked and found correct), through the real CLI against a requests-mock fake of Autotask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import BASE, make_config, write_config
+
+from infima_autotask.http import RetryPolicy
+
+PERIOD = "2026-12"
+CONTRACT = 29684001
+ACCOUNT = 29683501
+SERVICE = 30012
+ADJUSTMENTS = BASE + "ContractServiceAdjustments"
+UNITS_QUERY = BASE + "ContractServiceUnits/query"
+
+
+def cs_id(client_id: int) -> int:
+    return 29685000 + client_id
+
+
+def mapping(client_id: int, **overrides: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "client_id": client_id,
+        "client_name": f"Client {client_id}",
+        "account_id": ACCOUNT,
+        "account_name": "Acme LLC",
+        "contract_id": CONTRACT,
+        "contract_name": "Managed Services 2026",
+        "contract_service_id": cs_id(client_id),
+        "service_id": SERVICE,
+        "service_name": "INFIMA SAT",
+    }
+    doc.update(overrides)
+    return doc
+
+
+def _day(value: str) -> date:
+    return datetime.fromisoformat(value.rstrip("Z")).date()
+
+
+def _match(record: dict, flt: dict) -> bool:
+    value = record.get(flt["field"])
+    if flt["op"] == "in":
+        return value in flt["value"]
+    if flt["op"] == "eq":
+        return value == flt["value"]
+    if flt["op"] == "lte":
+        return _day(value) <= _day(flt["value"])
+    if flt["op"] == "gte":
+        return _day(value) >= _day(flt["value"])
+    raise AssertionError(flt)
+
+
+@dataclass
+class Fake:
+    """Contracts, contract services and units rows; scripted answers to the creates."""
+
+    contracts: dict[int, dict] = field(default_factory=dict)
+    services: dict[int, dict] = field(default_factory=dict)
+    rows: list[dict] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    used: int = 124
+    limit: int = 10_000
+    in_sizes: list[int] = field(default_factory=list)
+
+    def add_client(
+        self, client_id: int, units: int, *, contract=CONTRACT, price=4.5, cost=2.25, **row
+    ) -> None:
+        cs = cs_id(client_id)
+        self.contracts[contract] = {
+            "id": contract,
+            "companyID": ACCOUNT,
+            "contractName": "Managed Services 2026",
+            "contractType": 7,
+            "status": 1,
+            "startDate": "2026-01-01T00:00:00",
+            "endDate": "2027-12-31T00:00:00",
+        }
+        self.services[cs] = {"id": cs, "contractID": contract, "serviceID": SERVICE}
+        self.rows.append(
+            {
+                "id": 700_000 + client_id,
+                "contractID": contract,
+                "contractServiceID": cs,
+                "serviceID": SERVICE,
+                "startDate": "2026-12-01T00:00:00",
+                "endDate": "2026-12-31T00:00:00",
+                "units": units,
+                "price": price,
+                "cost": cost,
+                "approveAndPostDate": None,
+                **row,
+            }
+        )
+
+    def row_of(self, client_id: int) -> dict:
+        return next(r for r in self.rows if r["contractServiceID"] == cs_id(client_id))
+
+    def install(self, requests_mock) -> None:
+        requests_mock.post(
+            BASE + "Contracts/query", json=self._query(lambda: self.contracts.values())
+        )
+        requests_mock.post(
+            BASE + "ContractServices/query", json=self._query(lambda: self.services.values())
+        )
+        requests_mock.post(UNITS_QUERY, json=self._query(lambda: self.rows))
+        requests_mock.get(
+            BASE + "Contracts/entityInformation/fields",
+            json={
+                "fields": [{"name": "status", "picklistValues": [{"value": 1, "label": "Active"}]}]
+            },
+        )
+        requests_mock.get(
+            BASE + "ThresholdInformation",
+            json=lambda request, context: {
+                "externalRequestThreshold": self.limit,
+                "requestThresholdTimeframe": 60,
+                "currentTimeframeRequestCount": self.used,
+            },
+        )
+        requests_mock.post(ADJUSTMENTS, content=self._adjust)
+
+    def _query(self, records):
+        def answer(request, context):
+            body = request.json()
+            self.in_sizes += [len(f["value"]) for f in body["filter"] if f["op"] == "in"]
+            found = [dict(r) for r in records() if all(_match(r, f) for f in body["filter"])]
+            return {"items": found, "pageDetails": {"count": len(found), "nextPageUrl": None}}
+
+        return answer
+
+    def apply(self, body: dict) -> None:
+        day = _day(body["effectiveDate"])
+        row = next(
+            r
+            for r in self.rows
+            if r["contractServiceID"] == body["contractServiceID"] and _day(r["startDate"]) == day
+        )
+        row["units"] += body["unitChange"]
+        row["price"], row["cost"] = body["adjustedUnitPrice"], body["adjustedUnitCost"]
+
+    def _adjust(self, request, context) -> bytes:
+        fault = self.faults.pop(0) if self.faults else "ok"
+        body = request.json()
+        if fault == "ok":
+            self.apply(body)
+            return json.dumps({"itemId": 900_001}).encode()
+        if fault == "2xx-not-json":  # a 2xx whose body is not JSON; not applied (yet)
+            return b"<html>OK</html>"
+        if fault == "2xx-applied":
+            self.apply(body)
+            return b"<html>OK</html>"
+        if fault == "apply-then-timeout":
+            self.apply(body)
+            raise requests.exceptions.ReadTimeout("read timed out")
+        raise AssertionError(fault)
+
+
+def adjustments(requests_mock) -> list[dict]:
+    return [r.json() for r in requests_mock.request_history if r.url == ADJUSTMENTS]
+
+
+def autotask_calls(requests_mock) -> list:
+    return [r for r in requests_mock.request_history if r.url.startswith(BASE)]
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(
+        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.0)
+    )
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> Path:
+    return tmp_path / "state-home" / "infima-autotask"
+
+
+@pytest.fixture
+def fake(requests_mock) -> Fake:
+    fake = Fake()
+    fake.install(requests_mock)
+    return fake
+
+
+@pytest.fixture
+def setup(config_path, tmp_path, fake, stored_creds):
+    """Write the counts file and a config mapping every client in it."""
+
+    def make(users: dict[int, int], *, sync=None, mappings=None) -> None:
+        path = tmp_path / "counts.csv"
+        lines = ["client_id,active_users,client_name"]
+        lines += [f"{cid},{n},Client {cid}" for cid, n in users.items()]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_config(
+            config_path,
+            make_config(
+                mappings or [mapping(cid) for cid in users],
+                infima={"counts_file": str(path)},
+                sync=sync or {},
+            ),
+        )
+
+    return make
+
+
+def floor(n: int, k: int) -> int:
+    return 1 + 3 * math.ceil(n / 500) + k + math.ceil(k / 500)
+
+
+PICKLIST = 1
+
+
+# -- writes: a create is sent once ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("applied", [False, True], ids=["not-applied", "applied"])
+def test_create_answered_2xx_without_json_is_verified_never_sent_again(
+    invoke, setup, fake, requests_mock, applied
+):
+    """Defect: a 2xx create whose body was not JSON counted as an unknown outcome, so a re-read
+    that did not yet show it sent the adjustment a second time. A 2xx is an accepted create
+    (SPEC §8 lists no 2xx among the unknown outcomes): it goes to the verification read."""
+    fake.add_client(101, 10)
+    setup({101: 12})
+    fake.faults = ["2xx-applied" if applied else "2xx-not-json"]
+
+    result = invoke("sync", "--month", PERIOD, "--json")
+
+    assert [w["unitChange"] for w in adjustments(requests_mock)] == [2]
+    item = json.loads(result.stdout)["items"][0]
+    if applied:
+        assert (result.exit_code, item["status"], item["after"]) == (0, "updated", 12)
+    else:
+        assert (result.exit_code, item["status"], item["after"]) == (1, "failed", 10)
+        assert item["message"] == "Autotask shows 10 units at 4.50/2.25, expected 12 at 4.50/2.25"
+    assert "Traceback" not in result.output
+
+
+# -- guards: exactly the limit is not over it -----------------------------------------------
+
+
+def test_threshold_exactly_at_a_share_floats_round_down_is_allowed(
+    invoke, setup, fake, requests_mock
+):
+    """Defect: 57 / 100 * 10000 is 5699.999... in floats, so a run reaching exactly 57% of the
+    threshold (not over it) was refused with exit 3."""
+    fake.add_client(101, 10)
+    setup({101: 12}, sync={"max_api_usage_percent": 57})
+    fake.used = 5_698  # 5,698 + 1 write + 1 verification = 5,700 = 57% of 10,000
+
+    at_limit = invoke("sync", "--month", PERIOD)
+
+    assert at_limit.exit_code == 0, at_limit.output
+    assert len(adjustments(requests_mock)) == 1
+
+    fake.add_client(102, 10)
+    setup({101: 12, 102: 12}, sync={"max_api_usage_percent": 57})
+    requests_mock.reset_mock()
+    fake.used = 5_699  # 102 alone changes: 5,699 + 1 + 1 = 5,701 is over 57%
+    over = invoke("sync", "--month", PERIOD)
+    assert over.exit_code == 3
+    assert adjustments(requests_mock) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "users"),
+    [("max_decrease_percent", 88), ("max_increase_percent", 2_662)],
+)
+def test_change_of_exactly_a_fractional_percent_limit_is_not_held(
+    invoke, setup, fake, requests_mock, key, users
+):
+    """Defect: 93.6 * 1375 is 128699.99999999999 in floats, so a change of exactly 93.6%
+    (1375 -> 88, 1375 -> 2662) was held although SPEC §8 says exactly the limit is not."""
+    fake.add_client(101, 1_375)
+    setup({101: users}, sync={key: 93.6})
+
+    at_limit = invoke("sync", "--month", PERIOD, "--json")
+
+    assert at_limit.exit_code == 0, at_limit.output
+    assert [w["unitChange"] for w in adjustments(requests_mock)] == [users - 1_375]
+
+    fake.row_of(101)["units"] = 1_375
+    requests_mock.reset_mock()
+    setup({101: users - 1 if key == "max_decrease_percent" else users + 1}, sync={key: 93.6})
+    over = invoke("sync", "--month", PERIOD, "--json")
+    assert over.exit_code == 1
+    assert json.loads(over.stdout)["items"][0]["status"] == "held"
+    assert adjustments(requests_mock) == []
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def test_quiet_is_silent_when_an_unknown_outcome_is_confirmed_updated(
+    invoke, setup, fake, requests_mock
+):
+    """Defect: a create that timed out but was applied ends ``updated`` after the re-read, yet
+    a WARNING log line reached stderr, so ``--quiet`` (cron) mailed a run needing nobody."""
+    fake.add_client(101, 10)
+    setup({101: 12})
+    fake.faults = ["apply-then-timeout"]
+
+    result = invoke("sync", "--month", PERIOD, "--quiet")
+
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert len(adjustments(requests_mock)) == 1
+
+
+# -- budget (SPEC §9) ------------------------------------------------------------------------
+
+
+def test_budget_and_in_chunks_at_501_mappings_and_501_changes(invoke, setup, fake, requests_mock):
+    """Checked correct: 1 + 3*ceil(N/500) + k + ceil(k/500) (+1 picklist) at N = k = 501, and
+    no ``in`` list over 500 values in any batched read, the verification read included."""
+    users = {}
+    for cid in range(1, 502):
+        fake.add_client(cid, 10, contract=CONTRACT + cid)
+        users[cid] = 11
+    setup(users, mappings=[mapping(cid, contract_id=CONTRACT + cid) for cid in users])
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 0, result.output[-2000:]
+    assert len(adjustments(requests_mock)) == 501
+    assert len(autotask_calls(requests_mock)) == floor(501, 501) + PICKLIST
+    # contracts, contract services, units rows, verification: 500 + 1 each
+    assert fake.in_sizes == [500, 1] * 4
