@@ -12,6 +12,7 @@ from conftest import API_URL, BASE, CODE, SECRET, USERNAME, make_config, write_c
 from keyring.backend import KeyringBackend
 
 from infima_autotask.autotask import DEFAULT_ZONE_URL
+from infima_autotask.cli import cli
 from infima_autotask.credentials import KEYRING_SERVICE, autotask_credentials
 
 ZONE = {"zoneName": "AE02", "url": API_URL, "webUrl": "https://ww5.autotask.net/", "ci": 5}
@@ -132,3 +133,19 @@ def test_connect_stores_into_a_file_keyring_unlocked_from_the_environment(
     )
     assert result.exit_code == 0, result.output
     assert file_keyring._store[(KEYRING_SERVICE, "other@example.com")] == "new-secret-value"
+
+
+def _commands():
+    return [(name, [name]) for name in cli.commands] + [("(root)", [])]
+
+
+@pytest.mark.parametrize(("name", "args"), _commands(), ids=[n for n, _ in _commands()])
+def test_every_help_ends_with_its_example_block(runner, name, args):
+    """SPEC §2: the help text ends with `Example:` (it used to sit above the options)."""
+    result = runner.invoke(cli, [*args, "--help"])
+    assert result.exit_code == 0
+    text = result.stdout.rstrip("\n")
+    tail = text.split("\n\n")[-1].splitlines()
+    assert tail[0].strip() == "Example:", text
+    assert all(line.strip().startswith("infima-autotask") for line in tail[1:]), text
+    assert "Options:" in text.split("Example:")[0]

@@ -10,7 +10,7 @@ import click
 
 from infima_autotask import __version__
 from infima_autotask.cli import cmd_demo, cmd_mapping, cmd_setup, cmd_sync
-from infima_autotask.cli._common import show_error
+from infima_autotask.cli._common import show_error, split_example, write_block
 from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.http import RedactSecrets
 from infima_autotask.runtime import ENV_CONFIG, Runtime
@@ -31,6 +31,13 @@ class _Cli(click.Group):
         except InfimaAutotaskError as exc:
             show_error(exc)
             raise click.exceptions.Exit(exc.exit_code) from None
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        write_block(formatter, split_example(self.help)[0])
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)  # the pointer to COMMAND --help, then the example
+        write_block(formatter, split_example(self.help)[1])
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # keep the order of the operator's month, not alphabetical

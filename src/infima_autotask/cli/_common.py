@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -16,6 +17,34 @@ from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+_EXAMPLE = "\b\nExample:"
+
+
+def split_example(help_text: str | None) -> tuple[str, str]:
+    """A command's help text cut into its description and its ``Example:`` block."""
+    text = inspect.cleandoc(help_text or "").partition("\f")[0]
+    head, mark, example = text.partition(_EXAMPLE)
+    return head.rstrip(), mark + example if mark else ""
+
+
+def write_block(formatter: click.HelpFormatter, text: str) -> None:
+    if text:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(text)
+
+
+class Command(click.Command):
+    """A command whose help ends with its ``Example:`` block, after the options (SPEC §2)."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        write_block(formatter, split_example(self.help)[0])
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        write_block(formatter, split_example(self.help)[1])
 
 
 def can_prompt() -> bool:

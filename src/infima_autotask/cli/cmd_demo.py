@@ -16,6 +16,7 @@ import click
 import keyring
 from keyring.backend import KeyringBackend
 
+from infima_autotask.cli._common import Command
 from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.sandbox import Sandbox, data
 
@@ -116,7 +117,7 @@ def _run(step: Step) -> int:
     return 0
 
 
-@click.command()
+@click.command(cls=Command)
 def demo() -> None:
     """Run a whole month against the built-in sandbox on 127.0.0.1.
 

@@ -13,6 +13,7 @@ from infima_autotask.cli import _common
 from infima_autotask.cli._common import (
     COUNT,
     ID,
+    Command,
     emit_json,
     emit_rows,
     get_runtime,
@@ -22,7 +23,7 @@ from infima_autotask.cli._common import (
 from infima_autotask.config import save_config
 
 
-@click.command("list-clients")
+@click.command("list-clients", cls=Command)
 @json_option
 def list_clients(as_json: bool) -> None:
     """List INFIMA clients with their active users and what each is mapped to.
@@ -41,7 +42,7 @@ def list_clients(as_json: bool) -> None:
     emit_rows([line.row() for line in lines], lib.CLIENT_COLUMNS, as_json=as_json)
 
 
-@click.command("search-accounts")
+@click.command("search-accounts", cls=Command)
 @click.argument("query")
 @click.option("--inactive", is_flag=True, help="Include inactive accounts.")
 @click.option(
@@ -93,7 +94,7 @@ def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
     return candidates[chosen - 1]
 
 
-@click.command("map")
+@click.command("map", cls=Command)
 @click.argument("client_id", type=ID, required=False)
 @click.option("--account", "account_id", type=ID, help="Autotask account (company) ID.")
 @click.option("--contract", "contract_id", type=ID, help="Recurring Service contract ID.")
@@ -161,7 +162,7 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
     )
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("client_id", type=ID)
 @json_option
 def unmap(client_id: int, as_json: bool) -> None:
@@ -181,7 +182,7 @@ def unmap(client_id: int, as_json: bool) -> None:
         click.echo(f"Unmapped client {client_id}: was {lib.describe(removed)}")
 
 
-@click.command("list-mappings")
+@click.command("list-mappings", cls=Command)
 @click.option(
     "--check",
     is_flag=True,

@@ -14,6 +14,7 @@ from tabulate import tabulate
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import (
     ID,
+    Command,
     emit_json,
     emit_rows,
     get_runtime,
@@ -78,7 +79,7 @@ class _Bar:
         self.close()
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--dry-run", is_flag=True, help="Show the plan; write nothing to Autotask.")
 @click.option(
     "--detailed-exitcode",
@@ -180,10 +181,10 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--month", metavar="YYYY-MM", callback=_month, help="Only this period.")
 @click.option("--client", "client_id", type=ID, metavar="ID", help="Only this INFIMA client.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
+@click.option("--limit", type=ID, metavar="N", help="At most N rows.")
 @json_option
 def history(month: date | None, client_id: int | None, limit: int | None, as_json: bool) -> None:
     """Show past sync results, newest first: one row per client per run.
