@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
+import threading
+import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -14,6 +18,7 @@ import pytest
 import requests
 from conftest import BASE, make_config, write_config
 
+from infima_autotask.history import History, ItemRecord
 from infima_autotask.http import RetryPolicy
 
 PERIOD = "2026-12"
@@ -336,3 +341,82 @@ def test_budget_and_in_chunks_at_501_mappings_and_501_changes(invoke, setup, fak
     assert len(autotask_calls(requests_mock)) == floor(501, 501) + PICKLIST
     # contracts, contract services, units rows, verification: 500 + 1 each
     assert fake.in_sizes == [500, 1] * 4
+
+
+# -- a killed run ----------------------------------------------------------------------------
+
+
+def _intent(state_dir: Path, client_id: int, *, before: int, target: int) -> int:
+    """What a run killed right after sending its create leaves behind."""
+    with History(state_dir) as history:
+        run = history.start_run(period=PERIOD, dry_run=False, version="0.1.0")
+        return history.record_intent(
+            run,
+            ItemRecord(
+                client_id=client_id,
+                client_name=f"Client {client_id}",
+                contract_id=CONTRACT,
+                contract_service_id=cs_id(client_id),
+                users=target,
+                target=target,
+                before=before,
+                after=target,
+                change=target - before,
+                price=4.5,
+                cost=2.25,
+                status="planned",
+            ),
+        )
+
+
+def test_write_of_a_run_killed_moments_ago_is_given_time_to_land(
+    invoke, setup, fake, requests_mock, state_dir, monkeypatch
+):
+    """Defect: a run killed mid-send (stopped while Autotask hung) and started again at once
+    read the units row before Autotask had applied the killed run's create, called it "not
+    applied" and sent it again: billed twice once the first create landed. A fresh intent now
+    gets the same settle wait as an unknown outcome within a run before it is re-read."""
+    monkeypatch.setattr(
+        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.5)
+    )
+    fake.add_client(101, 10)
+    setup({101: 12})
+    intent = _intent(state_dir, 101, before=10, target=12)
+    # Autotask applies the killed run's +2 a moment after the new run starts.
+    late = threading.Timer(
+        0.25, lambda: fake.row_of(101).update(units=fake.row_of(101)["units"] + 2)
+    )
+    late.start()
+
+    result = invoke("sync", "--month", PERIOD, "--json")
+    late.join()
+
+    assert adjustments(requests_mock) == []
+    assert fake.row_of(101)["units"] == 12
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["items"][0]["status"] == "unchanged"
+    with History(state_dir) as history:
+        resolved = next(i for i in history.items() if i.id == intent)
+    assert (resolved.status, resolved.message) == ("updated", "confirmed after an interrupted run")
+
+
+def test_old_intent_not_applied_is_resolved_without_waiting(
+    invoke, setup, fake, requests_mock, state_dir, monkeypatch
+):
+    """Checked correct with the wait: an intent older than the settle time is read once, found
+    not applied, and the current row is planned and written (once) in the same run."""
+    monkeypatch.setattr(
+        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=30.0)
+    )
+    fake.add_client(101, 10)
+    setup({101: 12})
+    _intent(state_dir, 101, before=10, target=12)
+    with closing(sqlite3.connect(state_dir / "history.sqlite3")) as conn, conn:
+        conn.execute("UPDATE items SET created_at = '2026-01-01T00:00:00+00:00'")  # long ago
+
+    started = time.monotonic()
+    result = invoke("sync", "--month", PERIOD)
+
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 0, result.output
+    assert [w["unitChange"] for w in adjustments(requests_mock)] == [2]

@@ -276,6 +276,7 @@ class _Run:
             extra = [p.contract_service_id for p in pending if p.contract_service_id is not None]
             rows = read_units_rows(autotask, [*cs_ids, *extra], self.day)
             active = active_contract_statuses(autotask)
+            self._settle_pending(autotask, pending, rows)
             self._resolve_pending(pending, rows)
             counts = self._collect_counts(counting)
         finally:
@@ -382,6 +383,43 @@ class _Run:
         if isinstance(source, CountsFile):
             unmapped = [client for client in unmapped if source.active_users(client.id) > 0]
         return unmapped
+
+    def _settle_pending(
+        self,
+        autotask: AutotaskClient,
+        pending: list[HistoryItem],
+        rows: dict[int, list[UnitsRow]],
+    ) -> None:
+        """Give a just-killed run's last creates time to land before reading them as not applied.
+
+        A run killed mid-send (an operator stopping a run that hangs on a slow Autotask, then
+        starting it again) leaves a create that Autotask may still be applying; read at once it
+        shows ``before`` and the new run would send it a second time. So, as after an unknown
+        outcome within a run, wait until such an intent is :func:`_settle_ceiling` seconds old,
+        then re-read those units rows (replacing them in ``rows``) before resolving.
+        """
+        ceiling = _settle_ceiling(autotask)
+        now = datetime.now(timezone.utc)
+        wait = 0.0
+        recent: list[int] = []
+        for intent in pending:
+            cs_id = intent.contract_service_id
+            row = choose_row(rows.get(cs_id, []), self.day) if cs_id is not None else None
+            if cs_id is None or row is None or row.units != intent.before:
+                continue
+            if _shows(row, intent.target, intent.price, intent.cost):
+                continue
+            age = _age_seconds(intent.created_at, now)
+            if age < ceiling:
+                recent.append(cs_id)
+                wait = max(wait, min(ceiling, ceiling - age))  # a clock set back: at most once
+        if not recent:
+            return
+        log.info("waiting %.1fs for the writes of an interrupted run to settle", wait)
+        time.sleep(wait)
+        fresh = read_units_rows(autotask, recent, self.day)
+        for cs_id in recent:
+            rows[cs_id] = fresh.get(cs_id, [])
 
     def _resolve_pending(self, pending: list[HistoryItem], rows: dict[int, list[UnitsRow]]) -> None:
         """Close intents a killed run left open, from the rows just read (SPEC §8)."""
@@ -576,6 +614,22 @@ class _Run:
         write.final = final
 
 
+def _settle_ceiling(autotask: AutotaskClient) -> float:
+    """The longest wait for a create whose outcome is unknown (see :func:`_settle_seconds`)."""
+    return min(autotask.http.retry.max_delay, autotask.http.timeout[1])
+
+
+def _age_seconds(stamp: str, now: datetime) -> float:
+    """Seconds since a history timestamp; unreadable stamps count as old."""
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return math.inf
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (now - when).total_seconds()
+
+
 def _settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
     """How long to let Autotask finish a create whose outcome is unknown before re-reading.
 
@@ -586,7 +640,7 @@ def _settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
     was refused before any work: only its Retry-After is honoured. A bare 500 is the server's
     own finished answer: no wait.
     """
-    ceiling = min(autotask.http.retry.max_delay, autotask.http.timeout[1])
+    ceiling = _settle_ceiling(autotask)
     if not isinstance(exc, ApiUnavailable):
         return 0.0
     if exc.status == 429:
