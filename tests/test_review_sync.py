@@ -420,3 +420,26 @@ def test_old_intent_not_applied_is_resolved_without_waiting(
     assert time.monotonic() - started < 5
     assert result.exit_code == 0, result.output
     assert [w["unitChange"] for w in adjustments(requests_mock)] == [2]
+
+
+def test_interrupt_during_the_writes_sends_no_queued_write(
+    invoke, setup, fake, requests_mock, monkeypatch
+):
+    """Defect: Ctrl-C while writes were under way left the pool to send every queued create
+    before stopping. Now only creates already in flight finish; the rest are never sent, and
+    their clients stay due (no intent was recorded for them)."""
+    for cid in range(101, 113):
+        fake.add_client(cid, 10)
+    setup({cid: 12 for cid in range(101, 113)})
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage.startswith("Writing"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("infima_autotask.cli._common.show_progress", lambda: True)
+    monkeypatch.setattr("infima_autotask.cli.cmd_sync._Bar.__call__", lambda self, *a: progress(*a))
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 1 and "Aborted!" in result.stderr  # click's answer to Ctrl-C
+    assert 1 <= len(adjustments(requests_mock)) <= 4  # the first, and at most 3 in flight

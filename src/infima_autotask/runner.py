@@ -467,12 +467,18 @@ class _Run:
         errors: list[BaseException] = []
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
             futures = [pool.submit(self._apply, autotask, write) for write in writes]
-            for done, future in enumerate(futures, start=1):
-                try:
-                    future.result()
-                except BaseException as exc:  # re-raised below, after every thread stopped
-                    errors.append(exc)
-                self._tick(stage, done, len(writes))
+            try:
+                for done, future in enumerate(futures, start=1):
+                    try:
+                        future.result()
+                    except BaseException as exc:  # re-raised below, after every thread stopped
+                        errors.append(exc)
+                    self._tick(stage, done, len(writes))
+            except BaseException:
+                # Ctrl-C here: the pool still waits for its queue on the way out, so without
+                # this every queued create would be sent after the operator asked to stop.
+                self._abort.set()
+                raise
         if errors:
             raise errors[0]
         self._verify(autotask, [write for write in writes if write.sent])
