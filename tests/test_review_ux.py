@@ -14,6 +14,7 @@ from keyring.backend import KeyringBackend
 from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.cli import cli
 from infima_autotask.credentials import KEYRING_SERVICE, autotask_credentials
+from infima_autotask.sandbox import Sandbox, data
 
 ZONE = {"zoneName": "AE02", "url": API_URL, "webUrl": "https://ww5.autotask.net/", "ci": 5}
 THRESHOLD = {
@@ -149,3 +150,94 @@ def test_every_help_ends_with_its_example_block(runner, name, args):
     assert tail[0].strip() == "Example:", text
     assert all(line.strip().startswith("infima-autotask") for line in tail[1:]), text
     assert "Options:" in text.split("Example:")[0]
+
+
+# --- map on a terminal, against the sandbox --------------------------------------------
+
+
+@pytest.fixture
+def sandbox():
+    with Sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sandbox_env(sandbox, tmp_path):
+    return {
+        "INFIMA_AUTOTASK_USERNAME": sandbox.username,
+        "INFIMA_AUTOTASK_SECRET": sandbox.secret,
+        "INFIMA_AUTOTASK_INTEGRATION_CODE": sandbox.integration_code,
+        "INFIMA_AUTOTASK_API_URL": sandbox.autotask_url,
+        "INFIMA_API_URL": sandbox.infima_url,
+        "INFIMA_API_KEY": sandbox.api_key,
+        "INFIMA_AUTOTASK_STATE_DIR": str(tmp_path / "state"),
+    }
+
+
+@pytest.fixture
+def terminal(monkeypatch):
+    monkeypatch.setattr("infima_autotask.cli._common.can_prompt", lambda: True)
+
+
+def test_map_on_a_terminal_names_the_contract_before_asking_for_the_service(
+    invoke, config_path, sandbox_env, terminal
+):
+    write_config(config_path, make_config(autotask={"username": "x"}))
+    result = invoke(
+        "map",
+        str(data.ACME_CLIENT_ID),
+        "--account",
+        str(data.ACME_ACCOUNT_ID),
+        input="3\nabc\n" + f"{data.ACME_CONTRACT_SERVICE_ID}\n",
+        env=sandbox_env,
+    )
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    # the contract taken alone is said before the list it belongs to, not after the answer
+    assert err.index("Taking the only contract: 29684001") < err.index("Choose the contract")
+    assert err.count("Type a number from 1 to 2") == 2  # for "3" and for "abc"
+    assert "not a valid integer range" not in err
+    # the ID itself is accepted as an answer
+    assert f"contract service {data.ACME_CONTRACT_SERVICE_ID} " in result.stdout
+    assert "(1 changed, 1 mapping in all)" in err
+
+
+def test_list_mappings_with_none_says_how_to_map(invoke, config_path):
+    write_config(config_path, make_config())
+    result = invoke("list-mappings")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"No mappings in {config_path} yet.")
+    assert "infima-autotask map CLIENT_ID --account ID" in result.stderr
+    assert invoke("list-mappings", "--json").stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["connect", "--infima"], "Pipe it in with --api-key-stdin, or set INFIMA_API_KEY."),
+        (["connect", "--secret-stdin"], "Pass --username, or set INFIMA_AUTOTASK_USERNAME."),
+        (
+            ["connect", "--username", USERNAME, "--secret-stdin"],
+            "Pass --integration-code, or set INFIMA_AUTOTASK_INTEGRATION_CODE.",
+        ),
+    ],
+)
+def test_connect_without_a_terminal_names_the_option_to_use(invoke, config_path, args, hint):
+    result = invoke(*args, input=SECRET + "\n")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and result.stderr.rstrip().endswith(hint)
+
+
+def test_connect_infima_with_a_rejected_key_says_what_to_do(invoke, config_path, sandbox):
+    result = invoke(
+        "connect",
+        "--infima",
+        "--api-key-stdin",
+        input="not-the-key\n",
+        env={"INFIMA_API_URL": sandbox.infima_url},
+    )
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: INFIMA rejected the credentials (HTTP 401")
+    assert result.stderr.rstrip().endswith("then run `infima-autotask connect --infima` again.")
+    assert "not-the-key" not in result.output

@@ -543,9 +543,12 @@ def _choose(
     notes: list[str],
     many: str,
     option: str,
+    say: Callable[[str], None] | None = None,
 ) -> int:
     if len(candidates) == 1:
         notes.append(f"Taking the only {kind}: {candidates[0].line()}")
+        if say is not None:
+            say(notes[-1])
         return candidates[0].id
     if pick is None:
         raise UsageError(
@@ -568,11 +571,13 @@ def map_client(
     *,
     today: date,
     pick: Picker | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> MapResult:
     """Validate one client's chain live (SPEC §7) and return the config with its mapping.
 
     A missing contract or contract service is taken when there is one candidate, else
-    chosen with ``pick``; without ``pick`` the candidates are listed in the error.
+    chosen with ``pick``; without ``pick`` the candidates are listed in the error. ``say``
+    hears each note as it is made, so a choice taken alone shows before the next prompt.
 
     Raises:
         UsageError: unknown client, account, contract or contract service, a broken chain,
@@ -609,6 +614,7 @@ def map_client(
             f"Account {account.id}{_named(account.name)} has {len(options)} active "
             "Recurring Service contracts",
             "--contract",
+            say,
         )
         contract = by_id[chosen]
     else:
@@ -653,6 +659,7 @@ def map_client(
             notes,
             f"Contract {contract.id}{_named(contract.name)} has {len(carried)} services",
             "--contract-service",
+            say,
         )
         cs = by_cs[cs_id]
         service_name = names.get(cs.service_id)

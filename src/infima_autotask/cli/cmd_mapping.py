@@ -22,6 +22,11 @@ from infima_autotask.cli._common import (
 )
 from infima_autotask.config import save_config
 
+_HOW_TO_MAP = (
+    "Find the IDs with `infima-autotask list-clients` and `infima-autotask search-accounts NAME "
+    "--contracts`, then run `infima-autotask map CLIENT_ID --account ID`."
+)
+
 
 @click.command("list-clients", cls=Command)
 @json_option
@@ -40,6 +45,8 @@ def list_clients(as_json: bool) -> None:
     for message in warnings:
         warn(f"Warning: {message}")
     emit_rows([line.row() for line in lines], lib.CLIENT_COLUMNS, as_json=as_json)
+    if not lines and not as_json:
+        warn("INFIMA lists no clients for this API key (or the counts file has no rows).")
 
 
 @click.command("search-accounts", cls=Command)
@@ -85,13 +92,23 @@ def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_
 
 
 def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
+    """A numbered list on stderr; the answer is the number or the ID itself."""
     click.echo(f"Choose the {kind}:", err=True)
     for number, candidate in enumerate(candidates, start=1):
         click.echo(f"  {number}) {candidate.line()}", err=True)
-    chosen: int = click.prompt(
-        f"{kind.capitalize()} number", type=click.IntRange(1, len(candidates)), err=True
-    )
-    return candidates[chosen - 1]
+    by_id = {str(candidate.id): candidate for candidate in candidates}
+    last = len(candidates)
+    while True:
+        answer = str(click.prompt(f"{kind.capitalize()} number (1-{last})", err=True)).strip()
+        if answer.isdigit() and 1 <= int(answer) <= last:
+            return candidates[int(answer) - 1]
+        if answer in by_id:
+            return by_id[answer]
+        click.echo(f"Type a number from 1 to {last} (Ctrl-C to stop; nothing is saved).", err=True)
+
+
+def _mappings(count: int) -> str:
+    return f"{count} mapping" if count == 1 else f"{count} mappings"
 
 
 @click.command("map", cls=Command)
@@ -146,9 +163,12 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
             lib.MapRequest(**given),
             today=today,
             pick=pick,
+            # On a terminal, at once: a contract taken alone shows before the service is asked.
+            say=warn if pick else None,
         )
-    for note in result.notes:
-        warn(note)
+        if pick is None:
+            for note in result.notes:
+                warn(note)
     save_config(result.config, runtime.config_path)
     runtime.set_config(result.config)
     if as_json:
@@ -158,7 +178,7 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
             click.echo("\n".join(change.lines()))
     warn(
         f"Config saved to {runtime.config_path} ({len(result.changes)} changed, "
-        f"{len(result.config.mappings)} mappings in all)."
+        f"{_mappings(len(result.config.mappings))} in all)."
     )
 
 
@@ -205,6 +225,8 @@ def list_mappings(check: bool, as_json: bool) -> None:
     if not check:
         rows = [lib.mapping_row(m, last.get(m.client_id)) for m in config.mappings]
         emit_rows(rows, lib.MAPPING_COLUMNS, as_json=as_json)
+        if not rows and not as_json:
+            warn(f"No mappings in {runtime.config_path} yet. {_HOW_TO_MAP}")
         return
     result = lib.check_mappings(config, runtime.autotask(), today=lib.local_today(config))
     if result.refreshed:

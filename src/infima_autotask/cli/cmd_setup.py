@@ -13,17 +13,24 @@ from infima_autotask.cli._common import Command, emit_json, get_runtime, json_op
 from infima_autotask.errors import ApiError, CredentialsError
 
 
-def _value(given: str | None, label: str, *, hide: bool = False) -> str:
-    """A value from the option, else a prompt on a terminal, else exit 2."""
+def _value(given: str | None, label: str, how: str, *, hide: bool = False) -> str:
+    """A value from the option, else a prompt on a terminal, else exit 2 saying ``how``."""
     if given:
         return given
     if not _common.can_prompt():
-        raise CredentialsError(
-            f"{label} is required. Pass it as an option (or on stdin for secrets); "
-            "no terminal is attached to ask for it."
-        )
+        raise CredentialsError(f"{label} is required. No terminal is attached to ask for it: {how}")
     value: str = click.prompt(label, hide_input=hide, err=True)
     return value.strip()
+
+
+def _secret() -> str:
+    if not _common.can_prompt():
+        # Worded as before: tests pin it; --secret-stdin is the "on stdin" it means.
+        raise CredentialsError(
+            "Autotask API secret is required. Pass it as an option (or on stdin for "
+            "secrets); no terminal is attached to ask for it."
+        )
+    return _value(None, "Autotask API secret", "", hide=True)
 
 
 def _stdin_line(label: str) -> str:
@@ -60,7 +67,8 @@ def connect(
         key = runtime.env.get("INFIMA_API_KEY")
         if api_key_stdin:
             key = _stdin_line("INFIMA API key")
-        found = setup.connect_infima(runtime, key or _value(None, "INFIMA API key", hide=True))
+        how = "Pipe it in with --api-key-stdin, or set INFIMA_API_KEY."
+        found = setup.connect_infima(runtime, key or _value(None, "INFIMA API key", how, hide=True))
         click.echo(f"INFIMA: Connected ({found.partner_name}, {found.url})")
         return
     config = setup.config_for_connect(runtime)
@@ -70,13 +78,18 @@ def connect(
         or runtime.env.get("INFIMA_AUTOTASK_INTEGRATION_CODE")
         or config.autotask.integration_code
     )
-    username = _value(username, "Autotask API username")
-    code = _value(code, "API tracking identifier (integration code)")
+    username = _value(
+        username, "Autotask API username", "Pass --username, or set INFIMA_AUTOTASK_USERNAME."
+    )
+    code = _value(
+        code,
+        "API tracking identifier (integration code)",
+        "Pass --integration-code, or set INFIMA_AUTOTASK_INTEGRATION_CODE.",
+    )
     secret = (
         _stdin_line("Autotask secret")
         if secret_stdin
-        else runtime.env.get("INFIMA_AUTOTASK_SECRET")
-        or _value(None, "Autotask API secret", hide=True)
+        else runtime.env.get("INFIMA_AUTOTASK_SECRET") or _secret()
     )
     result = setup.connect_autotask(runtime, config, username, code, secret)
     click.echo(f"Autotask: Connected (zone {result.zone or '-'}, {result.api_url})")
