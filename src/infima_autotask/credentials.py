@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import keyring
 import keyring.errors
@@ -134,11 +135,11 @@ def _unlock_file_keyring(env: Mapping[str, str]) -> None:
     """Open an encrypted file keyring (keyrings.cryptfile) with its password from the environment.
 
     keyrings.cryptfile 1.3.9, the release on PyPI, ignores KEYRING_CRYPTFILE_PASSWORD and asks
-    on the terminal: under cron that is a hang-free but baffling "Aborted!", and a wrong
+    on the terminal: under cron that is a baffling "Aborted!", and a wrong
     password is a bare ValueError. Duck-typed on ``_keyring_key`` so no import is needed.
     """
     try:
-        backend = keyring.get_keyring()
+        backend: Any = keyring.get_keyring()  # Any: keyring_key is not on KeyringBackend
     except (keyring.errors.KeyringError, RuntimeError):
         return  # reported by the get/set call that follows
     if getattr(backend, "_keyring_key", "") is not None or not hasattr(
