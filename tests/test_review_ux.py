@@ -14,6 +14,7 @@ from keyring.backend import KeyringBackend
 from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.cli import cli
 from infima_autotask.credentials import KEYRING_SERVICE, autotask_credentials
+from infima_autotask.errors import CredentialsError
 from infima_autotask.sandbox import Sandbox, data
 
 ZONE = {"zoneName": "AE02", "url": API_URL, "webUrl": "https://ww5.autotask.net/", "ci": 5}
@@ -51,8 +52,10 @@ class FileKeyring(KeyringBackend):
         self._keyring_key = key
 
     def get_password(self, service: str, username: str) -> str | None:
+        if (service, username) not in self._store:
+            return None  # the real one decrypts, and so needs the password, only a stored entry
         self.keyring_key  # noqa: B018 - unlocks or fails, as the real one does
-        return self._store.get((service, username))
+        return self._store[(service, username)]
 
     def set_password(self, service: str, username: str, password: str) -> None:
         self.keyring_key  # noqa: B018
@@ -241,3 +244,46 @@ def test_connect_infima_with_a_rejected_key_says_what_to_do(invoke, config_path,
     assert result.stderr.startswith("Error: INFIMA rejected the credentials (HTTP 401")
     assert result.stderr.rstrip().endswith("then run `infima-autotask connect --infima` again.")
     assert "not-the-key" not in result.output
+
+
+class Chain(KeyringBackend):
+    """Like keyring's ChainerBackend: what keyring picks when several backends are viable."""
+
+    priority = 10
+
+    def __init__(self, *members: KeyringBackend) -> None:
+        super().__init__()
+        self.backends = list(members)
+
+    def get_password(self, service: str, username: str) -> str | None:
+        for member in self.backends:
+            found = member.get_password(service, username)
+            if found is not None:
+                return found
+        return None
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.backends[0].set_password(service, username, password)
+
+    def delete_password(self, service: str, username: str) -> None:
+        pass
+
+
+def test_a_chained_file_keyring_is_opened_from_the_environment_too(clean_env, tmp_path):
+    """Without PYTHON_KEYRING_BACKEND, keyring chains cryptfile's backends; cron got 'Aborted!'."""
+    stored = FileKeyring()
+    stored.file_path = str(tmp_path / "cryptfile_pass.cfg")
+    (tmp_path / "cryptfile_pass.cfg").write_text("[keyring-setting]\n", encoding="utf-8")
+    stored._store[(KEYRING_SERVICE, USERNAME)] = SECRET
+    absent = FileKeyring()  # its file does not exist: left alone, no file created
+    absent.file_path = str(tmp_path / "crypted_pass.cfg")
+    keyring.set_keyring(Chain(absent, stored))
+
+    env = {"KEYRING_CRYPTFILE_PASSWORD": "file-keyring-pw"}
+    assert autotask_credentials(USERNAME, CODE, env).secret == SECRET
+    assert absent._keyring_key is None and not absent.asked
+
+    stored._keyring_key = None
+    with pytest.raises(CredentialsError, match="needs its password and no terminal"):
+        autotask_credentials(USERNAME, CODE, {})
+    assert not stored.asked

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keyring
@@ -108,6 +109,8 @@ def read_keyring(name: str, env: Mapping[str, str] | None = None) -> str | None:
     _unlock_file_keyring(os.environ if env is None else env)
     try:
         return keyring.get_password(KEYRING_SERVICE, name)
+    except EOFError:  # a file keyring asked for its password with nothing to read
+        raise _no_file_password() from None
     except (keyring.errors.KeyringError, RuntimeError) as exc:
         # RuntimeError: a Secret Service backend with no D-Bus session (cron).
         raise CredentialsError(
@@ -125,34 +128,52 @@ def store_keyring(name: str, value: str, env: Mapping[str, str] | None = None) -
     _unlock_file_keyring(os.environ if env is None else env)
     try:
         keyring.set_password(KEYRING_SERVICE, name, value)
+    except EOFError:
+        raise _no_file_password() from None
     except (keyring.errors.KeyringError, RuntimeError) as exc:
         raise CredentialsError(
             f"Could not store the secret in the OS keyring ({type(exc).__name__}).", [_KEYRING_FIX]
         ) from None
 
 
+def _no_file_password() -> CredentialsError:
+    return CredentialsError(
+        "The encrypted keyring file needs its password and no terminal is attached to ask "
+        f"for it. Set {ENV_CRYPTFILE_PASSWORD} (in cron.env for cron).",
+        [_KEYRING_FIX],
+    )
+
+
 def _unlock_file_keyring(env: Mapping[str, str]) -> None:
-    """Open an encrypted file keyring (keyrings.cryptfile) with its password from the environment.
+    """Open encrypted file keyrings (keyrings.cryptfile) with the password from the environment.
 
     keyrings.cryptfile 1.3.9, the release on PyPI, ignores KEYRING_CRYPTFILE_PASSWORD and asks
-    on the terminal: under cron that is a baffling "Aborted!", and a wrong
-    password is a bare ValueError. Duck-typed on ``_keyring_key`` so no import is needed.
+    on the terminal: under cron that is a baffling "Aborted!", and a wrong password is a bare
+    ValueError. The backend chosen may also be a chain of backends (when PYTHON_KEYRING_BACKEND
+    is not set); its file keyrings whose file exists are opened too. Duck-typed on
+    ``_keyring_key`` so no import is needed.
     """
     try:
         backend: Any = keyring.get_keyring()  # Any: keyring_key is not on KeyringBackend
     except (keyring.errors.KeyringError, RuntimeError):
         return  # reported by the get/set call that follows
+    chained = getattr(backend, "backends", None)
+    if isinstance(chained, (list, tuple)):
+        for member in chained:
+            if Path(str(getattr(member, "file_path", ""))).is_file():
+                _unlock(member, env)
+    else:
+        _unlock(backend, env)
+
+
+def _unlock(backend: Any, env: Mapping[str, str]) -> None:
     if getattr(backend, "_keyring_key", "") is not None or not hasattr(
         type(backend), "keyring_key"
     ):
         return  # not a file keyring, or already unlocked
     password = env.get(ENV_CRYPTFILE_PASSWORD)
     if not password and not sys.stdin.isatty():
-        raise CredentialsError(
-            f"The encrypted keyring file needs its password and no terminal is attached to ask "
-            f"for it. Set {ENV_CRYPTFILE_PASSWORD} (in cron.env for cron).",
-            [_KEYRING_FIX],
-        )
+        raise _no_file_password()
     try:
         if password:
             backend.keyring_key = password  # opens the file, or creates it with this password
