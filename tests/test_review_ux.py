@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -287,3 +288,53 @@ def test_a_chained_file_keyring_is_opened_from_the_environment_too(clean_env, tm
     with pytest.raises(CredentialsError, match="needs its password and no terminal"):
         autotask_credentials(USERNAME, CODE, {})
     assert not stored.asked
+
+
+def test_standalone_sandbox_prints_lines_a_shell_can_paste(invoke, config_path, memkeyring):
+    """`python -m infima_autotask.sandbox`: export lines and the answers for connect."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infima_autotask.sandbox"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("#   export INFIMA_API_KEY="):
+            lines.append(proc.stdout.readline().rstrip("\n"))
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+        )
+        assert set(env) == {"INFIMA_AUTOTASK_ZONE_URL", "INFIMA_API_URL"}
+        answers = {
+            label: value
+            for line in lines
+            if line.startswith("#   ") and not line.startswith("#   export")
+            for label, value in [line[4:].rsplit(None, 1)]
+        }
+        result = invoke(
+            "connect",
+            "--username",
+            answers["username"],
+            "--integration-code",
+            answers["integration code"],
+            "--secret-stdin",
+            input=answers["secret"] + "\n",
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("Autotask: Connected (zone ")
+        result = invoke(
+            "connect",
+            "--infima",
+            "--api-key-stdin",
+            input=answers["INFIMA API key"] + "\n",
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+    assert out.strip().endswith("stopped")

@@ -16,13 +16,23 @@ def main() -> None:
     with Sandbox() as sandbox:
         lines = [
             "infima-autotask sandbox running (Ctrl-C to stop)",
-            f"  INFIMA_AUTOTASK_ZONE_URL={sandbox.zone_url}",
-            f"  INFIMA_AUTOTASK_API_URL={sandbox.autotask_url}",
-            f"  INFIMA_AUTOTASK_USERNAME={sandbox.username}",
-            f"  INFIMA_AUTOTASK_SECRET={sandbox.secret}",
-            f"  INFIMA_AUTOTASK_INTEGRATION_CODE={sandbox.integration_code}",
-            f"  INFIMA_API_URL={sandbox.infima_url}",
-            f"  INFIMA_API_KEY={sandbox.api_key}",
+            "",
+            "# Point the tool at it (paste into another shell):",
+            f"export INFIMA_AUTOTASK_ZONE_URL={sandbox.zone_url}",
+            f"export INFIMA_API_URL={sandbox.infima_url}",
+            "",
+            "# Then answer `infima-autotask connect` and `connect --infima` with:",
+            f"#   username          {sandbox.username}",
+            f"#   integration code  {sandbox.integration_code}",
+            f"#   secret            {sandbox.secret}",
+            f"#   INFIMA API key    {sandbox.api_key}",
+            "",
+            "# Or skip connect and keep every credential in the environment:",
+            f"#   export INFIMA_AUTOTASK_API_URL={sandbox.autotask_url}",
+            f"#   export INFIMA_AUTOTASK_USERNAME={sandbox.username}",
+            f"#   export INFIMA_AUTOTASK_SECRET={sandbox.secret}",
+            f"#   export INFIMA_AUTOTASK_INTEGRATION_CODE={sandbox.integration_code}",
+            f"#   export INFIMA_API_KEY={sandbox.api_key}",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
