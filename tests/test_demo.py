@@ -83,3 +83,13 @@ def test_demo_in_process_restores_keyring_and_environment(runner, monkeypatch):
     assert "Demo complete" in result.stdout
     assert keyring.get_keyring() is before_backend
     assert dict(os.environ) == before_env
+
+
+def test_the_memory_keyring_is_never_chosen_by_itself():
+    """Only set explicitly (demo, tests): keyring must never pick it as a default."""
+    from keyring.backend import KeyringBackend
+
+    from infima_autotask.memkeyring import MemoryKeyring
+
+    assert MemoryKeyring in KeyringBackend._classes  # loaded, so keyring can see it...
+    assert MemoryKeyring not in set(KeyringBackend.get_viable_backends())  # ...and skips it

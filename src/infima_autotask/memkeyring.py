@@ -6,9 +6,13 @@ from keyring.backend import KeyringBackend
 
 
 class MemoryKeyring(KeyringBackend):
-    """Keeps passwords in a dict for the life of the process."""
+    """Keeps passwords in a dict for the life of the process.
 
-    priority = 1
+    It declares no ``priority``, so keyring never picks it by itself: only
+    ``keyring.set_keyring(MemoryKeyring())`` uses it. (With a priority, merely importing this
+    module made it every command's default on a server without a keyring, and secrets stored
+    by ``connect`` vanished with the process.)
+    """
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
