@@ -395,7 +395,7 @@ def test_connect_infima_rejected(invoke, requests_mock, memkeyring, config_path)
     requests_mock.get(INFIMA + "/v1/partner", status_code=401, json={"message": "Invalid key"})
     result = invoke("connect", "--infima", "--api-key-stdin", input=API_KEY + "\n")
     assert result.exit_code == 3
-    assert result.stderr.startswith("Error: INFIMA rejected the credentials (HTTP 401")
+    assert result.stderr.startswith("Error: INFIMA rejected the API key (HTTP 401")
     assert memkeyring.get_password("infima-autotask", "infima-api-key") is None
     assert not config_path.exists()
 
@@ -461,7 +461,7 @@ def test_status_one_failing_exits_3(invoke, stored_creds, requests_mock, config_
     assert result.exit_code == 3
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Autotask:         Connected")
-    assert lines[1].startswith("INFIMA:           not connected: INFIMA rejected the credentials")
+    assert lines[1].startswith("INFIMA:           not connected: INFIMA rejected the API key")
     assert result.stderr == (
         "Error: A connection failed (shown above). Fix it, then run "
         "`infima-autotask status` again.\n"

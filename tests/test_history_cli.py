@@ -90,7 +90,7 @@ def test_history_table_newest_first(invoke, filled):
     ]
     assert "write outcome not yet known: the next sync re-reads Autotask" in lines[2]
     assert lines[5].split()[-3:] == ["held", "dry", "run"]  # a dry run's held item is marked
-    assert not lines[6].endswith("dry run")  # planned says it already
+    assert lines[6].endswith("planned    dry run")  # every dry-run row is marked alike
 
 
 def test_history_filters_and_json(invoke, filled):
@@ -134,7 +134,7 @@ def test_history_works_without_a_config_file(invoke, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--month", "12-2026"], "--month must look like"), (["--limit", "0"], "--limit")],
+    [(["--month", "12-2026"], "expected a month like"), (["--limit", "0"], "--limit")],
 )
 def test_history_bad_options(invoke, configured, args, message):
     result = invoke("history", *args)

@@ -74,7 +74,7 @@ def test_rejected_key_is_an_authentication_error(client, requests_mock):
     with pytest.raises(AuthenticationError) as caught:
         client.partner_name()
     assert caught.value.exit_code == 3
-    assert str(caught.value).startswith("INFIMA rejected the credentials (HTTP 401")
+    assert str(caught.value).startswith("INFIMA rejected the API key (HTTP 401")
     assert API_KEY not in str(caught.value)
 
 

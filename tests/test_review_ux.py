@@ -242,7 +242,7 @@ def test_connect_infima_with_a_rejected_key_says_what_to_do(invoke, config_path,
         env={"INFIMA_API_URL": sandbox.infima_url},
     )
     assert result.exit_code == 3
-    assert result.stderr.startswith("Error: INFIMA rejected the credentials (HTTP 401")
+    assert result.stderr.startswith("Error: INFIMA rejected the API key (HTTP 401")
     assert result.stderr.rstrip().endswith("then run `infima-autotask connect --infima` again.")
     assert "not-the-key" not in result.output
 

@@ -757,7 +757,7 @@ def test_infima_client_list_failure_is_exit_3_before_any_autotask_request(
     requests_mock.get(INFIMA + "/v1/clients", status_code=401, json={"message": "bad key"})
     result = invoke("sync", "--month", PERIOD)
     assert result.exit_code == 3
-    assert result.stderr.startswith("Error: INFIMA rejected the credentials")
+    assert result.stderr.startswith("Error: INFIMA rejected the API key")
     assert autotask_calls(requests_mock) == []
 
 
@@ -943,7 +943,7 @@ def test_bad_month_is_a_usage_error(invoke, setup, fake, requests_mock):
     setup({101: 12})
     result = invoke("sync", "--month", "2026-13")
     assert result.exit_code == 2
-    assert "--month must look like 2026-12 (YYYY-MM)" in result.stderr
+    assert "expected a month like 2026-12 (YYYY-MM)" in result.stderr
     assert requests_mock.request_history == []
 
 

@@ -15,7 +15,7 @@ from infima_autotask.credentials import (
     AutotaskCredentials,
     store_keyring,
 )
-from infima_autotask.errors import AuthenticationError, CredentialsError, InfimaAutotaskError
+from infima_autotask.errors import CredentialsError, InfimaAutotaskError
 from infima_autotask.history import History
 from infima_autotask.http import register_secret
 from infima_autotask.infima import InfimaClient
@@ -73,17 +73,7 @@ def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
     register_secret(api_key)
     config = config_for_connect(runtime)
     url = runtime.infima_url(config)
-    try:
-        partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
-    except AuthenticationError as exc:
-        raise AuthenticationError(
-            f"{exc.message.rstrip('.')}. Check the key (INFIMA: Settings > Integrations > API "
-            "Keys, scope Partner Level - All Clients), then run `infima-autotask connect "
-            "--infima` again.",
-            status=exc.status,
-            errors=exc.errors,
-            details=exc.details,
-        ) from None
+    partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
     if runtime.env.get(ENV_INFIMA_KEY) != api_key:
         store_keyring(INFIMA_KEY_NAME, api_key, runtime.env)
     if not runtime.config_path.exists():

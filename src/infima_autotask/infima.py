@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import requests
 
 from infima_autotask.config import MAX_INT
-from infima_autotask.errors import BadResponseError, UsageError
+from infima_autotask.errors import AuthenticationError, BadResponseError, UsageError
 from infima_autotask.http import HttpClient, check_url_safe, register_secret
 
 log = logging.getLogger(__name__)
@@ -90,9 +90,17 @@ class InfimaClient:
         self.count_without_status = count_without_status
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        return self.http.request(
-            "GET", self.base + path, auth=self._auth, params=params, retry=True
-        )
+        try:
+            return self.http.request(
+                "GET", self.base + path, auth=self._auth, params=params, retry=True
+            )
+        except AuthenticationError as exc:
+            raise AuthenticationError(
+                f"INFIMA rejected the API key (HTTP {exc.status}). Check that the key exists "
+                "with scope Partner Level - All Clients (INFIMA: Settings > Integrations > API "
+                "Keys), then run `infima-autotask connect --infima` again.",
+                status=exc.status,
+            ) from None
 
     def partner_name(self) -> str:
         body = self._get("/v1/partner")
@@ -187,6 +195,11 @@ class CountsFile:
             raise UsageError(
                 f"Counts file {self.path} has {len(problems)} bad row(s); fix them and run again.",
                 problems,
+            )
+        if not self._users:
+            raise UsageError(
+                f"Counts file {self.path} has a header but no client rows; add one row "
+                "client_id,active_users per client."
             )
 
     def _add(self, row: list[str], width: int) -> str | None:

@@ -720,7 +720,7 @@ def history_rows(
         detail = item.message
         if item.status == "writing":
             detail = _join(detail, "write outcome not yet known: the next sync re-reads Autotask")
-        if item.dry_run and item.status != PLANNED:
+        if item.dry_run:
             detail = _join("dry run", detail)
         rows.append(
             {

@@ -37,7 +37,7 @@ def parse_month(text: str) -> date:
     """
     match = _MONTH.fullmatch(text.strip())
     if match is None or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1:
-        raise UsageError(f"--month must look like 2026-12 (YYYY-MM), got {text!r}.")
+        raise UsageError(f"expected a month like 2026-12 (YYYY-MM), got {text!r}.")
     return date(int(match.group(1)), int(match.group(2)), 1)
 
 
@@ -218,17 +218,18 @@ def _percent(value: float) -> str:
     return f"{value:g}%"
 
 
-def _guard(before: int, target: int, settings: SyncSettings) -> str | None:
+def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> str | None:
     """The liftable hold (SPEC §8) of a units change, or None."""
+    lift = f"if it is right, run `infima-autotask sync --client {client_id} --yes`"
     if target == 0 and before > 0 and not settings.allow_zero:
-        return f"drop from {before} to 0 units (allow_zero is off); run with --yes to apply"
+        return f"drop from {before} to 0 units (allow_zero is off); {lift}"
     # Exact arithmetic so "exactly the limit" is never held by rounding (93.6 * 1375 in floats
     # is 128699.99999999999, so a drop of exactly 93.6% was held).
     if target < before and (before - target) * 100 > exact(settings.max_decrease_percent) * before:
         drop = (before - target) * 100 / before
         return (
             f"drop of {drop:.0f}% ({before} -> {target}) is over max_decrease_percent "
-            f"{_percent(settings.max_decrease_percent)}; run with --yes to apply"
+            f"{_percent(settings.max_decrease_percent)}; {lift}"
         )
     rise_limit = settings.max_increase_percent
     if (
@@ -239,7 +240,7 @@ def _guard(before: int, target: int, settings: SyncSettings) -> str | None:
         rise = f"{(target - before) * 100 / before:.0f}%" if before else "from 0"
         return (
             f"rise {rise} ({before} -> {target}) is over max_increase_percent "
-            f"{_percent(rise_limit)}; run with --yes to apply"
+            f"{_percent(rise_limit)}; {lift}"
         )
     return None
 
@@ -322,7 +323,7 @@ def plan_one(
             f"the billing period covering {day.isoformat()} starts {row.start.isoformat()}: a "
             "write would create a proration Autotask cannot delete; adjust it in Autotask",
         )
-    hold = _guard(before, target, settings)
+    hold = _guard(before, target, settings, mapping.client_id)
     if hold is not None and not yes:
         return item(HELD, hold)
     notes = [cost_note] if cost_note else []
