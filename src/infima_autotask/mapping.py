@@ -26,7 +26,7 @@ from infima_autotask.autotask import AutotaskClient
 from infima_autotask.config import MAX_INT, Config, Mapping
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
-from infima_autotask.infima import CountSource, InfimaClientInfo
+from infima_autotask.infima import INFIMA_THREADS, CountSource, InfimaClientInfo
 from infima_autotask.model import (
     CONTRACT_SERVICE_FIELDS,
     Account,
@@ -49,7 +49,6 @@ from infima_autotask.model import (
 
 log = logging.getLogger(__name__)
 
-COUNT_THREADS = 4  # INFIMA user lists read at once by list-clients
 PROG = "infima-autotask"
 
 CLIENT_COLUMNS = ("Client ID", "Client", "Active users", "Mapped to")
@@ -106,7 +105,7 @@ class ClientLine:
 
 
 def list_clients(
-    config: Config, source: CountSource, *, threads: int = COUNT_THREADS
+    config: Config, source: CountSource, *, threads: int = INFIMA_THREADS
 ) -> tuple[list[ClientLine], list[str]]:
     """Every client the count source knows, with its active users; plus warnings.
 

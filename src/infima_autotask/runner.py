@@ -34,7 +34,7 @@ from infima_autotask.errors import (
     UsageError,
 )
 from infima_autotask.history import DB_NAME, History, HistoryItem, ItemRecord, SyncLock
-from infima_autotask.infima import CountsFile, CountSource, InfimaClientInfo
+from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, InfimaClientInfo
 from infima_autotask.model import (
     Successor,
     UnitsRow,
@@ -67,12 +67,6 @@ log = logging.getLogger(__name__)
 
 ADJUSTMENTS = "ContractServiceAdjustments"
 WRITE_THREADS = 3  # Autotask's thread limit per endpoint; the client's semaphore agrees
-# INFIMA user lists fetched at once. Each synced client costs one paged list (50 users a page),
-# so at 20 ms a request 300 clients are ~900 requests: with 4 at a time that alone took ~5 s,
-# seven times the Autotask floor. INFIMA documents no rate limit or thread limit; 16 keeps the
-# load modest (one user list page per ~1 ms on a 20 ms link) while making the counts a small
-# share of a month's run.
-INFIMA_THREADS = 16
 MAX_LISTED_UNMAPPED = 20
 
 # (stage label, done, total): lets the CLI draw a progress bar without the library knowing.
