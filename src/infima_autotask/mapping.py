@@ -14,11 +14,10 @@ import csv
 import itertools
 import logging
 import math
-import zoneinfo
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +45,7 @@ from infima_autotask.model import (
     read_services,
     read_units_rows,
 )
+from infima_autotask.sync import local_date
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ T = TypeVar("T")
 
 def local_today(config: Config) -> date:
     """Today in ``sync.timezone`` (the system's when null): it decides "this month"."""
-    if config.sync.timezone:
-        return datetime.now(zoneinfo.ZoneInfo(config.sync.timezone)).date()
-    return date.today()
+    return local_date(datetime.now(timezone.utc), config.sync.timezone)
 
 
 def _ref(record_id: int, name: str | None) -> str:

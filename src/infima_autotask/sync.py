@@ -41,13 +41,14 @@ def parse_month(text: str) -> date:
     return date(int(match.group(1)), int(match.group(2)), 1)
 
 
-def current_month(now: datetime, zone: str | None) -> date:
-    """The first day of the month ``now`` falls in, in ``zone`` (the system's when None).
+def local_date(now: datetime, zone: str | None) -> date:
+    """The date ``now`` (timezone-aware) falls on in ``zone`` (the system's when None)."""
+    return (now.astimezone(ZoneInfo(zone)) if zone else now.astimezone()).date()
 
-    ``now`` must be timezone-aware.
-    """
-    local = now.astimezone(ZoneInfo(zone)) if zone else now.astimezone()
-    return local.date().replace(day=1)
+
+def current_month(now: datetime, zone: str | None) -> date:
+    """The first day of the month ``now`` falls in, in ``zone`` (the system's when None)."""
+    return local_date(now, zone).replace(day=1)
 
 
 def period_label(day: date) -> str:
