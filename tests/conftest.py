@@ -92,3 +92,50 @@ def invoke(runner, config_path):
         )
 
     return run
+
+
+# -- sync against the requests-mock Autotask of fake_autotask.py ------------------------------
+# fake_autotask imports this module, so it is imported inside the fixtures, not at the top.
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Retries without waiting: HttpClient binds time.sleep at import, so shrink the delays."""
+    from infima_autotask.http import RetryPolicy
+
+    monkeypatch.setattr(
+        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.0)
+    )
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> Path:
+    """Where the tool keeps its history under clean_env's XDG_STATE_HOME."""
+    return tmp_path / "state-home" / "infima-autotask"
+
+
+@pytest.fixture
+def fake(requests_mock):
+    """A fake Autotask (``fake_autotask.FakeAutotask``) answering every request of a sync."""
+    from fake_autotask import FakeAutotask
+
+    return FakeAutotask().install(requests_mock)
+
+
+@pytest.fixture
+def counts(tmp_path):
+    """Writes tmp_path/counts.csv from ``{client_id: active_users}``; returns its path."""
+    from fake_autotask import write_counts
+
+    return lambda users: write_counts(tmp_path / "counts.csv", users)
+
+
+@pytest.fixture
+def setup(config_path, counts, fake, stored_creds):
+    """(Re)writes the counts file and a config mapping every client in it to the fake."""
+    from fake_autotask import write_sync_config
+
+    def make(users: dict[int, int], **options) -> None:
+        write_sync_config(config_path, counts(users), users, **options)
+
+    return make

@@ -21,11 +21,6 @@ class Clock:
 
 
 @pytest.fixture
-def state_dir(tmp_path):
-    return tmp_path / "state-home" / "infima-autotask"
-
-
-@pytest.fixture
 def configured(config_path):
     write_config(config_path, make_config())
 

@@ -7,258 +7,35 @@ exact number of Autotask requests.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from pathlib import Path
+from datetime import datetime
 
 import pytest
-import requests
 from conftest import API_KEY, BASE, INFIMA, SECRET, make_config, write_config
+from fake_autotask import (
+    ACCOUNT,
+    ADJUSTMENTS,
+    CONTRACT,
+    EFFECTIVE,
+    PERIOD,
+    PICKLIST,
+    SERVICE,
+    autotask_calls,
+    cs_id,
+    floor,
+    mapping,
+    record_intent,
+    writes,
+)
 
-from infima_autotask.history import History, ItemRecord
-from infima_autotask.http import HttpClient, RetryPolicy
+from infima_autotask.history import History
+from infima_autotask.http import HttpClient
 
-D = date(2026, 12, 1)
-PERIOD = "2026-12"
-EFFECTIVE = "2026-12-01T00:00:00"
-CONTRACT = 29684001
-ACCOUNT = 29683501
-SERVICE = 30012
-ADJUSTMENTS = BASE + "ContractServiceAdjustments"
-
-
-def cs_id(client_id: int) -> int:
-    return 29685000 + client_id
-
-
-def mapping(client_id: int, **overrides):
-    doc = {
-        "client_id": client_id,
-        "client_name": f"Client {client_id}",
-        "account_id": ACCOUNT,
-        "account_name": "Acme LLC",
-        "contract_id": CONTRACT,
-        "contract_name": "Managed Services 2026",
-        "contract_service_id": cs_id(client_id),
-        "service_id": SERVICE,
-        "service_name": "INFIMA SAT",
-    }
-    doc.update(overrides)
-    return doc
-
-
-def _parse(value: str) -> date:
-    return datetime.fromisoformat(value.rstrip("Z")).date()
-
-
-@dataclass
-class FakeAutotask:
-    """Contracts, contract services and units rows, with scripted write faults."""
-
-    contracts: dict[int, dict] = field(default_factory=dict)
-    services: dict[int, dict] = field(default_factory=dict)
-    rows: list[dict] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)  # one per write, in order; then "ok"
-    used: int = 124
-    limit: int = 10_000
-    next_id: int = 900_000
-
-    def add_client(self, client_id: int, units: int, *, price=4.5, cost=2.25, **row):
-        cs = cs_id(client_id)
-        self.services[cs] = {"id": cs, "contractID": CONTRACT, "serviceID": SERVICE}
-        self.rows.append(
-            {
-                "id": 700_000 + client_id,
-                "contractID": CONTRACT,
-                "contractServiceID": cs,
-                "serviceID": SERVICE,
-                "startDate": "2026-12-01T00:00:00",
-                "endDate": "2026-12-31T00:00:00",
-                "units": units,
-                "price": price,
-                "cost": cost,
-                "approveAndPostDate": None,
-                **row,
-            }
-        )
-
-    def row_of(self, client_id: int) -> dict:
-        return next(r for r in self.rows if r["contractServiceID"] == cs_id(client_id))
-
-    def install(self, requests_mock) -> None:
-        self.contracts.setdefault(
-            CONTRACT,
-            {
-                "id": CONTRACT,
-                "companyID": ACCOUNT,
-                "contractName": "Managed Services 2026",
-                "contractType": 7,
-                "status": 1,
-                "startDate": "2026-01-01T00:00:00",
-                "endDate": "2027-12-31T00:00:00",
-            },
-        )
-        requests_mock.post(BASE + "Contracts/query", json=self._query(self.contracts.values))
-        requests_mock.post(BASE + "ContractServices/query", json=self._query(self.services.values))
-        requests_mock.post(BASE + "ContractServiceUnits/query", json=self._query(lambda: self.rows))
-        requests_mock.get(
-            BASE + "Contracts/entityInformation/fields",
-            json={
-                "fields": [
-                    {
-                        "name": "status",
-                        "picklistValues": [
-                            {"value": "0", "label": "Inactive"},
-                            {"value": "1", "label": "Active"},
-                        ],
-                    }
-                ]
-            },
-        )
-        requests_mock.get(
-            BASE + "ThresholdInformation",
-            json=lambda request, context: {
-                "externalRequestThreshold": self.limit,
-                "requestThresholdTimeframe": 60,
-                "currentTimeframeRequestCount": self.used,
-            },
-        )
-        requests_mock.post(ADJUSTMENTS, json=self._adjust)
-
-    def _query(self, records):
-        def answer(request, context):
-            body = request.json()
-            found = [dict(r) for r in records() if all(_match(r, f) for f in body["filter"])]
-            return {"items": found, "pageDetails": {"count": len(found), "nextPageUrl": None}}
-
-        return answer
-
-    def _apply(self, body) -> None:
-        day = _parse(body["effectiveDate"])
-        row = next(
-            r
-            for r in self.rows
-            if r["contractServiceID"] == body["contractServiceID"] and _parse(r["startDate"]) == day
-        )
-        row["units"] += body["unitChange"]
-        row["price"], row["cost"] = body["adjustedUnitPrice"], body["adjustedUnitCost"]
-
-    def _adjust(self, request, context):
-        fault = self.faults.pop(0) if self.faults else "ok"
-        body = request.json()
-        if fault == "ok":
-            self._apply(body)
-            self.next_id += 1
-            return {"itemId": self.next_id}
-        if fault == "reject-400":
-            context.status_code = 400
-            return {"errors": ["effectiveDate is outside the contract period"]}
-        if fault == "reject-500":
-            context.status_code = 500
-            return {"errors": ["Unable to make changes: already approved and posted period"]}
-        if fault == "apply-then-timeout":
-            self._apply(body)
-            raise requests.exceptions.ReadTimeout("read timed out")
-        if fault == "connect-timeout":
-            raise requests.exceptions.ConnectTimeout("connect timed out")
-        if fault == "bare-500":
-            context.status_code = 500
-            return {"message": "An error has occurred."}
-        if fault == "503-other":
-            self.row_of(body["contractServiceID"] - 29685000)["units"] = 99
-            context.status_code = 503
-            return None
-        if fault == "verify-mismatch":
-            self._apply(body)
-            self.row_of(body["contractServiceID"] - 29685000)["cost"] = 9.99
-            return {"itemId": 1}
-        raise AssertionError(fault)
-
-
-def _match(record, flt) -> bool:
-    value = record.get(flt["field"])
-    if flt["op"] == "in":
-        return value in flt["value"]
-    if flt["op"] == "eq":
-        return value == flt["value"]
-    if flt["op"] == "lte":
-        return _parse(value) <= _parse(flt["value"])
-    if flt["op"] == "gte":
-        return _parse(value) >= _parse(flt["value"])
-    raise AssertionError(flt)
-
-
-def autotask_calls(requests_mock):
-    return [r for r in requests_mock.request_history if r.url.startswith(BASE)]
-
-
-def writes(requests_mock):
-    return [r.json() for r in requests_mock.request_history if r.url == ADJUSTMENTS]
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch):
-    """Retries without waiting: HttpClient binds time.sleep at import, so shrink the delays."""
-    monkeypatch.setattr(
-        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.0)
-    )
-
-
-@pytest.fixture
-def state_dir(tmp_path) -> Path:
-    return tmp_path / "state-home" / "infima-autotask"
-
-
-@pytest.fixture
-def fake(requests_mock):
-    fake = FakeAutotask()
-    fake.install(requests_mock)
-    return fake
-
-
-@pytest.fixture
-def counts(tmp_path):
-    path = tmp_path / "counts.csv"
-
-    def write(values: dict[int, int], names: bool = True) -> Path:
-        lines = ["client_id,active_users,client_name"]
-        lines += [f"{cid},{users},Client {cid}" for cid, users in values.items()]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return path
-
-    return write
-
-
-@pytest.fixture
-def setup(config_path, counts, fake, stored_creds):
-    """Three clients mapped; returns a function (re)writing config and counts."""
-
-    def make(users: dict[int, int], *, sync=None, mappings=None, **doc):
-        path = counts(users)
-        write_config(
-            config_path,
-            make_config(
-                mappings or [mapping(cid) for cid in users],
-                infima={"counts_file": str(path)},
-                sync=sync or {},
-                **doc,
-            ),
-        )
-
-    return make
-
-
-def floor(n: int, k: int) -> int:
-    return 1 + 3 * math.ceil(n / 500) + k + math.ceil(k / 500)
-
-
-PICKLIST = 1  # the one Contracts.status picklist read (SPEC §9 allows it)
+pytestmark = pytest.mark.usefixtures("no_backoff")
 
 
 # -- the happy path -----------------------------------------------------------------------
@@ -543,34 +320,12 @@ def test_verification_mismatch_is_failed_with_what_autotask_shows(
 # -- a killed run ---------------------------------------------------------------------------
 
 
-def _intent(state_dir, client_id, *, before, target, cost=2.25):
-    with History(state_dir) as history:
-        run = history.start_run(period=PERIOD, dry_run=False, version="0.1.0")
-        return history.record_intent(
-            run,
-            ItemRecord(
-                client_id=client_id,
-                client_name=f"Client {client_id}",
-                contract_id=CONTRACT,
-                contract_service_id=cs_id(client_id),
-                users=target,
-                target=target,
-                before=before,
-                after=target,
-                change=target - before,
-                price=4.5,
-                cost=cost,
-                status="planned",
-            ),
-        )
-
-
 def test_pending_intent_already_applied_is_confirmed_and_not_rewritten(
     invoke, setup, fake, requests_mock, state_dir
 ):
     fake.add_client(101, 12)  # the killed run's write landed
     setup({101: 12})
-    intent = _intent(state_dir, 101, before=10, target=12)
+    intent = record_intent(state_dir, 101, before=10, target=12)
 
     result = invoke("sync", "--month", PERIOD)
 
@@ -591,7 +346,7 @@ def test_pending_intent_not_applied_is_failed_then_planned_from_the_current_row(
 ):
     fake.add_client(101, 10)
     setup({101: 12})
-    intent = _intent(state_dir, 101, before=10, target=12)
+    intent = record_intent(state_dir, 101, before=10, target=12)
 
     result = invoke("sync", "--month", PERIOD)
 
@@ -607,7 +362,7 @@ def test_pending_intent_with_other_units_is_failed_and_current_row_planned(
 ):
     fake.add_client(101, 11)
     setup({101: 12})
-    intent = _intent(state_dir, 101, before=10, target=12)
+    intent = record_intent(state_dir, 101, before=10, target=12)
     assert invoke("sync", "--month", PERIOD).exit_code == 0
     assert [w["unitChange"] for w in writes(requests_mock)] == [1]
     with History(state_dir) as history:
@@ -618,7 +373,7 @@ def test_pending_intent_with_other_units_is_failed_and_current_row_planned(
 def test_dry_run_never_resolves_intents(invoke, setup, fake, requests_mock, state_dir):
     fake.add_client(101, 12)
     setup({101: 12})
-    _intent(state_dir, 101, before=10, target=12)
+    record_intent(state_dir, 101, before=10, target=12)
     assert invoke("sync", "--month", PERIOD, "--dry-run").exit_code == 0
     with History(state_dir) as history:
         assert len(history.pending_intents(PERIOD)) == 1
@@ -877,7 +632,7 @@ def test_second_sync_while_one_holds_the_lock_is_exit_3(
 
 def test_json_document_shape(invoke, setup, fake):
     fake.add_client(101, 10)
-    fake.add_client(102, 8, startDate="2026-11-15T00:00:00")  # period not starting on D
+    fake.add_client(102, 8, startDate="2026-11-15T00:00:00")  # period not starting on 2026-12-01
     setup({101: 12, 102: 9})
     result = invoke("sync", "--month", PERIOD, "--json")
     assert result.exit_code == 1
