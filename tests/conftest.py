@@ -139,3 +139,20 @@ def setup(config_path, counts, fake, stored_creds):
         write_sync_config(config_path, counts(users), users, **options)
 
     return make
+
+
+@pytest.fixture
+def sandbox():
+    """The loopback sandbox (Autotask and INFIMA over real HTTP), stopped after the test."""
+    from infima_autotask.sandbox import Sandbox
+
+    with Sandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def sandbox_env(sandbox, tmp_path):
+    """The sandbox's credentials and addresses as INFIMA_* variables, history in tmp_path."""
+    from sandbox_cli import env_for
+
+    return env_for(sandbox, tmp_path / "state")

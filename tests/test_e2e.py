@@ -6,23 +6,17 @@ Every Autotask request the tool sends is checked against the official Swagger de
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+from sandbox_cli import EXE, connect_steps, map_all, subprocess_env
 from swagger_contract import SWAGGER, check_request
 
 from infima_autotask.sandbox import Sandbox, data
-
-EXE = Path(sys.executable).with_name("infima-autotask")
-if not EXE.exists():  # pragma: no cover - an unusual install layout
-    EXE = Path(shutil.which("infima-autotask") or "infima-autotask")
 
 THIS_MONTH = date.today().replace(day=1)
 NEXT_MONTH = (THIS_MONTH + timedelta(days=32)).replace(day=1)
@@ -39,14 +33,9 @@ class Tool:
         self.config = tmp / "config.yaml"
         self.state = tmp / "state"
         home = tmp / "home"
-        home.mkdir()
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            **subprocess_env(home),
             "XDG_CONFIG_HOME": str(home / ".config"),
-            "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
             "INFIMA_AUTOTASK_CONFIG": str(self.config),
             "INFIMA_AUTOTASK_STATE_DIR": str(self.state),
             "INFIMA_AUTOTASK_ZONE_URL": sandbox.zone_url,
@@ -69,25 +58,16 @@ class Tool:
         return result
 
     def connect(self) -> None:
-        sb = self.sandbox
-        result = self.run(
-            "connect",
-            "--username",
-            sb.username,
-            "--integration-code",
-            sb.integration_code,
-            "--secret-stdin",
-            stdin=sb.secret + "\n",
+        autotask, infima = (
+            self.run(*args, stdin=stdin) for args, stdin in connect_steps(self.sandbox)
         )
-        assert result.returncode == 0, result.stderr
-        assert "Autotask: Connected" in result.stdout
-        result = self.run("connect", "--infima", "--api-key-stdin", stdin=sb.api_key + "\n")
-        assert result.returncode == 0, result.stderr
-        assert "INFIMA: Connected" in result.stdout and "Sandbox MSP" in result.stdout
+        assert autotask.returncode == 0, autotask.stderr
+        assert "Autotask: Connected" in autotask.stdout
+        assert infima.returncode == 0, infima.stderr
+        assert "INFIMA: Connected" in infima.stdout and "Sandbox MSP" in infima.stdout
 
     def map_all(self) -> None:
-        for mapping in SEED:
-            result = self.run(*data.map_args(mapping))
+        for result in map_all(self.run, SEED):
             assert result.returncode == 0, result.stderr
 
     def assert_no_secrets(self) -> None:

@@ -57,9 +57,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +72,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from sandbox_cli import EXE, subprocess_env
 
 from infima_autotask import runtime as runtime_module
 from infima_autotask.cli import cli
@@ -81,10 +80,6 @@ from infima_autotask.http import HttpClient, RetryPolicy
 from infima_autotask.sandbox import Sandbox, data
 
 FAULTS_INJECTED = 36
-
-EXE = Path(sys.executable).with_name("infima-autotask")
-if not EXE.exists():  # pragma: no cover - an unusual install layout
-    EXE = Path(shutil.which("infima-autotask") or "infima-autotask")
 
 THIS_MONTH = date.today().replace(day=1)
 MONTH = THIS_MONTH.strftime("%Y-%m")
@@ -143,16 +138,7 @@ class World:
         return CliRunner().invoke(cli, list(args), env=env or self.env, catch_exceptions=False)
 
     def subprocess_env(self) -> dict[str, str]:
-        home = self.tmp / "home"
-        home.mkdir(exist_ok=True)
-        return {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "XDG_DATA_HOME": str(home / ".local" / "share"),
-            "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-            **self.env,
-        }
+        return {**subprocess_env(self.tmp / "home"), **self.env}
 
     def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """The installed console script, running in the background."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from sandbox_cli import connect_steps
 
 from infima_autotask.cli import cli
 from infima_autotask.config import Mapping, load_config, save_config
@@ -39,12 +40,6 @@ def loose_umask():
     old = os.umask(0o022)
     yield
     os.umask(old)
-
-
-@pytest.fixture
-def sandbox():
-    with Sandbox() as sb:
-        yield sb
 
 
 class Tool:
@@ -69,17 +64,8 @@ class Tool:
         return result.stdout
 
     def connect(self) -> None:
-        sb = self.sb
-        self.run(
-            "connect",
-            "--username",
-            sb.username,
-            "--integration-code",
-            sb.integration_code,
-            "--secret-stdin",
-            stdin=sb.secret + "\n",
-        )
-        self.run("connect", "--infima", "--api-key-stdin", stdin=sb.api_key + "\n")
+        for args, stdin in connect_steps(self.sb):
+            self.run(*args, stdin=stdin)
 
     def map(self, client: int) -> None:
         self.run(*data.map_args(SEED[client]))

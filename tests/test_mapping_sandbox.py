@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from conftest import make_config, write_config
 
-from infima_autotask.sandbox import Sandbox, data
-
-
-@pytest.fixture
-def sandbox():
-    with Sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def env(sandbox, tmp_path):
-    return {
-        "INFIMA_AUTOTASK_USERNAME": sandbox.username,
-        "INFIMA_AUTOTASK_SECRET": sandbox.secret,
-        "INFIMA_AUTOTASK_INTEGRATION_CODE": sandbox.integration_code,
-        "INFIMA_AUTOTASK_API_URL": sandbox.autotask_url,
-        "INFIMA_API_URL": sandbox.infima_url,
-        "INFIMA_API_KEY": sandbox.api_key,
-        "INFIMA_AUTOTASK_STATE_DIR": str(tmp_path / "state"),
-    }
+from infima_autotask.sandbox import data
 
 
 def _autotask_requests(sandbox, since=0):
     return [r for r in sandbox.requests[since:] if r.service == "autotask"]
 
 
-def test_check_200_mappings_request_count(invoke, config_path, sandbox, env):
+def test_check_200_mappings_request_count(invoke, config_path, sandbox, sandbox_env):
     delta_old = {
         **data.seed_mappings(sandbox.state.today)[3],
         "contract_id": data.DELTA_OLD_CONTRACT_ID,
@@ -43,7 +23,7 @@ def test_check_200_mappings_request_count(invoke, config_path, sandbox, env):
     doc["autotask"] = {"username": sandbox.username}
     write_config(config_path, doc)
 
-    result = invoke("list-mappings", "--check", "--json", env=env)
+    result = invoke("list-mappings", "--check", "--json", env=sandbox_env)
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 200
     assert len(_autotask_requests(sandbox)) == 5  # picklist + 4 batched reads, none ended
@@ -51,7 +31,7 @@ def test_check_200_mappings_request_count(invoke, config_path, sandbox, env):
     doc["mappings"].append(delta_old)
     write_config(config_path, doc)
     start = len(sandbox.requests)
-    result = invoke("list-mappings", "--check", "--json", env=env)
+    result = invoke("list-mappings", "--check", "--json", env=sandbox_env)
     assert result.exit_code == 1
     statuses = [row["status"] for row in json.loads(result.stdout)]
     assert statuses.count("ok") == 200
@@ -63,13 +43,13 @@ def test_check_200_mappings_request_count(invoke, config_path, sandbox, env):
     assert len(_autotask_requests(sandbox, start)) == 7  # + 2 for the renewal look-up
 
 
-def test_map_then_check_against_the_sandbox(invoke, config_path, sandbox, env):
+def test_map_then_check_against_the_sandbox(invoke, config_path, sandbox, sandbox_env):
     write_config(config_path, make_config(autotask={"username": sandbox.username}))
     result = invoke(
-        "map", str(data.BIRCH_CLIENT_ID), "--account", str(data.BIRCH_ACCOUNT_ID), env=env
+        "map", str(data.BIRCH_CLIENT_ID), "--account", str(data.BIRCH_ACCOUNT_ID), env=sandbox_env
     )
     assert result.exit_code == 0, result.output
     assert "Taking the only contract service" in result.stderr
-    result = invoke("list-mappings", "--check", env=env)
+    result = invoke("list-mappings", "--check", env=sandbox_env)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[2].split()[-1] == "ok"

@@ -218,12 +218,6 @@ def no_sleep(monkeypatch):
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
 
 
-@pytest.fixture
-def sandbox():
-    with Sandbox() as sb:
-        yield sb
-
-
 def scan_for(tmp: Path, sb: Sandbox, **extra: str) -> Scan:
     env = {
         "INFIMA_AUTOTASK_STATE_DIR": str(tmp / "state"),

@@ -16,7 +16,7 @@ from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.cli import cli
 from infima_autotask.credentials import KEYRING_SERVICE, autotask_credentials
 from infima_autotask.errors import CredentialsError
-from infima_autotask.sandbox import Sandbox, data
+from infima_autotask.sandbox import data
 
 ZONE = {"zoneName": "AE02", "url": API_URL, "webUrl": "https://ww5.autotask.net/", "ci": 5}
 THRESHOLD = {
@@ -157,25 +157,6 @@ def test_every_help_ends_with_its_example_block(runner, name, args):
 
 
 # --- map on a terminal, against the sandbox --------------------------------------------
-
-
-@pytest.fixture
-def sandbox():
-    with Sandbox() as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def sandbox_env(sandbox, tmp_path):
-    return {
-        "INFIMA_AUTOTASK_USERNAME": sandbox.username,
-        "INFIMA_AUTOTASK_SECRET": sandbox.secret,
-        "INFIMA_AUTOTASK_INTEGRATION_CODE": sandbox.integration_code,
-        "INFIMA_AUTOTASK_API_URL": sandbox.autotask_url,
-        "INFIMA_API_URL": sandbox.infima_url,
-        "INFIMA_API_KEY": sandbox.api_key,
-        "INFIMA_AUTOTASK_STATE_DIR": str(tmp_path / "state"),
-    }
 
 
 @pytest.fixture
