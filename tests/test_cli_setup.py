@@ -39,6 +39,15 @@ THRESHOLD = {
 PARTNER = {"partner_name": "Partner Co", "admins": []}
 
 
+def connect(invoke, *, username=USERNAME, env=None):
+    """``connect`` with the username and integration code as options, the secret on stdin."""
+    return invoke(
+        *("connect", "--username", username, "--integration-code", CODE, "--secret-stdin"),
+        input=SECRET + "\n",
+        env=env,
+    )
+
+
 class DbusKeyring(KeyringBackend):
     priority = 1
 
@@ -149,15 +158,7 @@ def test_connect_on_a_terminal(invoke, terminal, autotask_ok, memkeyring, config
 
 
 def test_connect_with_options_and_secret_stdin(invoke, autotask_ok, memkeyring, config_path):
-    result = invoke(
-        "connect",
-        "--username",
-        USERNAME,
-        "--integration-code",
-        CODE,
-        "--secret-stdin",
-        input=SECRET + "\n",
-    )
+    result = connect(invoke)
     assert result.exit_code == 0, result.output
     assert "Autotask: Connected" in result.stdout
     assert "124 of 10000 requests this hour" in result.stdout
@@ -219,15 +220,7 @@ def test_connect_credentials_from_the_environment(invoke, autotask_ok, memkeyrin
 def test_connect_rejected_credentials(invoke, requests_mock, memkeyring, config_path):
     requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
     requests_mock.get(BASE + "ThresholdInformation", status_code=401, text="")
-    result = invoke(
-        "connect",
-        "--username",
-        USERNAME,
-        "--integration-code",
-        CODE,
-        "--secret-stdin",
-        input=SECRET + "\n",
-    )
+    result = connect(invoke)
     assert result.exit_code == 3
     assert result.stdout == ""
     assert result.stderr == (
@@ -244,15 +237,7 @@ def test_connect_unknown_zone_user(invoke, requests_mock, memkeyring, config_pat
         status_code=500,
         json={"errors": ["Zone information could not be determined"]},
     )
-    result = invoke(
-        "connect",
-        "--username",
-        "typo@example.com",
-        "--integration-code",
-        CODE,
-        "--secret-stdin",
-        input=SECRET + "\n",
-    )
+    result = connect(invoke, username="typo@example.com")
     assert result.exit_code == 3
     assert result.stderr.startswith(
         "Error: Autotask could not find the zone of API user 'typo@example.com': "
@@ -265,15 +250,7 @@ def test_connect_unknown_zone_user(invoke, requests_mock, memkeyring, config_pat
 def test_connect_foreign_zone_answer_sends_nothing_there(invoke, requests_mock, memkeyring):
     requests_mock.get(DEFAULT_ZONE_URL, json={"zoneName": "X", "url": "https://evil.example.com/"})
     evil = requests_mock.get("https://evil.example.com/v1.0/ThresholdInformation", json=THRESHOLD)
-    result = invoke(
-        "connect",
-        "--username",
-        USERNAME,
-        "--integration-code",
-        CODE,
-        "--secret-stdin",
-        input=SECRET + "\n",
-    )
+    result = connect(invoke)
     assert result.exit_code == 3
     assert result.stderr.startswith("Error: Autotask's zone lookup pointed to 'evil.example.com'")
     assert not evil.called
@@ -286,11 +263,7 @@ def test_connect_with_a_loopback_zone_override(invoke, requests_mock, memkeyring
     api_url = "http://127.0.0.1:8999/ATServicesRest/"
     requests_mock.get(zone_url, json={"zoneName": "SB", "url": api_url})
     requests_mock.get(api_url + "v1.0/ThresholdInformation", json=THRESHOLD)
-    result = invoke(
-        *("connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin"),
-        input=SECRET + "\n",
-        env={"INFIMA_AUTOTASK_ZONE_URL": zone_url},
-    )
+    result = connect(invoke, env={"INFIMA_AUTOTASK_ZONE_URL": zone_url})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Autotask: Connected (zone SB, {api_url})")
     assert saved(config_path)["autotask"]["api_url"] == api_url
@@ -300,11 +273,7 @@ def test_connect_zone_override_answering_another_loopback_name(invoke, requests_
     zone_url = "http://127.0.0.1:8999/zoneInformation"
     requests_mock.get(zone_url, json={"url": "http://localhost:8999/ATServicesRest/"})
     other = requests_mock.get("http://localhost:8999/ATServicesRest/v1.0/ThresholdInformation")
-    result = invoke(
-        *("connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin"),
-        input=SECRET + "\n",
-        env={"INFIMA_AUTOTASK_ZONE_URL": zone_url},
-    )
+    result = connect(invoke, env={"INFIMA_AUTOTASK_ZONE_URL": zone_url})
     assert result.exit_code == 3
     assert result.stderr.startswith("Error: Autotask's zone lookup pointed to 'localhost'")
     assert not other.called
@@ -312,11 +281,7 @@ def test_connect_zone_override_answering_another_loopback_name(invoke, requests_
 
 def test_connect_with_the_api_url_override(invoke, requests_mock, memkeyring, config_path):
     requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
-    result = invoke(
-        *("connect", "--username", USERNAME, "--integration-code", CODE, "--secret-stdin"),
-        input=SECRET + "\n",
-        env={"INFIMA_AUTOTASK_API_URL": API_URL},
-    )
+    result = connect(invoke, env={"INFIMA_AUTOTASK_API_URL": API_URL})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Autotask: Connected (zone override, {API_URL})")
     assert requests_mock.call_count == 1  # no zone lookup
@@ -325,15 +290,7 @@ def test_connect_with_the_api_url_override(invoke, requests_mock, memkeyring, co
 def test_connect_never_overwrites_a_broken_config(invoke, autotask_ok, memkeyring, config_path):
     config_path.write_bytes(b"version: 1\nautotask: [unclosed\n")
     before = config_path.read_bytes()
-    result = invoke(
-        "connect",
-        "--username",
-        USERNAME,
-        "--integration-code",
-        CODE,
-        "--secret-stdin",
-        input=SECRET + "\n",
-    )
+    result = connect(invoke)
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ")
     assert str(config_path) in result.stderr
@@ -344,15 +301,7 @@ def test_connect_never_overwrites_a_broken_config(invoke, autotask_ok, memkeyrin
 
 def test_connect_with_a_broken_keyring(invoke, autotask_ok, config_path):
     keyring.set_keyring(DbusKeyring())
-    result = invoke(
-        "connect",
-        "--username",
-        USERNAME,
-        "--integration-code",
-        CODE,
-        "--secret-stdin",
-        input=SECRET + "\n",
-    )
+    result = connect(invoke)
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     assert lines[0] == "Error: Could not store the secret in the OS keyring (RuntimeError)."
