@@ -223,6 +223,13 @@ def sync(world: World, *args: str) -> Result:
     return world.run("sync", "--month", MONTH, *args)
 
 
+def sync_acme_with_write_fault(world: World, kind: str, **options: Any) -> Result:
+    """Sync Acme alone (10 units, 12 active users: +2) with its create answered by ``kind``."""
+    world.write_config((ACME,))
+    world.sandbox.faults.add(ADJ, kind, **options)
+    return sync(world, "--json")
+
+
 def item_of(result: Result, client_id: int) -> dict[str, Any]:
     doc = json.loads(result.stdout)
     found: dict[str, Any] = next(i for i in doc["items"] if i["client_id"] == client_id)
@@ -314,16 +321,12 @@ def test_write_applied_and_its_answer_lost(world: World, kind: str) -> None:
     """Fault: Autotask applies the create, then drops the connection / answers a bare 500.
     Expected: the units row is re-read, shows the target: updated, exactly one create and
     one adjustment, exit 0."""
-    world.write_config((ACME,))
-    world.sandbox.faults.add(ADJ, kind)
-    result = sync(world, "--json")
+    result = sync_acme_with_write_fault(world, kind)
     assert result.exit_code == 0, result.output
     item = item_of(result, ACME)
     assert item["status"] == "updated"
     assert "confirmed by re-reading" in item["message"]
-    assert world.creates() == 1
-    assert world.adjustments() == 1
-    assert world.units()[ACME] == 12
+    assert (world.creates(), world.adjustments(), world.units()[ACME]) == (1, 1, 12)
     world.assert_mappings_kept()
 
 
@@ -331,17 +334,13 @@ def test_write_rejected_with_errors_is_never_resent(world: World) -> None:
     """Fault: the create is answered 500 with ``{"errors": [...]}`` (a rejection).
     Expected: failed with Autotask's reason, exactly ONE create request, zero adjustments,
     exit 1."""
-    world.write_config((ACME,))
-    world.sandbox.faults.add(ADJ, "500-errors")
-    result = sync(world, "--json")
+    result = sync_acme_with_write_fault(world, "500-errors")
     assert result.exit_code == 1, result.output
     item = item_of(result, ACME)
     assert item["status"] == "failed"
     assert item["message"] == "Autotask refused the change: Simulated failure"
     assert "0 updated, 0 unchanged, 0 held, 1 failed" in result.stderr
-    assert world.creates() == 1
-    assert world.adjustments() == 0
-    assert world.units()[ACME] == 10
+    assert (world.creates(), world.adjustments(), world.units()[ACME]) == (1, 0, 10)
     world.assert_mappings_kept()
 
 
@@ -350,14 +349,10 @@ def test_write_with_unknown_outcome_not_applied_is_sent_once_more(world: World, 
     """Fault: the create is answered 500 bare / 429 / 502 / 503 / reset WITHOUT being applied.
     Expected: the units row is re-read first, shows ``before``, the create is sent once
     more: two creates, exactly one adjustment, updated, exit 0."""
-    world.write_config((ACME,))
-    world.sandbox.faults.add(ADJ, kind)
-    result = sync(world, "--json")
+    result = sync_acme_with_write_fault(world, kind)
     assert result.exit_code == 0, result.output
     assert item_of(result, ACME)["status"] == "updated"
-    assert world.creates() == 2
-    assert world.adjustments() == 1
-    assert world.units()[ACME] == 12
+    assert (world.creates(), world.adjustments(), world.units()[ACME]) == (2, 1, 12)
     # The re-read came between the two sends.
     paths = [r.path.split("?")[0] for r in world.sandbox.requests if r.service == "autotask"]
     first = paths.index(f"/atservicesrest/v1.0/{ADJ}")
@@ -368,16 +363,12 @@ def test_write_with_unknown_outcome_not_applied_is_sent_once_more(world: World, 
 def test_write_unknown_twice_fails_after_two_sends(world: World) -> None:
     """Fault: the create is answered 500 bare twice, never applied.
     Expected: sent at most twice, then failed with "check Autotask"; zero adjustments, exit 1."""
-    world.write_config((ACME,))
-    world.sandbox.faults.add(ADJ, "500-bare", times=2)
-    result = sync(world, "--json")
+    result = sync_acme_with_write_fault(world, "500-bare", times=2)
     assert result.exit_code == 1, result.output
     item = item_of(result, ACME)
     assert item["status"] == "failed"
     assert "check Autotask" in item["message"]
-    assert world.creates() == 2
-    assert world.adjustments() == 0
-    assert world.units()[ACME] == 10
+    assert (world.creates(), world.adjustments(), world.units()[ACME]) == (2, 0, 10)
     world.assert_mappings_kept()
 
 
@@ -424,17 +415,13 @@ def test_write_timed_out_and_applied_late(world: World, monkeypatch: pytest.Monk
     fix the re-read came at once, saw ``before`` and re-sent: two adjustments, 14 units."""
     monkeypatch.setattr(runtime_module, "HttpClient", partial(HttpClient, timeout=(5.0, 0.6)))
     monkeypatch.setattr(runtime_module, "RetryPolicy", lambda: _fast_retry(max_delay=5.0))
-    world.write_config((ACME,))
-    world.sandbox.faults.add(ADJ, "timeout", retry_after=0.9)
-    result = sync(world, "--json")
+    result = sync_acme_with_write_fault(world, "timeout", retry_after=0.9)
     assert result.exit_code == 0, result.output
     item = item_of(result, ACME)
     assert item["status"] == "updated"
     assert "confirmed by re-reading" in item["message"]
     time.sleep(0.5)  # a second, late write would have landed by now
-    assert world.creates() == 1
-    assert world.adjustments() == 1
-    assert world.units()[ACME] == 12
+    assert (world.creates(), world.adjustments(), world.units()[ACME]) == (1, 1, 12)
     world.assert_mappings_kept()
 
 
