@@ -74,6 +74,7 @@ def _full_config() -> Config:
             username="sync-api@example.com",
             integration_code="CODE-1",
             api_url="https://webservices5.autotask.net/atservicesrest/",
+            timezone="America/New_York",
         ),
         infima=InfimaSettings(counts_file="/tmp/c.csv", count_users_without_status=True),
         sync=SyncSettings(
@@ -84,6 +85,7 @@ def _full_config() -> Config:
             max_increase_percent=200,
             allow_zero=True,
             max_api_usage_percent=60,
+            prorate=True,
         ),
         mappings=(
             Mapping(101, 1, 2, 3, 4, client_name="Acme Dental", note="yes: keep 'this'"),
@@ -103,6 +105,7 @@ def _full_config() -> Config:
                 max_units=10,
                 unit_cost=0,
                 overwrite_cost=False,
+                prorate=False,
                 note="line one\nline two: #not a comment",
             ),
         ),
@@ -227,15 +230,22 @@ BAD_DOCUMENTS = [
 for _key in ("client_id", "account_id", "contract_id", "contract_service_id", "service_id"):
     _missing = _mapping()
     del _missing[_key]
+    # Company 0 is the tenant's own organization: account_id may be 0, no other id.
+    _kind = "an integer of 0 or more" if _key == "account_id" else "a positive integer"
     BAD_DOCUMENTS += [
         (_doc(mappings=[_missing]), f"mappings[0].{_key}", "missing (required)"),
         (
             _doc(mappings=[_mapping(**{_key: "abc"})]),
             f"mappings[0].{_key}",
-            "must be a positive integer, got 'abc'",
+            f"must be {_kind}, got 'abc'",
         ),
-        (_doc(mappings=[_mapping(**{_key: 0})]), f"mappings[0].{_key}", "positive integer"),
+        (_doc(mappings=[_mapping(**{_key: -1})]), f"mappings[0].{_key}", f"must be {_kind}"),
         (_doc(mappings=[_mapping(**{_key: -3})]), f"mappings[0].{_key}", "got -3"),
+        *(
+            []
+            if _key == "account_id"
+            else [(_doc(mappings=[_mapping(**{_key: 0})]), f"mappings[0].{_key}", "got 0")]
+        ),
         (_doc(mappings=[_mapping(**{_key: True})]), f"mappings[0].{_key}", "got true"),
         (_doc(mappings=[_mapping(**{_key: 1.0})]), f"mappings[0].{_key}", "got 1.0"),
         (_doc(mappings=[_mapping(**{_key: None})]), f"mappings[0].{_key}", "got null"),
@@ -592,7 +602,12 @@ def test_integration_code_in_repr():
 def test_config_to_dict_key_order_and_nulls():
     data = config_to_dict(Config(mappings=(Mapping(1, 2, 3, 4, 5),)))
     assert list(data) == ["version", "state_dir", "autotask", "infima", "sync", "mappings"]
-    assert data["autotask"] == {"username": None, "integration_code": None, "api_url": None}
+    assert data["autotask"] == {
+        "username": None,
+        "integration_code": None,
+        "api_url": None,
+        "timezone": None,
+    }
     assert list(data["infima"]) == ["api_url", "counts_file", "count_users_without_status"]
     assert list(data["sync"]) == [
         "timezone",
@@ -602,6 +617,7 @@ def test_config_to_dict_key_order_and_nulls():
         "max_increase_percent",
         "allow_zero",
         "max_api_usage_percent",
+        "prorate",
     ]
     assert list(data["mappings"][0]) == [
         "client_id",
@@ -619,6 +635,7 @@ def test_config_to_dict_key_order_and_nulls():
         "max_units",
         "unit_cost",
         "overwrite_cost",
+        "prorate",
         "note",
     ]
     assert data["mappings"][0]["note"] is None

@@ -42,6 +42,8 @@ class AutotaskSettings:
     username: str | None = None
     integration_code: str | None = None
     api_url: str | None = None
+    # IANA name of the tenant's time zone: the effectiveDate of a write lands on its date there.
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class InfimaSettings:
 
 @dataclass(frozen=True)
 class SyncSettings:
-    """The `sync` section: period time zone, cost overwrite and safety limits."""
+    """The `sync` section: period time zone, cost overwrite, safety limits and proration."""
 
     timezone: str | None = None
     overwrite_cost: bool = False
@@ -64,6 +66,8 @@ class SyncSettings:
     max_increase_percent: float | None = None
     allow_zero: bool = False
     max_api_usage_percent: float = 80
+    # True: write on the 1st even inside a billing period (a proration Autotask cannot delete).
+    prorate: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,16 @@ class Mapping:
     max_units: int | None = None
     unit_cost: float | None = None
     overwrite_cost: bool | None = None
+    prorate: bool | None = None
     note: str | None = None
 
     def effective_overwrite_cost(self, sync: SyncSettings) -> bool:
         """The mapping's `overwrite_cost`, else the `sync` default."""
         return sync.overwrite_cost if self.overwrite_cost is None else self.overwrite_cost
+
+    def effective_prorate(self, sync: SyncSettings) -> bool:
+        """The mapping's `prorate`, else the `sync` default."""
+        return sync.prorate if self.prorate is None else self.prorate
 
     def effective_unit_cost(self, sync: SyncSettings) -> float | None:
         """The mapping's `unit_cost`, else the `sync` default."""
@@ -136,7 +145,7 @@ class Config:
 # --- key order of SPEC §6 (also the known keys of each level) -------------------------
 
 _TOP_KEYS = ("version", "state_dir", "autotask", "infima", "sync", "mappings")
-_AUTOTASK_KEYS = ("username", "integration_code", "api_url")
+_AUTOTASK_KEYS = ("username", "integration_code", "api_url", "timezone")
 _INFIMA_KEYS = ("api_url", "counts_file", "count_users_without_status")
 _SYNC_KEYS = (
     "timezone",
@@ -146,6 +155,7 @@ _SYNC_KEYS = (
     "max_increase_percent",
     "allow_zero",
     "max_api_usage_percent",
+    "prorate",
 )
 _MAPPING_KEYS = (
     "client_id",
@@ -163,9 +173,12 @@ _MAPPING_KEYS = (
     "max_units",
     "unit_cost",
     "overwrite_cost",
+    "prorate",
     "note",
 )
 _ID_KEYS = ("client_id", "account_id", "contract_id", "contract_service_id", "service_id")
+# Company 0 is real in Autotask: every tenant's own organization. Other ids start at 1.
+_ZERO_ALLOWED_IDS = frozenset({"account_id"})
 
 
 # --- validation ----------------------------------------------------------------------
@@ -367,6 +380,7 @@ def _parse_autotask(data: dict[Any, Any], problems: list[str]) -> AutotaskSettin
         username=s.string("username", non_empty=True),
         integration_code=s.string("integration_code", non_empty=True),
         api_url=s.string("api_url", url=True),
+        timezone=_check_timezone(s),
     )
 
 
@@ -395,6 +409,7 @@ def _parse_sync(data: dict[Any, Any], problems: list[str]) -> SyncSettings | Non
         max_api_usage_percent=s.number(
             "max_api_usage_percent", 80, low=0, high=100, low_exclusive=True
         ),
+        prorate=s.boolean("prorate", False),
     )
     if sync.overwrite_cost is True and sync.unit_cost is None:
         s.report("unit_cost", "required when sync.overwrite_cost is true")
@@ -409,7 +424,10 @@ def _parse_mapping(
         problems.append(f"{prefix}: must be a mapping of keys, got {_describe(entry)}")
         return None
     s = _Section(entry, prefix, _MAPPING_KEYS, problems)
-    ids = {key: s.integer(key, required=True, positive=True) for key in _ID_KEYS}
+    ids = {
+        key: s.integer(key, required=True, positive=key not in _ZERO_ALLOWED_IDS)
+        for key in _ID_KEYS
+    }
     mapping = Mapping(
         client_id=ids["client_id"],
         account_id=ids["account_id"],
@@ -426,6 +444,7 @@ def _parse_mapping(
         max_units=s.integer("max_units", None, nullable=True),
         unit_cost=s.number("unit_cost", None, nullable=True),
         overwrite_cost=s.boolean("overwrite_cost", None, nullable=True),
+        prorate=s.boolean("prorate", None, nullable=True),
         note=s.string("note"),
     )
     low, high = mapping.min_units, mapping.max_units
