@@ -116,7 +116,13 @@ def test_finish_unknown_run_is_an_error(history: History) -> None:
 
 def test_record_item_round_trips_every_field(history: History) -> None:
     run_id = history.start_run(period="2026-03", dry_run=False, version="0.1.0")
-    record = item(status="unchanged", message="already 12", adjustment_id=None, after=10)
+    record = item(
+        status="unchanged",
+        message="already 12",
+        adjustment_id=None,
+        after=10,
+        effective_date="2026-03-17",
+    )
     item_id = history.record_item(run_id, record)
 
     [stored] = history.items()
@@ -242,7 +248,13 @@ def test_successful_clients_per_period(history: History) -> None:
     real = history.start_run(period="2026-03", dry_run=False, version="0.1.0")
     history.record_items(
         real,
-        [item(1, "updated"), item(2, "unchanged"), item(3, "failed"), item(4, "held")],
+        [
+            item(1, "updated"),
+            item(2, "unchanged"),
+            item(3, "failed"),
+            item(4, "held"),
+            item(9, "skipped", effective_date=None),
+        ],
     )
     history.record_intent(real, item(5))  # still writing: outcome unknown
     dry = history.start_run(period="2026-03", dry_run=True, version="0.1.0")
@@ -250,7 +262,7 @@ def test_successful_clients_per_period(history: History) -> None:
     other = history.start_run(period="2026-02", dry_run=False, version="0.1.0")
     history.record_item(other, item(8, "updated"))
 
-    assert history.successful_clients("2026-03") == {1, 2}
+    assert history.successful_clients("2026-03") == {1, 2, 9}
     assert history.successful_clients("2026-02") == {8}
     assert history.successful_clients("2026-01") == set()
 
@@ -370,7 +382,7 @@ def test_files_modes_schema_and_wal(tmp_path: Path) -> None:
     assert stat.S_IMODE((state / DB_NAME).stat().st_mode) == 0o600
     conn = sqlite3.connect(state / DB_NAME)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"runs", "items"}
@@ -379,6 +391,7 @@ def test_files_modes_schema_and_wal(tmp_path: Path) -> None:
             "id", "run_id", "period", "client_id", "client_name", "contract_id",
             "contract_service_id", "users", "target", "before", "after", "change", "price",
             "cost", "status", "message", "adjustment_id", "created_at", "updated_at",
+            "effective_date",
         ]  # fmt: skip
     finally:
         conn.close()
@@ -397,7 +410,7 @@ def test_existing_folder_is_left_alone_and_reopen_keeps_data(state: Path) -> Non
 def test_newer_schema_is_refused(state: Path) -> None:
     History(state).close()
     conn = sqlite3.connect(state / DB_NAME)
-    conn.execute("PRAGMA user_version = 2")
+    conn.execute("PRAGMA user_version = 3")
     conn.close()
     with pytest.raises(StateError, match="newer infima-autotask"):
         History(state)

@@ -5,6 +5,10 @@ item. Before each Autotask write the sync records an *intent* (status ``writing`
 completes it afterwards; an intent still ``writing`` on the next run means the process died
 between the write and its record, and the next run must re-read Autotask before anything
 else. Only the fields below are stored: never a secret.
+
+The schema version is ``PRAGMA user_version``. Opening a database of an older version
+migrates it (``_MIGRATIONS``) in the same transaction that checks the version, so a file is
+either fully at ``SCHEMA_VERSION`` or untouched; a newer version is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,12 +35,14 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "history.sqlite3"
 LOCK_NAME = "sync.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 WRITING = "writing"
-FINAL_STATUSES = frozenset({"updated", "unchanged", "planned", "held", "failed"})
-SUCCESS_STATUSES = ("updated", "unchanged")
+# ``skipped``: nothing was due for the period (no billing period starts in the month).
+FINAL_STATUSES = frozenset({"updated", "unchanged", "planned", "skipped", "held", "failed"})
+# Done for the period: ``sync --if-due`` leaves these clients alone (SPEC §8).
+SUCCESS_STATUSES = ("updated", "unchanged", "skipped")
 
 _FIX_DIR = "Set INFIMA_AUTOTASK_STATE_DIR (or state_dir in the config) to a writable folder."
 
@@ -70,28 +76,42 @@ CREATE TABLE items (
     message TEXT NOT NULL DEFAULT '',
     adjustment_id INTEGER,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    effective_date TEXT
 );
 CREATE INDEX items_period_status ON items(period, status);
 CREATE INDEX items_client ON items(client_id, created_at);
 CREATE INDEX items_run ON items(run_id);
 """
 
+# The statements taking a database from version N to N + 1. A new column is added last, so
+# a migrated database has the same columns, in the same order, as one created by _SCHEMA.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE items ADD COLUMN effective_date TEXT",),
+}
+
 _ITEM_COLUMNS = (
     "client_id, client_name, contract_id, contract_service_id, users, target, before, after, "
-    "change, price, cost, status, message, adjustment_id"
+    "change, price, cost, status, message, adjustment_id, effective_date"
 )
 _SELECT_ITEMS = (
     "SELECT i.client_id, i.client_name, i.contract_id, i.contract_service_id, i.users, "
     "i.target, i.before, i.after, i.change, i.price, i.cost, i.status, i.message, "
-    "i.adjustment_id, i.id, i.run_id, i.period, r.dry_run, i.created_at, i.updated_at "
+    "i.adjustment_id, i.effective_date, i.id, i.run_id, i.period, r.dry_run, i.created_at, "
+    "i.updated_at "
     "FROM items i JOIN runs r ON r.id = i.run_id"
 )
 
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """One client's outcome as the sync hands it in."""
+    """One client's outcome as the sync hands it in.
+
+    ``price`` and ``cost`` are per-unit rates: the unit price, and the unit cost in force
+    after the item (the one written when the cost is overwritten). Items stored before
+    schema version 2 were not converted. ``effective_date`` is the ISO date (``YYYY-MM-DD``)
+    of the write's effective date, ``None`` for an item without one (e.g. ``skipped``).
+    """
 
     client_id: int
     client_name: str | None
@@ -107,6 +127,7 @@ class ItemRecord:
     status: str
     message: str = ""
     adjustment_id: int | None = None
+    effective_date: str | None = None  # keep last: callers construct items positionally
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,9 +270,33 @@ class History:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         cur.execute(statement)
+            elif version < SCHEMA_VERSION:
+                self._migrate(cur, version)
             # Always write, even when nothing changed: opening must fail now, not halfway
             # through a sync after Autotask has been written to.
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate(self, cur: sqlite3.Cursor, version: int) -> None:
+        """Bring a database of `version` to SCHEMA_VERSION, inside the caller's transaction.
+
+        Raises:
+            StateError: a step failed; the transaction is rolled back, the file unchanged.
+        """
+        for step in range(version, SCHEMA_VERSION):
+            try:
+                for statement in _MIGRATIONS[step]:
+                    cur.execute(statement)
+            except sqlite3.Error as exc:
+                if "locked" in str(exc):
+                    raise  # the usual "stayed locked" message
+                raise StateError(
+                    f"Cannot upgrade the history database {self.path} from schema {step} to "
+                    f"{step + 1} ({exc}); it was left unchanged. Move it aside (history starts "
+                    "afresh) or restore it from a backup, then run again."
+                ) from exc
+        log.info(
+            "history database %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION
+        )
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
@@ -365,12 +410,14 @@ class History:
         for item in items:
             if item.status not in FINAL_STATUSES:
                 raise ValueError(f"not a final status: {item.status!r}")
+            _check_effective_date(item)
         with self._write() as cur:
             period, _ = self._run_info(cur, run_id)
             return [self._insert(cur, run_id, period, item, item.status) for item in items]
 
     def record_intent(self, run_id: int, item: ItemRecord) -> int:
         """Record, before a write is sent, that it is about to be (status ``writing``)."""
+        _check_effective_date(item)
         with self._write() as cur:
             period, dry_run = self._run_info(cur, run_id)
             if dry_run:
@@ -423,10 +470,11 @@ class History:
                 raise ValueError(f"item {item_id} is not a pending intent")
 
     def successful_clients(self, period: str) -> set[int]:
-        """Clients with an ``updated`` or ``unchanged`` item for ``period`` (real runs only)."""
+        """Clients done for ``period``: an item of a SUCCESS_STATUSES status in a real run."""
+        marks = ", ".join("?" for _ in SUCCESS_STATUSES)
         rows = self._read(
-            "SELECT DISTINCT i.client_id FROM items i JOIN runs r ON r.id = i.run_id "
-            "WHERE i.period = ? AND r.dry_run = 0 AND i.status IN (?, ?)",
+            "SELECT DISTINCT i.client_id FROM items i JOIN runs r ON r.id = i.run_id "  # noqa: S608
+            f"WHERE i.period = ? AND r.dry_run = 0 AND i.status IN ({marks})",
             (period, *SUCCESS_STATUSES),
         )
         return {int(row[0]) for row in rows}
@@ -479,7 +527,7 @@ class History:
         now = self._now()
         cur.execute(
             f"INSERT INTO items (run_id, period, {_ITEM_COLUMNS}, created_at, updated_at) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 period,
@@ -497,6 +545,7 @@ class History:
                 status,
                 item.message,
                 item.adjustment_id,
+                item.effective_date,
                 now,
                 now,
             ),
@@ -505,6 +554,18 @@ class History:
 
     def _items(self, tail: str, params: Iterable[Any]) -> list[HistoryItem]:
         return [_to_item(row) for row in self._read(f"{_SELECT_ITEMS} {tail}", params)]
+
+
+def _check_effective_date(item: ItemRecord) -> None:
+    value = item.effective_date
+    if value is None:
+        return
+    try:
+        valid = isinstance(value, str) and date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"effective_date must be an ISO date (YYYY-MM-DD), got {value!r}")
 
 
 def _rowid(cur: sqlite3.Cursor) -> int:
@@ -530,6 +591,7 @@ def _to_item(row: tuple[Any, ...]) -> HistoryItem:
         status,
         message,
         adjustment_id,
+        effective_date,
         item_id,
         run_id,
         period,
@@ -552,6 +614,7 @@ def _to_item(row: tuple[Any, ...]) -> HistoryItem:
         status=status,
         message=message,
         adjustment_id=adjustment_id,
+        effective_date=effective_date,
         id=item_id,
         run_id=run_id,
         period=period,
