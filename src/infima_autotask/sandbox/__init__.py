@@ -8,7 +8,9 @@ tests and benchmarks::
         sandbox.faults.add("ContractServiceAdjustments", "apply-then-drop")
         sandbox.units_on(data.ACME_CONTRACT_SERVICE_ID, date.today().replace(day=1))
 
-Seed IDs are constants in ``infima_autotask.sandbox.data``.
+Seed IDs are constants in ``infima_autotask.sandbox.data``. Tenant behaviour is switched on
+``sandbox.state``: ``tenant_timezone`` and ``date_rule`` (how an adjustment's effectiveDate
+becomes a date), ``refuse_duplicate_dates`` and ``null_item_id``.
 """
 
 from __future__ import annotations
@@ -125,13 +127,28 @@ class Sandbox:
         return units_on(self.state, contract_service_id, day)
 
     def generate(
-        self, n: int, *, changed_fraction: float = 0.3, first_client_id: int = 1000
+        self,
+        n: int,
+        *,
+        changed_fraction: float = 0.3,
+        first_client_id: int = 1000,
+        period_type: int = data.MONTHLY,
+        start_day: int = 1,
     ) -> list[dict[str, Any]]:
         """Add ``n`` clients with accounts, Recurring Service contracts, contract services,
         units rows and INFIMA users, ``round(n * changed_fraction)`` of them with an active
-        count different from this month's units; returns their SPEC §6 mappings."""
+        count different from their units; returns their SPEC §6 mappings.
+
+        Contracts are billed every ``period_type`` period (``data.MONTHLY``, ``QUARTERLY``,
+        ``SEMI_ANNUAL``, ``YEARLY``) from ``start_day`` of a month a year or more ago.
+        """
         return data.generate(
-            self.state, n, changed_fraction=changed_fraction, first_client_id=first_client_id
+            self.state,
+            n,
+            changed_fraction=changed_fraction,
+            first_client_id=first_client_id,
+            period_type=period_type,
+            start_day=start_day,
         )
 
     def _record(self, record: RequestRecord) -> None:

@@ -24,6 +24,7 @@ AUTOTASK_FAULT_ENDPOINTS = {
     "contractservices",
     "contractserviceunits",
     "services",
+    "internallocations",
     "contractserviceadjustments",
     "thresholdinformation",
     "zoneinformation",

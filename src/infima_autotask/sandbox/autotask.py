@@ -3,8 +3,10 @@
 Behaviour follows ``AUTOTASK_API.md``: zone lookup, the three auth headers (401 with an
 empty body), ``ThresholdInformation``, ``query`` with filters and 500-item pages whose
 ``nextPageUrl`` must be POSTed with the same body, ``{"item": null}``, picklists, and
-``ContractServiceAdjustments`` creates that split units rows. Anything outside that answers
-an error naming it, so a new use by the tool is noticed and added here on purpose.
+``ContractServiceAdjustments`` creates that split units rows. Units rows carry extended
+amounts; adjustments carry per-unit rates and are dated by the tenant's rule
+(``SandboxState.date_rule``). Anything outside that answers an error naming it, so a new use
+by the tool is noticed and added here on purpose.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from urllib.parse import parse_qs
 from ._http import BaseHandler, Reply, fault_reply, json_reply
 from .data import (
     COMPANY_TYPES,
+    CONTRACT_PERIOD_TYPES,
     CONTRACT_STATUSES,
     CONTRACT_TYPES,
     RECURRING_SERVICE,
     SandboxState,
+    extended_amount,
     parse_datetime,
     parse_day,
+    unit_rate,
     wire_date,
 )
 
@@ -52,6 +57,7 @@ FIELDS: dict[str, dict[str, str]] = {
         "companyID": "integer",
         "contractName": "string",
         "contractType": "integer",
+        "contractPeriodType": "integer",
         "status": "integer",
         "startDate": "datetime",
         "endDate": "datetime",
@@ -85,12 +91,19 @@ FIELDS: dict[str, dict[str, str]] = {
         "cost": "double",
         "approveAndPostDate": "datetime",
     },
+    "InternalLocations": {
+        "id": "long",
+        "name": "string",
+        "isDefault": "boolean",
+        "timeZone": "string",
+    },
 }
 ENTITIES = {name.lower(): name for name in FIELDS}
 PICKLISTS: dict[tuple[str, str], dict[int, str]] = {
     ("Companies", "companyType"): COMPANY_TYPES,
     ("Contracts", "status"): CONTRACT_STATUSES,
     ("Contracts", "contractType"): CONTRACT_TYPES,
+    ("Contracts", "contractPeriodType"): CONTRACT_PERIOD_TYPES,
 }
 ADJUSTMENT_KEYS = (
     "id",
@@ -308,13 +321,20 @@ def decode_token(token: str) -> tuple[int, str]:
 
 
 def run_query(
-    state: SandboxState, entity: str, body: Any, after: int = 0
+    state: SandboxState, entity: str, body: Any, after: int | None = None
 ) -> tuple[list[dict[str, Any]], int, int | None]:
-    """One page of a query: (items, page size, last id when more items follow)."""
+    """One page of a query: (items, page size, last id when more items follow).
+
+    ``after`` is the last id of the previous page (None on the first: company 0 is real).
+    """
     page, fields, predicate = parse_query(entity, body)
     with state.lock:
         matched = sorted(
-            (r for r in state.table(entity).values() if r["id"] > after and predicate(r)),
+            (
+                r
+                for r in state.table(entity).values()
+                if (after is None or r["id"] > after) and predicate(r)
+            ),
             key=lambda r: r["id"],
         )
         chosen = matched[:page]
@@ -395,8 +415,11 @@ def _money_field(body: dict[str, Any], key: str) -> float | None:
 def apply_adjustment(state: SandboxState, body: Any) -> int:
     """Validate and apply a ContractServiceAdjustments create; returns the new id.
 
-    The units row R covering the effective date D is split at D (changed in place when it
-    starts on D), and every later row of the contract service gets the same change.
+    The effectiveDate is stored as a date by ``state.date_rule``. The units row R covering
+    that date D is split at D (changed in place when it starts on D), and every later row of
+    the contract service gets the same change. Rows hold extended amounts: each changed row's
+    price and cost become its new units x the per-unit ``adjustedUnitPrice``/``Cost`` (when
+    omitted, the row's own per-unit rate).
     """
     if not isinstance(body, dict):
         raise AutotaskError("The request body must be a ContractServiceAdjustment object.")
@@ -424,7 +447,7 @@ def apply_adjustment(state: SandboxState, body: Any) -> int:
     if not isinstance(effective, str):
         raise AutotaskError("Missing required field 'effectiveDate'.")
     try:
-        day = parse_day(effective)
+        day = state.stored_date(effective)
     except ValueError:
         raise AutotaskError(f"Invalid value {effective!r} for field 'effectiveDate'.") from None
     if service_id is None and cs_id is None:
@@ -442,6 +465,12 @@ def apply_adjustment(state: SandboxState, body: Any) -> int:
                 f"contract (contract {contract_id} has contractType {contract['contractType']})."
             )
         service = _contract_service(state, contract_id, cs_id, service_id)
+        if state.refuse_duplicate_dates and any(
+            a["contractServiceID"] == service["id"] and a["storedDate"] == day.isoformat()
+            for a in state.adjustments
+        ):
+            # The wording a live integration reported for a second adjustment on one day.
+            raise AutotaskError("Attempt to insert duplicate data into contract_service_period.")
         rows = state.units_rows(service["id"])
         row = state.row_covering(service["id"], day)
         if row is None:
@@ -460,30 +489,29 @@ def apply_adjustment(state: SandboxState, body: Any) -> int:
                     f"The adjustment would leave {target['units'] + change} units "
                     f"from {target['startDate']}; units cannot be negative."
                 )
-        new_price = row["price"] if price is None else price
-        new_cost = row["cost"] if cost is None else cost
+        # Every amount is worked out before any row changes: rates come from the old rows.
+        changed = {
+            id(target): _repriced(target, change, price, cost, service) for target in (row, *later)
+        }
         if parse_day(row["startDate"]) == day:
-            row.update(units=row["units"] + change, price=new_price, cost=new_cost)
+            row.update(changed[id(row)])
         else:
             old_end = parse_day(row["endDate"])
             # Autotask's ContractServiceUnits page: the earlier row's end date becomes "the
             # effective date of that adjustment", so two rows cover that day (SPEC §8's rule
             # picks the later one).
             row["endDate"] = wire_date(day)
-            state.add_units_row(
+            split = state.add_units_row(
                 contract_service_id=service["id"],
                 start=day,
                 end=old_end,
-                units=row["units"] + change,
-                price=new_price,
-                cost=new_cost,
+                units=0,
+                unit_price=None,
+                unit_cost=None,
             )
+            split.update(changed[id(row)])
         for target in later:
-            target["units"] += change
-            if price is not None:
-                target["price"] = price
-            if cost is not None:
-                target["cost"] = cost
+            target.update(changed[id(target)])
         adjustment_id = state.next_adjustment_id
         state.next_adjustment_id += 1
         state.adjustments.append(
@@ -493,6 +521,7 @@ def apply_adjustment(state: SandboxState, body: Any) -> int:
                 "contractServiceID": service["id"],
                 "serviceID": service["serviceID"],
                 "effectiveDate": effective,
+                "storedDate": day.isoformat(),
                 "unitChange": change,
                 "adjustedUnitPrice": price,
                 "adjustedUnitCost": cost,
@@ -501,6 +530,24 @@ def apply_adjustment(state: SandboxState, body: Any) -> int:
         )
     log.debug("sandbox adjustment %s: %+d on %s from %s", adjustment_id, change, service["id"], day)
     return adjustment_id
+
+
+def _repriced(
+    row: dict[str, Any],
+    change: int,
+    price: float | None,
+    cost: float | None,
+    contract_service: dict[str, Any],
+) -> dict[str, Any]:
+    """A row's units, price and cost after an adjustment with per-unit ``price``/``cost``."""
+    units = row["units"] + change
+    unit_price = unit_rate(row, "price", contract_service) if price is None else price
+    unit_cost = unit_rate(row, "cost", contract_service) if cost is None else cost
+    return {
+        "units": units,
+        "price": extended_amount(units, unit_price),
+        "cost": extended_amount(units, unit_cost),
+    }
 
 
 def _contract_service(
@@ -656,7 +703,7 @@ class AutotaskHandler(BaseHandler):
         entity = ENTITIES[first]
         if rest == ["query"]:
             if method == "POST":
-                return self._query(entity, body, 0)
+                return self._query(entity, body, None)
             if method == "GET":
                 search = parse_qs(query).get("search")
                 if not search:
@@ -665,7 +712,7 @@ class AutotaskHandler(BaseHandler):
                     parsed = json.loads(search[0])
                 except ValueError:
                     raise AutotaskError("The 'search' parameter is not valid JSON.") from None
-                return self._query(entity, parsed, 0)
+                return self._query(entity, parsed, None)
             return _not_allowed(method)
         if rest == ["query", "next"]:
             if method != "POST":
@@ -694,7 +741,7 @@ class AutotaskHandler(BaseHandler):
             return _not_allowed(method)  # creates and updates are not simulated
         return _not_found(self.path)
 
-    def _query(self, entity: str, body: Any, after: int) -> Reply:
+    def _query(self, entity: str, body: Any, after: int | None) -> Reply:
         items, page, more = run_query(self.sandbox.state, entity, body, after)
         next_url = None
         if more is not None:
@@ -722,7 +769,8 @@ class AutotaskHandler(BaseHandler):
                 sandbox.faults.hold()
             else:
                 return fault_reply(fault)
-        return json_reply(200, {"itemId": adjustment_id})
+        # A live integration saw a successful create answer a null id.
+        return json_reply(200, {"itemId": None if sandbox.state.null_item_id else adjustment_id})
 
 
 def units_on(state: SandboxState, contract_service_id: int, day: date) -> int | None:

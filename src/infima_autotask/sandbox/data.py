@@ -4,29 +4,46 @@ Autotask records are stored as they travel on the wire (camelCase keys, dates as
 ``YYYY-MM-DDT00:00:00`` strings) so the servers can answer without converting. INFIMA users
 are not stored: each client keeps counts and users are made on the fly when a page is read.
 
-Seed IDs (see the module constants below; ``seed_mappings(today)`` returns the SPEC §6
-mappings of the four mapped clients):
+Units rows carry EXTENDED amounts, as live tenants show: ``price`` and ``cost`` are units x the
+per-unit rate, rounded to cents (``cost`` is None for an API user without cost visibility).
+Contract services carry the per-unit ``unitPrice``/``unitCost``. A contract service's units
+rows are its contract's billing periods (``contractPeriodType``, from ``startDate``).
 
-====================  ==========  ===========  ==================  =====  =======
-account               account id  contract id  contract service    units  INFIMA
-====================  ==========  ===========  ==================  =====  =======
-Acme Dental LLC       29683501    29684001     29685100            10     101: 12 active, 3 inactive
-Birch & Co Legal      29683502    29684002     29685200            25     102: 25 active
-Cobalt Logistics      29683503    29684003     29685300            40     103: 31 active, 2 inactive
-Delta Veterinary      29683504    29684004 (ended last month)      8      104: 8 active
-                                  29690011 (renewal) 29690450      8
-Evergreen Realty      29683505    29684005     29685500            5      105: 6 active (unmapped)
-Acme Holdings         29683506    (inactive company, no contract)
-Foxtrot Supplies      29683507    (vendor, no contract)
-====================  ==========  ===========  ==================  =====  =======
+Seed IDs (see the module constants below; ``seed_mappings(today)`` returns the SPEC §6
+mappings of the five mapped clients, ``seed_mapping(client_id, today)`` any seeded client's):
+
+=====================  ==========  ===========  ===========  =====  ======================
+account                account id  contract id  contract     units  INFIMA
+                                                service
+=====================  ==========  ===========  ===========  =====  ======================
+Sandbox MSP (own org)  0           (the tenant's own organization: every tenant has a company 0)
+Acme Dental LLC        29683501    29684001     29685100     10     101: 12 active, 3 inactive
+Birch & Co Legal       29683502    29684002     29685200     25     102: 25 active
+Cobalt Logistics       29683503    29684003     29685300     40     103: 31 active, 2 inactive
+Delta Veterinary       29683504    29684004 (ended last month)  8   104: 8 active
+                                   29690011     29690450     8      (renewal, from the 1st)
+Evergreen Realty       29683505    29684005     29685500     5      105: 6 active (unmapped)
+Acme Holdings          29683506    (inactive company, no contract)
+Foxtrot Supplies       29683507    (vendor, no contract)
+Granite Dental Studio  29683508    29684006     29685600     12     106: 14 active
+                                   (monthly from the 17th, 12 months ago)
+Harbor Physiotherapy   29683509    29684007     29685700     9      107: 11 active (unmapped)
+                                   (quarterly from the 1st of month -13: none starts this month)
+Iris Architects        29683510    29684008     29685800     18     108: 20 active (unmapped)
+                                   (yearly from the 1st of month -5: none starts this month)
+=====================  ==========  ===========  ===========  =====  ======================
 
 Acme also has a Block Hours contract 29684009 (no services) and a second service on its
-Recurring Service contract (29685101, "Managed Backup" 30020). Units rows exist for the
-previous month (approved and posted), this month and next month.
+Recurring Service contract (29685101, "Managed Backup" 30020). Contracts of clients 101-105 are
+billed monthly from the 1st: units rows exist for the previous month (approved and posted),
+this month and next month. Granite, Harbor and Iris have a row per billing period overlapping
+the previous month through next month; periods that ended before this month are posted.
+The default ``InternalLocations`` record (id 1, "Head Office") shows ``tenant_timezone``.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 import threading
 from collections import UserDict
@@ -35,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 # Services
 SERVICE_ID = 30012
@@ -52,6 +70,13 @@ DELTA_ACCOUNT_ID = 29683504
 EVERGREEN_ACCOUNT_ID = 29683505
 ACME_HOLDINGS_ACCOUNT_ID = 29683506  # isActive false
 FOXTROT_VENDOR_ACCOUNT_ID = 29683507  # companyType 6 (Vendor)
+GRANITE_ACCOUNT_ID = 29683508
+HARBOR_ACCOUNT_ID = 29683509
+IRIS_ACCOUNT_ID = 29683510
+# Every tenant's own organization is company 0 (Autotask help: "assigned it the organization
+# ID 0"), so a falsy id is a real, active company.
+OWN_COMPANY_ID = 0
+OWN_COMPANY_NAME = "Sandbox MSP (own organization)"
 
 # Contracts
 ACME_CONTRACT_ID = 29684001
@@ -59,6 +84,9 @@ BIRCH_CONTRACT_ID = 29684002
 COBALT_CONTRACT_ID = 29684003
 DELTA_OLD_CONTRACT_ID = 29684004  # ended on the last day of the previous month
 EVERGREEN_CONTRACT_ID = 29684005
+GRANITE_CONTRACT_ID = 29684006  # monthly from the 17th
+HARBOR_CONTRACT_ID = 29684007  # quarterly: no period starts this month
+IRIS_CONTRACT_ID = 29684008  # yearly, from the 1st of the month five months ago
 ACME_BLOCK_HOURS_CONTRACT_ID = 29684009  # contractType 3: adjustments are refused
 DELTA_RENEWAL_CONTRACT_ID = 29690011  # starts on the 1st of this month
 
@@ -70,6 +98,9 @@ COBALT_CONTRACT_SERVICE_ID = 29685300
 DELTA_OLD_CONTRACT_SERVICE_ID = 29685400
 EVERGREEN_CONTRACT_SERVICE_ID = 29685500
 DELTA_RENEWAL_CONTRACT_SERVICE_ID = 29690450
+GRANITE_CONTRACT_SERVICE_ID = 29685600
+HARBOR_CONTRACT_SERVICE_ID = 29685700
+IRIS_CONTRACT_SERVICE_ID = 29685800
 
 # INFIMA clients
 ACME_CLIENT_ID = 101
@@ -77,6 +108,11 @@ BIRCH_CLIENT_ID = 102
 COBALT_CLIENT_ID = 103
 DELTA_CLIENT_ID = 104
 EVERGREEN_CLIENT_ID = 105  # no mapping in the demo
+GRANITE_CLIENT_ID = 106  # mapped: the demo's client billed from another day than the 1st
+HARBOR_CLIENT_ID = 107  # not in seed_mappings(): tests map it on purpose
+IRIS_CLIENT_ID = 108  # not in seed_mappings(): tests map it on purpose
+
+GRANITE_START_DAY = 17  # Granite's billing periods start on the 17th
 
 # Picklists (values are strings on the wire, ints on entities)
 COMPANY_TYPES = {
@@ -96,8 +132,29 @@ CONTRACT_TYPES = {
     6: "Per Ticket",
     7: "Recurring Service",
 }
+# Contracts.contractPeriodType. The numbers deliberately do not follow the obvious order
+# (1 monthly, 2 quarterly, ...): the real values are unconfirmed, so the tool must read the
+# labels from entityInformation/fields, and this catches one that guesses the numbers.
+MONTHLY = 3
+QUARTERLY = 4
+SEMI_ANNUAL = 5
+YEARLY = 6
+CONTRACT_PERIOD_TYPES = {
+    MONTHLY: "Monthly",
+    QUARTERLY: "Quarterly",
+    SEMI_ANNUAL: "Semi-Annual",
+    YEARLY: "Yearly",
+}
+PERIOD_MONTHS = {MONTHLY: 1, QUARTERLY: 3, SEMI_ANNUAL: 6, YEARLY: 12}
 RECURRING_SERVICE = 7
 CUSTOMER = 1
+
+# How an adjustment's effectiveDate becomes a stored date (SandboxState.date_rule):
+# "convert" takes the instant's date in the tenant's zone (Autotask's own example stores
+# 2023-10-09T02:00:00 sent to a US database as 2023-10-08); "utc" takes its UTC date.
+DATE_RULES = ("convert", "utc")
+DEFAULT_TENANT_TIMEZONE = "America/New_York"
+HEAD_OFFICE_LOCATION_ID = 1
 
 _FIRST_UNITS_ROW_ID = 39_000_001
 _FIRST_ADJUSTMENT_ID = 38_000_001
@@ -119,6 +176,41 @@ def add_months(day: date, months: int) -> date:
 def month_end(day: date) -> date:
     """The last day of ``day``'s month."""
     return add_months(day, 1) - timedelta(days=1)
+
+
+def shift_months(day: date, months: int) -> date:
+    """``day`` moved by ``months``, its day clamped to the target month's last day."""
+    first = add_months(day, months)
+    return first.replace(day=min(day.day, calendar.monthrange(first.year, first.month)[1]))
+
+
+def period_start(contract_start: date, period_type: int, k: int) -> date:
+    """The start of billing period ``k`` of a contract starting on ``contract_start``.
+
+    Always counted from the contract's start, so a clamped day never drifts (from the 31st:
+    28 or 29 February, then 31 March). Raises KeyError for an unknown period type.
+    """
+    return shift_months(contract_start, k * PERIOD_MONTHS[period_type])
+
+
+def extended_amount(units: int, rate: float | None) -> float | None:
+    """A units row's price or cost: units x the per-unit rate, in cents (None stays None)."""
+    return None if rate is None else round(units * rate, 2)
+
+
+def unit_rate(row: dict[str, Any], which: str, contract_service: dict[str, Any]) -> float | None:
+    """The per-unit rate behind a row's ``price`` or ``cost`` (``which``).
+
+    At 0 units the row's amount says nothing about the rate, so the contract service's
+    ``unitPrice``/``unitCost`` stands in; a null amount (no cost visibility) stays None.
+    """
+    amount = row[which]
+    if amount is None:
+        return None
+    if row["units"] > 0:
+        return float(amount) / int(row["units"])
+    rate: float | None = contract_service["unitPrice" if which == "price" else "unitCost"]
+    return None if rate is None else float(rate)
 
 
 def wire_date(day: date) -> str:
@@ -207,7 +299,13 @@ class UnitsTable(UserDict[int, dict[str, Any]]):
 
 @dataclass
 class SandboxState:
-    """Everything both simulated APIs serve. Hold ``lock`` while reading or changing it."""
+    """Everything both simulated APIs serve. Hold ``lock`` while reading or changing it.
+
+    ``tenant_timezone`` and ``date_rule`` decide the date an adjustment's effectiveDate is
+    stored on (see ``DATE_RULES``). ``refuse_duplicate_dates`` refuses a second adjustment of
+    one contract service on the same stored date, and ``null_item_id`` answers a successful
+    adjustment create with ``{"itemId": null}``: both were reported by live integrations.
+    """
 
     today: date
     companies: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -215,19 +313,39 @@ class SandboxState:
     contract_services: dict[int, dict[str, Any]] = field(default_factory=dict)
     services: dict[int, dict[str, Any]] = field(default_factory=dict)
     units: UnitsTable = field(default_factory=UnitsTable)
+    # A record without a "timeZone" key shows tenant_timezone when read; set the key (to a
+    # Windows zone name, or None) to override it.
+    internal_locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     infima_clients: dict[int, InfimaClient] = field(default_factory=dict)
     partner_name: str = "Sandbox MSP"
     adjustments: list[dict[str, Any]] = field(default_factory=list)
     request_count: int = 0  # authenticated Autotask requests so far
     threshold_used_offset: int = 0  # other integrations' usage of the hourly threshold
     external_request_threshold: int = 10_000
+    tenant_timezone: str = DEFAULT_TENANT_TIMEZONE
+    date_rule: str = "convert"
+    refuse_duplicate_dates: bool = False
+    null_item_id: bool = False
     next_units_row_id: int = _FIRST_UNITS_ROW_ID
     next_adjustment_id: int = _FIRST_ADJUSTMENT_ID
     generated: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.date_rule not in DATE_RULES:
+            raise ValueError(f"date_rule must be one of {DATE_RULES}, not {self.date_rule!r}")
+
     def table(self, entity: str) -> MutableMapping[int, dict[str, Any]]:
-        """The records of an Autotask entity by its canonical name (``"Contracts"``)."""
+        """The records of an Autotask entity by its canonical name (``"Contracts"``).
+
+        InternalLocations come back as a fresh dict (changes to it are lost) because their
+        ``timeZone`` follows ``tenant_timezone`` at the time of reading.
+        """
+        if entity == "InternalLocations":
+            return {
+                key: {"timeZone": self.tenant_timezone, **record}
+                for key, record in self.internal_locations.items()
+            }
         tables: dict[str, MutableMapping[int, dict[str, Any]]] = {
             "Companies": self.companies,
             "Contracts": self.contracts,
@@ -241,6 +359,17 @@ class SandboxState:
     def this_month(self) -> date:
         """The first day of ``today``'s month."""
         return self.today.replace(day=1)
+
+    def stored_date(self, effective: str) -> date:
+        """The date an adjustment's ``effectiveDate`` is stored on, under ``date_rule``.
+
+        The value is an instant (no offset or ``Z``: UTC). Raises ValueError when it is not a
+        date-time.
+        """
+        instant = parse_datetime(effective).replace(tzinfo=timezone.utc)
+        if self.date_rule == "utc":
+            return instant.date()
+        return instant.astimezone(ZoneInfo(self.tenant_timezone)).date()
 
     def units_rows(self, contract_service_id: int) -> list[dict[str, Any]]:
         """The units rows of a contract service ordered by start date, then id."""
@@ -264,11 +393,14 @@ class SandboxState:
         start: date,
         end: date,
         units: int,
-        price: float | None,
-        cost: float | None,
+        unit_price: float | None,
+        unit_cost: float | None,
         posted: date | None = None,
     ) -> dict[str, Any]:
-        """Add a units row to a contract service; returns the new row."""
+        """Add a units row priced at per-unit rates (stored extended); returns the new row.
+
+        A None rate gives a null amount, as for an API user without cost visibility.
+        """
         with self.lock:
             service = self.contract_services[contract_service_id]
             row: dict[str, Any] = {
@@ -279,8 +411,8 @@ class SandboxState:
                 "startDate": wire_date(start),
                 "endDate": wire_date(end),
                 "units": units,
-                "price": price,
-                "cost": cost,
+                "price": extended_amount(units, unit_price),
+                "cost": extended_amount(units, unit_cost),
                 "approveAndPostDate": wire_date(posted) if posted else None,
             }
             self.next_units_row_id += 1
@@ -312,14 +444,18 @@ class SandboxState:
         contract_type: int = RECURRING_SERVICE,
         status: int = 1,
         renewed_contract_id: int | None = None,
+        period_type: int = MONTHLY,
     ) -> dict[str, Any]:
-        """Add an Autotask contract."""
+        """Add an Autotask contract billed every ``period_type`` period from ``start``."""
+        if period_type not in PERIOD_MONTHS:
+            raise ValueError(f"unknown contractPeriodType {period_type}")
         with self.lock:
             record = {
                 "id": contract_id,
                 "companyID": company_id,
                 "contractName": name,
                 "contractType": contract_type,
+                "contractPeriodType": period_type,
                 "status": status,
                 "startDate": wire_date(start),
                 "endDate": wire_date(end),
@@ -346,8 +482,9 @@ class SandboxState:
             return record
 
     def add_monthly_rows(self, contract_service_id: int, units: int) -> None:
-        """Rows for the previous month (posted), this month and next month."""
-        service = self.services[self.contract_services[contract_service_id]["serviceID"]]
+        """Calendar-month rows for the previous month (posted), this month and next month,
+        at the contract service's rates (for contracts billed monthly from the 1st)."""
+        service = self.contract_services[contract_service_id]
         previous = add_months(self.this_month, -1)
         for start in (previous, self.this_month, add_months(self.this_month, 1)):
             self.add_units_row(
@@ -355,10 +492,56 @@ class SandboxState:
                 start=start,
                 end=month_end(start),
                 units=units,
-                price=service["unitPrice"],
-                cost=service["unitCost"],
+                unit_price=service["unitPrice"],
+                unit_cost=service["unitCost"],
                 posted=month_end(previous) if start == previous else None,
             )
+
+    def add_period_rows(
+        self,
+        contract_service_id: int,
+        units: int,
+        *,
+        unit_price: float | None,
+        unit_cost: float | None,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> list[dict[str, Any]]:
+        """Add a row for every billing period of the contract that overlaps ``since`` through
+        ``until`` (default: the previous month's first day to next month's last day).
+
+        Periods follow the contract's ``startDate`` and ``contractPeriodType``; each ends the
+        day before the next starts (the last one on the contract's end). Periods that ended
+        before this month's first day are approved and posted. Returns the new rows.
+        """
+        with self.lock:
+            contract = self.contracts[self.contract_services[contract_service_id]["contractID"]]
+            first = parse_day(contract["startDate"])
+            last = parse_day(contract["endDate"])
+            period_type = contract["contractPeriodType"]
+            since = since or add_months(self.this_month, -1)
+            until = until or month_end(add_months(self.this_month, 1))
+            rows: list[dict[str, Any]] = []
+            k = 0
+            start = first
+            while start <= min(until, last):
+                k += 1
+                following = period_start(first, period_type, k)
+                end = min(following - timedelta(days=1), last)
+                if end >= since:
+                    rows.append(
+                        self.add_units_row(
+                            contract_service_id=contract_service_id,
+                            start=start,
+                            end=end,
+                            units=units,
+                            unit_price=unit_price,
+                            unit_cost=unit_cost,
+                            posted=end if end < self.this_month else None,
+                        )
+                    )
+                start = following
+            return rows
 
     def add_service(
         self, service_id: int, name: str, unit_price: float, unit_cost: float
@@ -385,6 +568,28 @@ class SandboxState:
             self.infima_clients[client_id] = client
             return client
 
+    def add_internal_location(
+        self, location_id: int, name: str, *, is_default: bool = False
+    ) -> dict[str, Any]:
+        """Add an InternalLocations record whose timeZone follows ``tenant_timezone``."""
+        with self.lock:
+            record = {"id": location_id, "name": name, "isDefault": is_default}
+            self.internal_locations[location_id] = record
+            return record
+
+
+def first_month_with_day(day: int, latest: date) -> date:
+    """``day`` of the latest month at or before ``latest``'s month that has such a day.
+
+    Raises ValueError unless 1 <= ``day`` <= 31.
+    """
+    if not 1 <= day <= 31:
+        raise ValueError(f"day must be between 1 and 31, not {day}")
+    month = latest.replace(day=1)
+    while calendar.monthrange(month.year, month.month)[1] < day:
+        month = add_months(month, -1)
+    return month.replace(day=day)
+
 
 # --- seed --------------------------------------------------------------------------------
 
@@ -406,6 +611,13 @@ def seed(state: SandboxState) -> None:
         state.add_company(EVERGREEN_ACCOUNT_ID, "Evergreen Realty")
         state.add_company(ACME_HOLDINGS_ACCOUNT_ID, "Acme Holdings (inactive)", active=False)
         state.add_company(FOXTROT_VENDOR_ACCOUNT_ID, "Foxtrot Supplies", company_type=6)
+        # The own organization's real companyType label is unconfirmed; Customer is the
+        # harder case for the tool, which then meets a customer whose id is the falsy 0.
+        state.add_company(OWN_COMPANY_ID, OWN_COMPANY_NAME)
+        state.add_company(GRANITE_ACCOUNT_ID, "Granite Dental Studio")
+        state.add_company(HARBOR_ACCOUNT_ID, "Harbor Physiotherapy")
+        state.add_company(IRIS_ACCOUNT_ID, "Iris Architects")
+        state.add_internal_location(HEAD_OFFICE_LOCATION_ID, "Head Office", is_default=True)
 
         name = f"Managed Services {year}"
         for contract_id, account_id, cs_id, units in (
@@ -445,8 +657,8 @@ def seed(state: SandboxState) -> None:
             start=previous,
             end=month_end(previous),
             units=8,
-            price=SERVICE_UNIT_PRICE,
-            cost=SERVICE_UNIT_COST,
+            unit_price=SERVICE_UNIT_PRICE,
+            unit_cost=SERVICE_UNIT_COST,
             posted=month_end(previous),
         )
         state.add_contract(
@@ -465,8 +677,31 @@ def seed(state: SandboxState) -> None:
                 start=month,
                 end=month_end(month),
                 units=8,
-                price=SERVICE_UNIT_PRICE,
-                cost=SERVICE_UNIT_COST,
+                unit_price=SERVICE_UNIT_PRICE,
+                unit_cost=SERVICE_UNIT_COST,
+            )
+
+        # Billed from another day than the 1st, quarterly and yearly (SPEC §8 billing periods).
+        granite_start = add_months(this, -12).replace(day=GRANITE_START_DAY)
+        for contract_id, account_id, cs_id, units, first, period_type in (
+            (GRANITE_CONTRACT_ID, GRANITE_ACCOUNT_ID, GRANITE_CONTRACT_SERVICE_ID, 12,
+             granite_start, MONTHLY),
+            (HARBOR_CONTRACT_ID, HARBOR_ACCOUNT_ID, HARBOR_CONTRACT_SERVICE_ID, 9,
+             add_months(this, -13), QUARTERLY),
+            (IRIS_CONTRACT_ID, IRIS_ACCOUNT_ID, IRIS_CONTRACT_SERVICE_ID, 18,
+             add_months(this, -5), YEARLY),
+        ):  # fmt: skip
+            state.add_contract(
+                contract_id,
+                account_id,
+                name,
+                start=first,
+                end=shift_months(first, 24) - timedelta(days=1),
+                period_type=period_type,
+            )
+            state.add_contract_service(cs_id, contract_id, SERVICE_ID)
+            state.add_period_rows(
+                cs_id, units, unit_price=SERVICE_UNIT_PRICE, unit_cost=SERVICE_UNIT_COST
             )
 
         state.add_infima_client(ACME_CLIENT_ID, "Acme Dental", 12, 3)
@@ -474,25 +709,54 @@ def seed(state: SandboxState) -> None:
         state.add_infima_client(COBALT_CLIENT_ID, "Cobalt Logistics", 31, 2)
         state.add_infima_client(DELTA_CLIENT_ID, "Delta Vets", 8)
         state.add_infima_client(EVERGREEN_CLIENT_ID, "Evergreen Realty", 6)
+        state.add_infima_client(GRANITE_CLIENT_ID, "Granite Dental", 14)
+        state.add_infima_client(HARBOR_CLIENT_ID, "Harbor Physio", 11)
+        state.add_infima_client(IRIS_CLIENT_ID, "Iris Architects", 20)
+
+
+# client id: (INFIMA name, account id, account name, contract id, contract service id)
+_SEEDED: dict[int, tuple[str, int, str, int, int]] = {
+    ACME_CLIENT_ID: ("Acme Dental", ACME_ACCOUNT_ID, "Acme Dental LLC", ACME_CONTRACT_ID,
+                     ACME_CONTRACT_SERVICE_ID),
+    BIRCH_CLIENT_ID: ("Birch Legal", BIRCH_ACCOUNT_ID, "Birch & Co Legal", BIRCH_CONTRACT_ID,
+                      BIRCH_CONTRACT_SERVICE_ID),
+    COBALT_CLIENT_ID: ("Cobalt Logistics", COBALT_ACCOUNT_ID, "Cobalt Logistics",
+                       COBALT_CONTRACT_ID, COBALT_CONTRACT_SERVICE_ID),
+    DELTA_CLIENT_ID: ("Delta Vets", DELTA_ACCOUNT_ID, "Delta Veterinary Group",
+                      DELTA_RENEWAL_CONTRACT_ID, DELTA_RENEWAL_CONTRACT_SERVICE_ID),
+    EVERGREEN_CLIENT_ID: ("Evergreen Realty", EVERGREEN_ACCOUNT_ID, "Evergreen Realty",
+                          EVERGREEN_CONTRACT_ID, EVERGREEN_CONTRACT_SERVICE_ID),
+    GRANITE_CLIENT_ID: ("Granite Dental", GRANITE_ACCOUNT_ID, "Granite Dental Studio",
+                        GRANITE_CONTRACT_ID, GRANITE_CONTRACT_SERVICE_ID),
+    HARBOR_CLIENT_ID: ("Harbor Physio", HARBOR_ACCOUNT_ID, "Harbor Physiotherapy",
+                       HARBOR_CONTRACT_ID, HARBOR_CONTRACT_SERVICE_ID),
+    IRIS_CLIENT_ID: ("Iris Architects", IRIS_ACCOUNT_ID, "Iris Architects", IRIS_CONTRACT_ID,
+                     IRIS_CONTRACT_SERVICE_ID),
+}  # fmt: skip
+# The demo's mappings: Evergreen stays unmapped (the unmapped-client warning), Harbor and Iris
+# are left for tests that map them on purpose.
+SEED_MAPPED_CLIENT_IDS = (
+    ACME_CLIENT_ID,
+    BIRCH_CLIENT_ID,
+    COBALT_CLIENT_ID,
+    DELTA_CLIENT_ID,
+    GRANITE_CLIENT_ID,
+)
+
+
+def seed_mapping(client_id: int, today: date | None = None) -> dict[str, Any]:
+    """The SPEC §6 mapping of any seeded client with a contract (101-108; Delta on its renewal).
+
+    Raises KeyError for another client id.
+    """
+    name = f"Managed Services {(today or date.today()).year}"
+    client_name, account_id, account_name, contract_id, cs_id = _SEEDED[client_id]
+    return _mapping(client_id, client_name, account_id, account_name, contract_id, name, cs_id)
 
 
 def seed_mappings(today: date | None = None) -> list[dict[str, Any]]:
-    """The SPEC §6 mappings of the seeded clients 101-104 (Delta on its renewal contract)."""
-    name = f"Managed Services {(today or date.today()).year}"
-    rows = (
-        (ACME_CLIENT_ID, "Acme Dental", ACME_ACCOUNT_ID, "Acme Dental LLC", ACME_CONTRACT_ID,
-         ACME_CONTRACT_SERVICE_ID),
-        (BIRCH_CLIENT_ID, "Birch Legal", BIRCH_ACCOUNT_ID, "Birch & Co Legal", BIRCH_CONTRACT_ID,
-         BIRCH_CONTRACT_SERVICE_ID),
-        (COBALT_CLIENT_ID, "Cobalt Logistics", COBALT_ACCOUNT_ID, "Cobalt Logistics",
-         COBALT_CONTRACT_ID, COBALT_CONTRACT_SERVICE_ID),
-        (DELTA_CLIENT_ID, "Delta Vets", DELTA_ACCOUNT_ID, "Delta Veterinary Group",
-         DELTA_RENEWAL_CONTRACT_ID, DELTA_RENEWAL_CONTRACT_SERVICE_ID),
-    )  # fmt: skip
-    return [
-        _mapping(client_id, client_name, account_id, account_name, contract_id, name, cs_id)
-        for client_id, client_name, account_id, account_name, contract_id, cs_id in rows
-    ]
+    """The SPEC §6 mappings of the demo's seeded clients 101-104 and 106 (Granite)."""
+    return [seed_mapping(client_id, today) for client_id in SEED_MAPPED_CLIENT_IDS]
 
 
 def map_args(mapping: dict[str, Any]) -> list[str]:
@@ -541,16 +805,30 @@ _KINDS = ("Dental", "Legal", "Logistics", "Realty", "Clinic", "Partners", "Build
 
 
 def generate(
-    state: SandboxState, n: int, *, changed_fraction: float = 0.3, first_client_id: int = 1000
+    state: SandboxState,
+    n: int,
+    *,
+    changed_fraction: float = 0.3,
+    first_client_id: int = 1000,
+    period_type: int = MONTHLY,
+    start_day: int = 1,
 ) -> list[dict[str, Any]]:
     """Add ``n`` mapped clients; ``round(n * changed_fraction)`` of them have an INFIMA count
-    different from this month's units. Returns their SPEC §6 mappings."""
+    different from their units. Returns their SPEC §6 mappings.
+
+    Their contracts start on ``start_day`` of the latest month at least twelve months ago
+    that has that day (31: a 31-day month, so periods then clamp to 28/29 February and come
+    back to the 31st), run two years and are billed every ``period_type`` period.
+    Raises ValueError for a bad argument or a client id already used.
+    """
     if n < 0 or not 0.0 <= changed_fraction <= 1.0:
         raise ValueError("n must be >= 0 and changed_fraction between 0 and 1")
+    if period_type not in PERIOD_MONTHS:
+        raise ValueError(f"unknown contractPeriodType {period_type}")
     changed_total = round(n * changed_fraction)
     this = state.this_month
-    start = add_months(this, -12)
-    end = month_end(add_months(this, 11))
+    start = first_month_with_day(start_day, add_months(this, -12))
+    end = shift_months(start, 24) - timedelta(days=1)
     contract_name = f"Managed Services {this.year}"
     mappings: list[dict[str, Any]] = []
     with state.lock:
@@ -576,9 +854,18 @@ def generate(
                 # Small drops only (never near max_decrease_percent or zero), rises otherwise.
                 active = units - 1 if units >= 4 and k % 4 == 0 else units + 1 + k % 3
             state.add_company(account_id, account_name)
-            state.add_contract(contract_id, account_id, contract_name, start=start, end=end)
+            state.add_contract(
+                contract_id,
+                account_id,
+                contract_name,
+                start=start,
+                end=end,
+                period_type=period_type,
+            )
             state.add_contract_service(cs_id, contract_id, SERVICE_ID)
-            state.add_monthly_rows(cs_id, units)
+            state.add_period_rows(
+                cs_id, units, unit_price=SERVICE_UNIT_PRICE, unit_cost=SERVICE_UNIT_COST
+            )
             state.add_infima_client(client_id, client_name, active, k % 3)
             mappings.append(
                 _mapping(
