@@ -1,8 +1,10 @@
 """A requests-mock fake of Autotask for ``sync`` tests: contracts, contract services, units rows.
 
-Writes (ContractServiceAdjustments creates) are applied to the units rows; ``faults`` scripts
-the answer to each write in turn, and ``in_sizes`` records the length of every ``in`` filter
-of every query, so tests can check batching (SPEC §9).
+Units rows carry extended amounts (units x rate), as live tenants show (AUTOTASK_API.md §5.5);
+adjustments carry per-unit rates. Writes (ContractServiceAdjustments creates) are applied to
+the row starting on the effective date's UTC date; ``faults`` scripts the answer to each write
+in turn, and ``in_sizes`` records the length of every ``in`` filter of every query, so tests
+can check batching (SPEC §9).
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from conftest import BASE, make_config, write_config
 from infima_autotask.history import History, ItemRecord
 
 PERIOD = "2026-12"
-EFFECTIVE = "2026-12-01T00:00:00"
+EFFECTIVE = "2026-12-01T12:00:00Z"  # autotask.timezone unset: noon UTC
 CONTRACT = 29684001
 ACCOUNT = 29683501
 SERVICE = 30012
 ADJUSTMENTS = BASE + "ContractServiceAdjustments"
 UNITS_QUERY = BASE + "ContractServiceUnits/query"
-PICKLIST = 1  # the one Contracts.status picklist read (SPEC §9 allows it)
+PICKLIST = 1  # the one Contracts picklist read (status, contractPeriodType; SPEC §9 allows it)
+MONTHLY = 3  # contractPeriodType values: the labels count, not the numbers
+PERIOD_TYPES = {3: "Monthly", 4: "Quarterly", 5: "Semi-Annual", 6: "Yearly"}
 _CS_BASE = 29685000
 
 
@@ -76,7 +80,13 @@ def _contract(contract: int) -> dict:
         "status": 1,
         "startDate": "2026-01-01T00:00:00",
         "endDate": "2027-12-31T00:00:00",
+        "contractPeriodType": MONTHLY,
     }
+
+
+def amount(units: int, rate: float | None) -> float | None:
+    """A units row's extended amount, rounded to the cent as Autotask shows it."""
+    return None if rate is None else round(units * rate, 2)
 
 
 @dataclass
@@ -107,9 +117,16 @@ class FakeAutotask:
     def add_client(
         self, client_id: int, units: int, *, contract=CONTRACT, price=4.5, cost=2.25, **row
     ) -> None:
+        """A contract service billed monthly from the 1st with ``units`` at these unit rates."""
         cs = cs_id(client_id)
         self.contracts.setdefault(contract, _contract(contract))
-        self.services[cs] = {"id": cs, "contractID": contract, "serviceID": SERVICE}
+        self.services[cs] = {
+            "id": cs,
+            "contractID": contract,
+            "serviceID": SERVICE,
+            "unitPrice": price,
+            "unitCost": cost,
+        }
         self.rows.append(
             {
                 "id": 700_000 + client_id,
@@ -119,8 +136,8 @@ class FakeAutotask:
                 "startDate": "2026-12-01T00:00:00",
                 "endDate": "2026-12-31T00:00:00",
                 "units": units,
-                "price": price,
-                "cost": cost,
+                "price": amount(units, price),
+                "cost": amount(units, cost),
                 "approveAndPostDate": None,
                 **row,
             }
@@ -144,7 +161,14 @@ class FakeAutotask:
                             {"value": "0", "label": "Inactive"},
                             {"value": "1", "label": "Active"},
                         ],
-                    }
+                    },
+                    {
+                        "name": "contractPeriodType",
+                        "picklistValues": [
+                            {"value": str(value), "label": label}
+                            for value, label in PERIOD_TYPES.items()
+                        ],
+                    },
                 ]
             },
         )
@@ -176,7 +200,8 @@ class FakeAutotask:
             if r["contractServiceID"] == body["contractServiceID"] and _day(r["startDate"]) == day
         )
         row["units"] += body["unitChange"]
-        row["price"], row["cost"] = body["adjustedUnitPrice"], body["adjustedUnitCost"]
+        row["price"] = amount(row["units"], body["adjustedUnitPrice"])
+        row["cost"] = amount(row["units"], body["adjustedUnitCost"])
 
     def _adjust(self, request, context) -> bytes | None:
         fault = self.faults.pop(0) if self.faults else "ok"
@@ -208,7 +233,8 @@ class FakeAutotask:
             context.status_code = 500
             return {"message": "An error has occurred."}
         if fault == "503-other":
-            self.row_of(body["contractServiceID"] - _CS_BASE)["units"] = 99
+            row = self.row_of(body["contractServiceID"] - _CS_BASE)
+            row.update(units=99, price=amount(99, 4.5), cost=amount(99, 2.25))
             context.status_code = 503
             return None
         if fault == "verify-mismatch":
@@ -228,8 +254,9 @@ def writes(requests_mock) -> list[dict]:
 
 
 def floor(n: int, k: int) -> int:
-    """SPEC §9's Autotask request count for N mappings and k changes (no picklist read)."""
-    return 1 + 3 * math.ceil(n / 500) + k + math.ceil(k / 500)
+    """SPEC §9's Autotask request count for N mappings and k changes (no picklist read), with
+    the first write's own verification when k >= 2."""
+    return 1 + 3 * math.ceil(n / 500) + k + math.ceil(k / 500) + (1 if k >= 2 else 0)
 
 
 def write_counts(path: Path, users: dict[int, int]) -> Path:

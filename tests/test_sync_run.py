@@ -24,6 +24,7 @@ from fake_autotask import (
     PERIOD,
     PICKLIST,
     SERVICE,
+    UNITS_QUERY,
     autotask_calls,
     cs_id,
     floor,
@@ -72,20 +73,21 @@ def test_sync_writes_one_adjustment_per_change_and_verifies(invoke, setup, fake,
     ]
     calls = autotask_calls(requests_mock)
     assert len(calls) == floor(3, 2) + PICKLIST
-    # After the writes: exactly one verification read, covering only the written items.
-    verify = calls[-1]
-    assert verify.url == BASE + "ContractServiceUnits/query"
-    assert verify.json()["filter"][0] == {
-        "op": "in",
-        "field": "contractServiceID",
-        "value": [cs_id(101), cs_id(103)],
-    }
-    assert [r.url for r in calls[-3:-1]] == [ADJUSTMENTS, ADJUSTMENTS]
+    # The first write goes alone and is read back before the second is sent; then one
+    # verification read covers the rest.
+    urls = [r.url for r in calls[-4:]]
+    assert urls == [ADJUSTMENTS, UNITS_QUERY, ADJUSTMENTS, UNITS_QUERY]
+    assert [r.json()["filter"][0]["value"] for r in (calls[-3], calls[-1])] == [
+        [cs_id(101)],
+        [cs_id(103)],
+    ]
     assert fake.row_of(101)["units"] == 12 and fake.row_of(103)["units"] == 6
+    assert fake.row_of(101)["price"] == 54.0 and fake.row_of(103)["cost"] == 13.5
     assert result.stdout.splitlines()[0].split() == [
         "Client",
         "Contract",
         "Service",
+        "Effective",
         "Users",
         "Before",
         "After",
@@ -94,10 +96,10 @@ def test_sync_writes_one_adjustment_per_change_and_verifies(invoke, setup, fake,
         "Detail",
     ]
     lines = {line.split()[1]: line.split() for line in result.stdout.splitlines()[2:]}
-    assert lines["101"][2:8] == [str(cs_id(101)), "12", "10", "12", "+2", "updated"]
-    assert lines["102"][2:8] == [str(cs_id(102)), "5", "5", "5", "0", "unchanged"]
-    assert lines["103"][2:8] == [str(cs_id(103)), "6", "7", "6", "-1", "updated"]
-    assert result.stderr == "Period 2026-12: 2 updated, 1 unchanged, 0 held, 0 failed\n"
+    assert lines["101"][2:9] == [str(cs_id(101)), "2026-12-01", "12", "10", "12", "+2", "updated"]
+    assert lines["102"][2:9] == [str(cs_id(102)), "2026-12-01", "5", "5", "5", "0", "unchanged"]
+    assert lines["103"][2:9] == [str(cs_id(103)), "2026-12-01", "6", "7", "6", "-1", "updated"]
+    assert result.stderr == "Period 2026-12: 2 updated, 1 unchanged, 0 skipped, 0 held, 0 failed\n"
     assert SECRET not in result.output and API_KEY not in result.output
 
 
@@ -132,7 +134,7 @@ def test_second_run_same_month_writes_nothing(invoke, setup, fake, requests_mock
     assert again.exit_code == 0
     assert writes(requests_mock) == []
     assert len(autotask_calls(requests_mock)) == floor(2, 0) + PICKLIST
-    assert again.stderr == "Period 2026-12: 0 updated, 2 unchanged, 0 held, 0 failed\n"
+    assert again.stderr == "Period 2026-12: 0 updated, 2 unchanged, 0 skipped, 0 held, 0 failed\n"
 
 
 def test_cost_only_change_is_written_with_unit_change_zero(invoke, setup, fake, requests_mock):
@@ -151,8 +153,8 @@ def test_cost_only_change_is_written_with_unit_change_zero(invoke, setup, fake, 
             "adjustedUnitCost": 3.1,
         }
     ]
-    assert "cost 2.25 -> 3.10" in result.stdout
-    assert fake.row_of(101)["cost"] == 3.1
+    assert "unit cost 2.25 -> 3.10" in result.stdout
+    assert fake.row_of(101)["cost"] == 31.0  # extended: 10 units at 3.10
 
 
 def test_at_most_three_writes_in_flight(invoke, setup, fake, requests_mock, monkeypatch):
@@ -198,7 +200,7 @@ def test_dry_run_writes_nothing_and_detailed_exitcode(invoke, setup, fake, reque
     assert len(autotask_calls(requests_mock)) == floor(2, 0) + PICKLIST  # no verification
     assert "planned" in result.stdout
     assert result.stderr == (
-        "Period 2026-12: 1 planned, 1 unchanged, 0 held, 0 failed (dry run: nothing written)\n"
+        "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 0 held, 0 failed (dry run: nothing written)\n"
     )
     plain = invoke("sync", "--month", PERIOD, "--dry-run")
     assert plain.exit_code == 0
@@ -215,7 +217,7 @@ def test_detailed_exitcode_needs_dry_run(invoke, setup, fake, requests_mock):
 
 def test_failed_wins_over_detailed_exitcode(invoke, setup, fake, requests_mock):
     fake.add_client(101, 10)
-    fake.add_client(102, 5, price=None)
+    fake.add_client(102, 5, cost=None)
     setup({101: 12, 102: 6})
     result = invoke("sync", "--month", PERIOD, "--dry-run", "--detailed-exitcode")
     assert result.exit_code == 1
@@ -300,7 +302,10 @@ def test_unknown_outcome_with_other_units_is_failed(invoke, setup, fake, request
     assert len(writes(requests_mock)) == 1
     (item,) = json.loads(result.stdout)["items"]
     assert item["status"] == "failed"
-    assert "Autotask shows 99 units at 4.50/2.25, expected 12 at 4.50/2.25" in item["message"]
+    assert (
+        "Autotask shows 99 units at 445.50/222.75 from 2026-12-01, expected 12 at 54.00/27.00"
+        in item["message"]
+    )
 
 
 def test_verification_mismatch_is_failed_with_what_autotask_shows(
@@ -313,7 +318,9 @@ def test_verification_mismatch_is_failed_with_what_autotask_shows(
     assert result.exit_code == 1
     (item,) = json.loads(result.stdout)["items"]
     assert item["status"] == "failed"
-    assert item["message"] == "Autotask shows 12 units at 4.50/9.99, expected 12 at 4.50/2.25"
+    assert item["message"] == (
+        "Autotask shows 12 units at 54.00/9.99 from 2026-12-01, expected 12 at 54.00/27.00"
+    )
     assert item["after"] == 10
 
 
@@ -417,7 +424,7 @@ def test_quiet_is_silent_when_all_is_well_and_speaks_otherwise(invoke, setup, fa
     loud = invoke("sync", "--month", PERIOD, "--quiet")
     assert loud.exit_code == 1
     assert "held" in loud.stdout and "drop from 12 to 0 units" in loud.stdout
-    assert loud.stderr == "Period 2026-12: 0 updated, 1 unchanged, 1 held, 0 failed\n"
+    assert loud.stderr == "Period 2026-12: 0 updated, 1 unchanged, 0 skipped, 1 held, 0 failed\n"
 
 
 def test_client_option_restricts_and_unmapped_client_is_exit_2(invoke, setup, fake, requests_mock):
@@ -451,7 +458,7 @@ def test_yes_lifts_the_drop_guard(invoke, setup, fake, requests_mock):
 def test_threshold_guard_writes_nothing_and_exits_3(invoke, setup, fake, requests_mock, state_dir):
     fake.add_client(101, 10)
     fake.add_client(102, 5)
-    fake.used = 7_998  # 7,998 + 2 + 1 > 80 % of 10,000
+    fake.used = 7_997  # 7,997 + 2 writes + 1 verification + 1 first-write read > 80 % of 10,000
     setup({101: 12, 102: 6})
 
     result = invoke("sync", "--month", PERIOD)
@@ -459,13 +466,13 @@ def test_threshold_guard_writes_nothing_and_exits_3(invoke, setup, fake, request
     assert result.exit_code == 3
     assert writes(requests_mock) == []
     assert result.stderr.startswith(
-        "Error: Autotask API usage is 7998 of 10000 requests this hour; 3 more would pass "
+        "Error: Autotask API usage is 7997 of 10000 requests this hour; 4 more would pass "
         "max_api_usage_percent (80%). Nothing was written;"
     )
     with History(state_dir) as history:
         run = history.last_run()
     assert run.outcome.startswith("error: Autotask API usage")
-    fake.used = 7_997  # exactly at the limit: allowed
+    fake.used = 7_996  # exactly at the limit: allowed
     assert invoke("sync", "--month", PERIOD).exit_code == 0
     assert len(writes(requests_mock)) == 2
 
@@ -496,7 +503,7 @@ def test_a_failing_client_does_not_stop_the_others(
     assert result.stderr.splitlines() == [
         "Warning: INFIMA clients without a mapping (not synced): Client 104 (104), "
         "Client 105 (105)",
-        "Period 2026-12: 2 updated, 0 unchanged, 0 held, 1 failed",
+        "Period 2026-12: 2 updated, 0 unchanged, 0 skipped, 0 held, 1 failed",
     ]
     # INFIMA budget: one client list plus one user list per synced client; no fetch of 104/105
     infima_calls = [r for r in requests_mock.request_history if r.url.startswith(INFIMA)]
@@ -637,41 +644,62 @@ def test_json_document_shape(invoke, setup, fake):
     result = invoke("sync", "--month", PERIOD, "--json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
+    common = {
+        "account_name": "Acme LLC",
+        "contract_id": CONTRACT,
+        "service_name": "INFIMA SAT",
+        "unit_price": 4.5,
+        "unit_cost": 2.25,
+    }
     assert doc == {
         "period": "2026-12",
         "dry_run": False,
         "items": [
             {
+                **common,
                 "client_id": 101,
                 "client_name": "Client 101",
-                "contract_id": CONTRACT,
                 "contract_service_id": cs_id(101),
+                "effective_date": "2026-12-01",
                 "users": 12,
                 "target": 12,
                 "before": 10,
                 "after": 12,
                 "change": 2,
+                "money_change": 9.0,
                 "status": "updated",
                 "message": "",
             },
             {
+                **common,
                 "client_id": 102,
                 "client_name": "Client 102",
-                "contract_id": CONTRACT,
                 "contract_service_id": cs_id(102),
+                "effective_date": "2026-12-01",
                 "users": 9,
                 "target": 9,
                 "before": 8,
                 "after": 8,
                 "change": 1,
-                "status": "held",
-                "message": "the billing period covering 2026-12-01 starts 2026-11-15: a write "
-                "would create a proration Autotask cannot delete; adjust it in Autotask",
+                "money_change": 0.0,
+                "status": "failed",
+                "message": f"Autotask shows no billing period of contract service {cs_id(102)} "
+                "starting on 2026-12-01 (the row covering it starts 2026-11-15); check the "
+                "contract's billing period in Autotask, or set `prorate: true` on the mapping to "
+                "write on the 1st (Autotask then prorates)",
             },
         ],
-        "summary": {"updated": 1, "unchanged": 0, "planned": 0, "held": 1, "failed": 0},
+        "summary": {
+            "updated": 1,
+            "unchanged": 0,
+            "planned": 0,
+            "skipped": 0,
+            "held": 0,
+            "failed": 1,
+        },
+        "warnings": [],
     }
-    assert result.stderr == "Period 2026-12: 1 updated, 0 unchanged, 1 held, 0 failed\n"
+    assert result.stderr == "Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 1 failed\n"
 
 
 def test_month_defaults_to_the_current_month_in_the_configured_zone(
@@ -730,5 +758,5 @@ def test_progress_bar_only_when_stderr_is_a_terminal(invoke, setup, fake, monkey
     shown = invoke("sync", "--month", PERIOD)
     assert shown.exit_code == 0
     assert "Counting INFIMA users" in shown.stderr and "Writing to Autotask" in shown.stderr
-    assert shown.stderr.endswith("Period 2026-12: 1 updated, 0 unchanged, 0 held, 0 failed\n")
+    assert shown.stderr.endswith("Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed\n")
     assert "Writing" not in shown.stdout

@@ -201,6 +201,18 @@ class AutotaskClient:
                     f"(HTTP {exc.status}). Check them, then run `infima-autotask connect` again.",
                     status=exc.status,
                 ) from None
+            except ApiRejected as exc:
+                # A wrong tracking identifier answers HTTP 500, not 401 (AUTOTASK_API.md).
+                if any("integrationcode is invalid" in text.lower() for text in exc.errors):
+                    raise AuthenticationError(
+                        'Autotask rejected the integration code ("IntegrationCode is invalid."). '
+                        "Copy the API user's tracking identifier from Autotask (Admin > "
+                        "Resources/Users > the API user > API Tracking Identifier), then run "
+                        "`infima-autotask connect` again.",
+                        status=exc.status,
+                        errors=exc.errors,
+                    ) from None
+                raise
 
     def threshold(self) -> Threshold:
         """This hour's API usage (``ThresholdInformation``)."""
@@ -295,18 +307,30 @@ class AutotaskClient:
 
     def picklist(self, entity: str, field: str) -> dict[int, str]:
         """The ``value -> label`` picklist of one field (``entityInformation/fields``)."""
+        return self.picklists(entity, (field,)).get(field, {})
+
+    def picklists(self, entity: str, names: Sequence[str]) -> dict[str, dict[int, str]]:
+        """The ``value -> label`` picklists of several fields of an entity, in one request.
+
+        A field that is missing or not a picklist gets an empty mapping.
+        """
         body = self._call("GET", f"{self.base}{entity}/entityInformation/fields")
         fields = body.get("fields") if isinstance(body, dict) else None
+        wanted = {name.lower(): name for name in names}
+        found: dict[str, dict[int, str]] = {name: {} for name in names}
         for info in fields if isinstance(fields, list) else []:
-            if isinstance(info, dict) and str(info.get("name", "")).lower() == field.lower():
-                labels: dict[int, str] = {}
-                for item in info.get("picklistValues") or []:
-                    try:
-                        labels[int(item["value"])] = str(item["label"])
-                    except (TypeError, KeyError, ValueError):
-                        continue
-                return labels
-        return {}
+            if not isinstance(info, dict):
+                continue
+            name = wanted.get(str(info.get("name", "")).lower())
+            if name is None:
+                continue
+            values = info.get("picklistValues")
+            for item in values if isinstance(values, list) else []:
+                try:
+                    found[name][int(item["value"])] = str(item["label"])
+                except (TypeError, KeyError, ValueError):
+                    continue
+        return found
 
     def _check_same_origin(self, url: str) -> None:
         ours, theirs = urlsplit(self.base), _split(url)

@@ -30,8 +30,9 @@ CONTRACT_FIELDS = (
     "status",
     "startDate",
     "endDate",
+    "contractPeriodType",
 )
-CONTRACT_SERVICE_FIELDS = ("contractID", "serviceID")
+CONTRACT_SERVICE_FIELDS = ("contractID", "serviceID", "unitPrice", "unitCost")
 UNITS_FIELDS = (
     "contractID",
     "contractServiceID",
@@ -63,6 +64,7 @@ class Contract:
     status: int | None
     start: date | None
     end: date | None
+    period_type: int | None = None  # contractPeriodType (a picklist value)
 
     @property
     def recurring(self) -> bool:
@@ -77,6 +79,8 @@ class ContractService:
     id: int
     contract_id: int
     service_id: int
+    unit_price: float | None = None  # per-unit, unlike a units row's extended amounts
+    unit_cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,8 @@ class UnitsRow:
     start: date
     end: date
     units: int
-    price: float | None
-    cost: float | None
+    price: float | None  # extended: units x the per-unit price (billing.unit_rates)
+    cost: float | None  # extended, like price; None when the API user cannot see costs
     posted: bool  # approveAndPostDate is set: the period is billed
 
 
@@ -117,10 +121,10 @@ def _int(record: Record, key: str, *, required: bool = True) -> Any:
     return None
 
 
-def _id(record: Record, key: str) -> int:
-    """A record id: Autotask numbers records from 1."""
+def _id(record: Record, key: str, *, lowest: int = 1) -> int:
+    """A record id: Autotask numbers records from 1 (companies from 0: the tenant's own)."""
     value: int = _int(record, key)
-    if value <= 0:
+    if value < lowest:
         raise BadResponseError(f"Autotask sent a record with {key} {value}.")
     return value
 
@@ -158,7 +162,7 @@ def _str(record: Record, key: str) -> str:
 
 def parse_account(record: Record) -> Account:
     return Account(
-        id=_id(record, "id"),
+        id=_id(record, "id", lowest=0),
         name=_str(record, "companyName"),
         company_type=_int(record, "companyType", required=False),
         active=record.get("isActive") is True,
@@ -168,12 +172,13 @@ def parse_account(record: Record) -> Account:
 def parse_contract(record: Record) -> Contract:
     return Contract(
         id=_id(record, "id"),
-        account_id=_id(record, "companyID"),
+        account_id=_id(record, "companyID", lowest=0),
         name=_str(record, "contractName"),
         contract_type=_int(record, "contractType", required=False),
         status=_int(record, "status", required=False),
         start=parse_date(record.get("startDate")),
         end=_required_date(record, "endDate", "contract"),
+        period_type=_int(record, "contractPeriodType", required=False),
     )
 
 
@@ -190,6 +195,8 @@ def parse_contract_service(record: Record) -> ContractService:
         id=_id(record, "id"),
         contract_id=_id(record, "contractID"),
         service_id=_id(record, "serviceID"),
+        unit_price=_float(record, "unitPrice"),
+        unit_cost=_float(record, "unitCost"),
     )
 
 
@@ -248,17 +255,20 @@ def read_contract_services(
 
 
 def read_units_rows(
-    client: AutotaskClient, contract_service_ids: Iterable[int], day: date
+    client: AutotaskClient,
+    contract_service_ids: Iterable[int],
+    first: date,
+    last: date | None = None,
 ) -> dict[int, list[UnitsRow]]:
-    """The units rows covering ``day`` of every given contract service, in batched queries."""
-    when = format_date(day)
+    """The units rows overlapping ``first``..``last`` (one day when ``last`` is None) of every
+    given contract service, in batched queries."""
     records = client.query_in(
         "ContractServiceUnits",
         "contractServiceID",
         contract_service_ids,
         filters=[
-            {"op": "lte", "field": "startDate", "value": when},
-            {"op": "gte", "field": "endDate", "value": when},
+            {"op": "lte", "field": "startDate", "value": format_date(last or first)},
+            {"op": "gte", "field": "endDate", "value": format_date(first)},
         ],
         fields=UNITS_FIELDS,
     )
@@ -273,11 +283,28 @@ def read_services(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Servi
     return {service.id: service for service in map(parse_service, records)}
 
 
+@dataclass(frozen=True)
+class ContractPicklists:
+    """The contract picklists a run needs, read in one request."""
+
+    active_statuses: set[int]
+    period_labels: dict[int, str]
+
+
+def read_contract_picklists(client: AutotaskClient) -> ContractPicklists:
+    """``Contracts.status`` values labelled Active and the ``contractPeriodType`` labels."""
+    lists = client.picklists("Contracts", ("status", "contractPeriodType"))
+    statuses = lists.get("status", {})
+    active = {value for value, label in statuses.items() if label.strip().lower() == "active"}
+    return ContractPicklists(
+        active_statuses=active or {ACTIVE_CONTRACT_STATUS},
+        period_labels=lists.get("contractPeriodType", {}),
+    )
+
+
 def active_contract_statuses(client: AutotaskClient) -> set[int]:
     """The ``Contracts.status`` values whose label is Active (read, not guessed)."""
-    labels = client.picklist("Contracts", "status")
-    active = {value for value, label in labels.items() if label.strip().lower() == "active"}
-    return active or {ACTIVE_CONTRACT_STATUS}
+    return read_contract_picklists(client).active_statuses
 
 
 def usable_contract(contract: Contract, active_statuses: set[int], day: date) -> bool:

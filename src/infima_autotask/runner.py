@@ -18,12 +18,20 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from infima_autotask import __version__
-from infima_autotask.autotask import AutotaskClient, format_date
+from infima_autotask.autotask import AutotaskClient
+from infima_autotask.billing import (
+    Rates,
+    extended,
+    next_month,
+    period_labels,
+    shows,
+    wire_effective_date,
+)
 from infima_autotask.config import Mapping
 from infima_autotask.errors import (
     ApiError,
@@ -38,9 +46,9 @@ from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, Infi
 from infima_autotask.model import (
     Successor,
     UnitsRow,
-    active_contract_statuses,
     choose_row,
     find_successors,
+    read_contract_picklists,
     read_contract_services,
     read_contracts,
     read_units_rows,
@@ -59,7 +67,6 @@ from infima_autotask.sync import (
     money,
     period_label,
     plan,
-    same_amount,
     summary,
 )
 
@@ -138,6 +145,7 @@ class SyncReport:
             "dry_run": self.dry_run,
             "items": [item.as_json() for item in self.items],
             "summary": self.summary,
+            "warnings": list(self.warnings),
         }
 
 
@@ -243,6 +251,9 @@ class _Run:
         self.progress = progress
         self.autotask: AutotaskClient | None = None
         self._abort = threading.Event()
+        self.zone = self.config.autotask.timezone
+        # Every units read covers D - 1 (the day before a write dated D) to the month's end.
+        self.window = (day - timedelta(days=1), next_month(day) - timedelta(days=1))
 
     def _client(self) -> AutotaskClient:
         if self.autotask is None:
@@ -268,8 +279,9 @@ class _Run:
             services = read_contract_services(autotask, cs_ids)
             # Pending intents of clients outside this selection are re-read in the same batch.
             extra = [p.contract_service_id for p in pending if p.contract_service_id is not None]
-            rows = read_units_rows(autotask, [*cs_ids, *extra], self.day)
-            active = active_contract_statuses(autotask)
+            rows = read_units_rows(autotask, [*cs_ids, *extra], *self.window)
+            picklists = read_contract_picklists(autotask)
+            active = picklists.active_statuses
             self._settle_pending(autotask, pending, rows)
             self._resolve_pending(pending, rows)
             counts = self._collect_counts(counting)
@@ -292,6 +304,7 @@ class _Run:
             contract_services=services,
             rows=rows,
             active_statuses=active,
+            period_months=period_labels(picklists.period_labels),
             successors=successors,
             yes=options.yes,
         )
@@ -398,10 +411,10 @@ class _Run:
         recent: list[int] = []
         for intent in pending:
             cs_id = intent.contract_service_id
-            row = choose_row(rows.get(cs_id, []), self.day) if cs_id is not None else None
+            row = _intent_row(intent, rows, self.day)
             if cs_id is None or row is None or row.units != intent.before:
                 continue
-            if _shows(row, intent.target, intent.price, intent.cost):
+            if shows(row, intent.target, Rates(intent.price, intent.cost)):
                 continue
             age = _age_seconds(intent.created_at, now)
             if age < ceiling:
@@ -411,16 +424,15 @@ class _Run:
             return
         log.info("waiting %.1fs for the writes of an interrupted run to settle", wait)
         time.sleep(wait)
-        fresh = read_units_rows(autotask, recent, self.day)
+        fresh = read_units_rows(autotask, recent, *self.window)
         for cs_id in recent:
             rows[cs_id] = fresh.get(cs_id, [])
 
     def _resolve_pending(self, pending: list[HistoryItem], rows: dict[int, list[UnitsRow]]) -> None:
         """Close intents a killed run left open, from the rows just read (SPEC §8)."""
         for intent in pending:
-            cs_id = intent.contract_service_id
-            row = choose_row(rows.get(cs_id, []), self.day) if cs_id is not None else None
-            if row is not None and _shows(row, intent.target, intent.price, intent.cost):
+            row = _intent_row(intent, rows, self.day)
+            if shows(row, intent.target, Rates(intent.price, intent.cost)):
                 status, message = UPDATED, "confirmed after an interrupted run"
             elif row is not None and row.units == intent.before:
                 status, message = FAILED, "not applied by the interrupted run"
@@ -437,7 +449,8 @@ class _Run:
         Read on every run, even without writes, so the request count is the SPEC §9 floor.
         """
         threshold = autotask.threshold()
-        need = k + math.ceil(k / 500)
+        # The writes, their batched verification and the first write's own read-back.
+        need = k + math.ceil(k / 500) + 1
         share = self.config.sync.max_api_usage_percent
         # Exact: in floats 57 / 100 * 10000 is 5699.999..., refusing a run that stays at 57%.
         if not k or (threshold.used + need) * 100 <= exact(share) * threshold.limit:
@@ -456,18 +469,53 @@ class _Run:
     # -- writes -------------------------------------------------------------------------
 
     def _write_all(self, autotask: AutotaskClient, items: list[PlanItem]) -> dict[int, PlanItem]:
+        """Write every planned item once; SPEC §8 "The first write" gates the rest.
+
+        With two or more writes, writes are sent alone and verified one by one until one
+        verifies (a rejected one is that item's failure only); if one does not verify,
+        nothing more is written and the rest are held. The rest then go out at most three at
+        a time and are verified in one batched read.
+        """
         writes = [_Write(item) for item in items]
+        remaining = list(writes)
+        if len(writes) >= 2:
+            while remaining:
+                first = remaining.pop(0)
+                self._apply(autotask, first)
+                if first.sent:
+                    self._verify(autotask, [first])
+                self._tick("Writing to Autotask", len(writes) - len(remaining), len(writes))
+                if first.final is not None and first.final.status == UPDATED:
+                    break
+                if not _refused(first.final):
+                    self._hold_rest(remaining, first.item)
+                    remaining = []
+        self._write_rest(autotask, remaining, sent=len(writes) - len(remaining), total=len(writes))
+        return {write.item.client_id: write.final for write in writes if write.final is not None}
+
+    def _hold_rest(self, rest: list[_Write], first: PlanItem) -> None:
+        message = (
+            f"not written: the first write of this run, client {first.client_id}, did not "
+            "verify; fix what its Detail says, then run `sync` again"
+        )
+        for write in rest:
+            write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
+        self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
+
+    def _write_rest(
+        self, autotask: AutotaskClient, writes: list[_Write], *, sent: int, total: int
+    ) -> None:
         stage = "Writing to Autotask"
         errors: list[BaseException] = []
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
             futures = [pool.submit(self._apply, autotask, write) for write in writes]
             try:
-                for done, future in enumerate(futures, start=1):
+                for done, future in enumerate(futures, start=sent + 1):
                     try:
                         future.result()
                     except BaseException as exc:  # re-raised below, after every thread stopped
                         errors.append(exc)
-                    self._tick(stage, done, len(writes))
+                    self._tick(stage, done, total)
             except BaseException:
                 # Ctrl-C here: the pool still waits for its queue on the way out, so without
                 # this every queued create would be sent after the operator asked to stop.
@@ -476,7 +524,6 @@ class _Run:
         if errors:
             raise errors[0]
         self._verify(autotask, [write for write in writes if write.sent])
-        return {write.item.client_id: write.final for write in writes if write.final is not None}
 
     def _apply(self, autotask: AutotaskClient, write: _Write) -> None:
         if self._abort.is_set():
@@ -498,12 +545,12 @@ class _Run:
                 write.sent = True
                 return
             if kind == "rejected":
-                self._finish(write, FAILED, f"Autotask refused the change: {detail}")
+                self._finish(write, FAILED, _refusal(item, detail))
                 return
             if write.settle:
                 log.info("client %d: waiting %.1fs before re-reading", item.client_id, write.settle)
                 time.sleep(write.settle)
-            state, row = self._reread(autotask, item)
+            state, landing = self._reread(autotask, item)
             if state == "applied":
                 note = "applied (confirmed by re-reading after an unknown outcome)"
                 self._finish(write, UPDATED, _join(item.message, note))
@@ -526,24 +573,21 @@ class _Run:
                     f"outcome unknown ({detail}) and the re-read failed; check Autotask",
                 )
             else:
-                self._finish(
-                    write,
-                    FAILED,
-                    f"outcome unknown ({detail}); {_describe(row, self.day)}, expected "
-                    f"{_expected(item)}; check Autotask",
-                )
+                self._finish(write, FAILED, f"outcome unknown ({detail}); {landing}")
             return
 
     def _send(self, autotask: AutotaskClient, write: _Write) -> tuple[str, str]:
         item = write.item
+        if item.effective is None:  # planning never plans a write without E
+            raise RuntimeError(f"client {item.client_id}: a write without an effective date")
         body = {
             "contractID": item.contract_id,
             "contractServiceID": item.contract_service_id,
             "serviceID": item.service_id,
-            "effectiveDate": format_date(self.day),
+            "effectiveDate": wire_effective_date(item.effective, self.zone),
             "unitChange": item.change,
-            "adjustedUnitPrice": item.price,
-            "adjustedUnitCost": item.new_cost,
+            "adjustedUnitPrice": item.unit_price,
+            "adjustedUnitCost": item.new_unit_cost,
         }
         try:
             write.adjustment_id = autotask.create(ADJUSTMENTS, body)
@@ -557,27 +601,34 @@ class _Run:
             return "unknown", exc.message
         return "sent", ""
 
-    def _reread(self, autotask: AutotaskClient, item: PlanItem) -> tuple[str, UnitsRow | None]:
-        """After an unknown outcome: ``applied``, ``before``, ``other`` or ``error``."""
+    def _reread(self, autotask: AutotaskClient, item: PlanItem) -> tuple[str, str]:
+        """After an unknown outcome: ``applied``, ``before``, ``other`` or ``error``, and what
+        Autotask shows when it is neither."""
         try:
-            rows = read_units_rows(autotask, [item.contract_service_id], self.day)
+            rows = read_units_rows(autotask, [item.contract_service_id], *self.window)
         except ApiError as exc:
             log.warning("client %d: re-read failed: %s", item.client_id, exc)
-            return "error", None
-        row = choose_row(rows.get(item.contract_service_id, []), self.day)
-        if row is not None and _shows(row, item.target, item.price, item.new_cost):
-            return "applied", row
-        if row is not None and _shows(row, item.before, item.price, item.cost):
-            return "before", row
-        return "other", row
+            return "error", ""
+        found = rows.get(item.contract_service_id, [])
+        problem = landing_problem(item, found)
+        if problem is None:
+            return "applied", ""
+        effective = item.effective or self.day
+        row = choose_row(found, effective)
+        day_before = choose_row(found, effective - timedelta(days=1))
+        if shows(row, item.before, item.before_rates) and _unchanged(
+            day_before, item.day_before, effective
+        ):
+            return "before", ""
+        return "other", problem
 
     def _verify(self, autotask: AutotaskClient, writes: list[_Write]) -> None:
-        """One batched read of every written item's units row (SPEC §8)."""
+        """One batched read of every written item's units rows (SPEC §8 "Verification")."""
         if not writes:
             return
         try:
             rows = read_units_rows(
-                autotask, [write.item.contract_service_id for write in writes], self.day
+                autotask, [write.item.contract_service_id for write in writes], *self.window
             )
         except ApiError as exc:
             for write in writes:
@@ -590,13 +641,11 @@ class _Run:
             return
         for write in writes:
             item = write.item
-            row = choose_row(rows.get(item.contract_service_id, []), self.day)
-            if row is not None and _shows(row, item.target, item.price, item.new_cost):
+            problem = landing_problem(item, rows.get(item.contract_service_id, []))
+            if problem is None:
                 self._finish(write, UPDATED, item.message)
             else:
-                self._finish(
-                    write, FAILED, f"{_describe(row, self.day)}, expected {_expected(item)}"
-                )
+                self._finish(write, FAILED, problem)
 
     def _finish(self, write: _Write, status: str, message: str) -> None:
         item = write.item
@@ -612,6 +661,93 @@ class _Run:
             adjustment_id=write.adjustment_id,
         )
         write.final = final
+
+
+def landing_problem(item: PlanItem, rows: Sequence[UnitsRow]) -> str | None:
+    """Why the rows read back do not show the item's write landed on E, or None when it did.
+
+    Landed means: the row covering E shows the target at the written rates, and the row
+    covering E - 1 is the one planning saw (its end may shorten to E - 1 or E when a
+    prorated write splits it). A change on E - 1 or E + 1 is named with the one-day charge
+    it left and the fix.
+    """
+    effective = item.effective
+    if effective is None or item.target is None:
+        return "nothing to verify: no effective date"
+    day = timedelta(days=1)
+    row = choose_row(rows, effective)
+    early = choose_row(rows, effective - day)
+    if not _unchanged(early, item.day_before, effective):
+        return (
+            f"Autotask dated the change {(effective - day).isoformat()}, a day before "
+            f"{effective.isoformat()}: the one-day charge on {(effective - day).isoformat()} "
+            f"({_describe(early)}) must be reversed by hand in Autotask; then set "
+            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
+        )
+    if shows(row, item.target, item.rates):
+        return None
+    late = choose_row(rows, effective + day)
+    if (
+        shows(row, item.before, item.before_rates)
+        and late is not None
+        and late.start == effective + day
+        and late.units == item.target
+    ):
+        return (
+            f"Autotask dated the change {late.start.isoformat()}, a day after "
+            f"{effective.isoformat()}: {effective.isoformat()} is still billed at "
+            f"{item.before} units, a one-day charge to correct by hand in Autotask; then set "
+            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
+        )
+    return f"{_describe(row, effective)}, expected {_expected(item)}"
+
+
+def _unchanged(now: UnitsRow | None, planned: UnitsRow | None, effective: date) -> bool:
+    """The row covering E - 1 is the one planning saw (its end may move back to E - 1 or E)."""
+    if now is None or planned is None:
+        return now is None and planned is None
+    return (
+        now.id == planned.id
+        and now.start == planned.start
+        and now.units == planned.units
+        and effective - timedelta(days=1) <= now.end <= max(planned.end, effective)
+        and _same_money(now.price, planned.price)
+        and _same_money(now.cost, planned.cost)
+    )
+
+
+def _same_money(a: float | None, b: float | None) -> bool:
+    return a is b if a is None or b is None else abs(a - b) <= 0.005
+
+
+def _refused(item: PlanItem | None) -> bool:
+    """Autotask refused the write: nothing landed, so the next write may go alone."""
+    return item is not None and item.status == FAILED and item.message.startswith(REFUSED)
+
+
+REFUSED = "Autotask refused the change"
+DUPLICATE_DATE = "duplicate data into contract_service_period"
+
+
+def _refusal(item: PlanItem, detail: str) -> str:
+    """The message of a rejected write; a same-day duplicate says it needs a person."""
+    if DUPLICATE_DATE in detail.lower():
+        day = item.effective.isoformat() if item.effective else "that day"
+        return (
+            f"{REFUSED}: it already has an adjustment of contract service "
+            f"{item.contract_service_id} dated {day} and takes no second one ({detail}); make "
+            "this change by hand in Autotask"
+        )
+    return f"{REFUSED}: {detail}"
+
+
+def _intent_row(intent: HistoryItem, rows: dict[int, list[UnitsRow]], day: date) -> UnitsRow | None:
+    """The row covering an open intent's effective date (D for intents from before 0.2)."""
+    cs_id = intent.contract_service_id
+    if cs_id is None:
+        return None
+    when = date.fromisoformat(intent.effective_date) if intent.effective_date else day
+    return choose_row(rows.get(cs_id, []), when)
 
 
 def _settle_ceiling(autotask: AutotaskClient) -> float:
@@ -650,23 +786,23 @@ def _settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
     return 0.0
 
 
-def _shows(row: UnitsRow, units: int | None, price: float | None, cost: float | None) -> bool:
+def _describe(row: UnitsRow | None, day: date | None = None) -> str:
+    if row is None:
+        covering = f" covering {day.isoformat()}" if day else ""
+        return f"Autotask shows no units row{covering}"
     return (
-        units is not None
-        and row.units == units
-        and same_amount(row.price, price)
-        and same_amount(row.cost, cost)
+        f"Autotask shows {row.units} units at {money(row.price)}/{money(row.cost)} "
+        f"from {row.start.isoformat()}"
     )
 
 
-def _describe(row: UnitsRow | None, day: date) -> str:
-    if row is None:
-        return f"Autotask shows no units row covering {day.isoformat()}"
-    return f"Autotask shows {row.units} units at {money(row.price)}/{money(row.cost)}"
-
-
 def _expected(item: PlanItem) -> str:
-    return f"{item.target} at {money(item.price)}/{money(item.new_cost)}"
+    target = item.target or 0
+    rates = item.rates
+    return (
+        f"{item.target} at {money(extended(target, rates.price))}/"
+        f"{money(extended(target, rates.cost))}"
+    )
 
 
 def _join(*parts: str) -> str:
@@ -675,7 +811,6 @@ def _join(*parts: str) -> str:
 
 def _record(item: PlanItem) -> ItemRecord:
     """The history row of an item; ``cost`` is the cost in force after it (intended for writes)."""
-    moving = item.status in (PLANNED, UPDATED)
     return ItemRecord(
         client_id=item.client_id,
         client_name=item.client_name or None,
@@ -686,11 +821,12 @@ def _record(item: PlanItem) -> ItemRecord:
         before=item.before,
         after=item.after,
         change=item.change,
-        price=item.price,
-        cost=item.new_cost if moving else item.cost,
+        price=item.rates.price,
+        cost=item.rates.cost,
         status=item.status,
         message=item.message,
         adjustment_id=item.adjustment_id,
+        effective_date=item.effective.isoformat() if item.effective else None,
     )
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import collections.abc as cabc
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
+from infima_autotask.billing import Rates, Schedule, same_rate, schedule, unit_rates
 from infima_autotask.config import Mapping, SyncSettings
 from infima_autotask.errors import UsageError
 from infima_autotask.model import Contract, ContractService, Successor, UnitsRow, choose_row
@@ -20,9 +21,10 @@ from infima_autotask.model import Contract, ContractService, Successor, UnitsRow
 UPDATED = "updated"
 UNCHANGED = "unchanged"
 PLANNED = "planned"
+SKIPPED = "skipped"
 HELD = "held"
 FAILED = "failed"
-STATUSES = (UPDATED, UNCHANGED, PLANNED, HELD, FAILED)
+STATUSES = (UPDATED, UNCHANGED, PLANNED, SKIPPED, HELD, FAILED)
 
 NO_COST_VISIBILITY = "the API user cannot see costs: grant cost visibility"
 
@@ -53,14 +55,6 @@ def current_month(now: datetime, zone: str | None) -> date:
 
 def period_label(day: date) -> str:
     return f"{day.year:04d}-{day.month:02d}"
-
-
-def same_amount(a: float | None, b: float | None) -> bool:
-    """Money equality with a tolerance: 0.005 absolute or 1e-6 relative."""
-    if a is None or b is None:
-        return a is b
-    diff = abs(a - b)
-    return diff <= 0.005 or diff <= 1e-6 * max(abs(a), abs(b))
 
 
 def exact(value: float) -> Fraction:
@@ -99,8 +93,10 @@ class UserCount:
 class PlanItem:
     """One mapping's plan, and later its outcome (the runner replaces status and message).
 
-    ``price``/``cost`` are the units row's current values; ``new_cost`` is the cost to write
-    (the current cost, or the mapping's unit_cost when overwrite_cost applies).
+    Money is per unit throughout (``billing.unit_rates``): ``unit_price``/``unit_cost`` are the
+    line's current rates, ``new_unit_cost`` the cost to write (the current one, or the
+    mapping's unit_cost when overwrite_cost applies). ``effective`` is E, the day the write is
+    dated; ``day_before`` is the row covering E - 1 as planned (verification compares it).
     """
 
     client_id: int
@@ -113,29 +109,60 @@ class PlanItem:
     before: int | None
     after: int | None
     change: int | None
-    price: float | None
-    cost: float | None
-    new_cost: float | None
+    unit_price: float | None
+    unit_cost: float | None
+    new_unit_cost: float | None
     status: str
     message: str = ""
     adjustment_id: int | None = None
+    effective: date | None = None
+    day_before: UnitsRow | None = None
+    account_name: str = ""
+    service_name: str = ""
 
     @property
     def cost_changes(self) -> bool:
-        return not same_amount(self.cost, self.new_cost)
+        return not same_rate(self.unit_cost, self.new_unit_cost)
+
+    @property
+    def writes(self) -> bool:
+        """Planned or written: the rates are those the write sends."""
+        return self.status in (PLANNED, UPDATED)
+
+    @property
+    def rates(self) -> Rates:
+        """The per-unit rates the line shows after this item (the written ones for a write)."""
+        return Rates(self.unit_price, self.new_unit_cost if self.writes else self.unit_cost)
+
+    @property
+    def before_rates(self) -> Rates:
+        return Rates(self.unit_price, self.unit_cost)
+
+    @property
+    def money_change(self) -> float:
+        """change x unit price for a write; 0 for everything else."""
+        if not self.writes or self.change is None or self.unit_price is None:
+            return 0.0
+        return round(self.change * self.unit_price, 2)
 
     def as_json(self) -> dict[str, object]:
         """The item object of SPEC §8's ``--json`` document."""
         return {
             "client_id": self.client_id,
             "client_name": self.client_name,
+            "account_name": self.account_name or None,
             "contract_id": self.contract_id,
             "contract_service_id": self.contract_service_id,
+            "service_name": self.service_name or None,
+            "effective_date": self.effective.isoformat() if self.effective else None,
             "users": self.users,
             "target": self.target,
             "before": self.before,
             "after": self.after,
             "change": self.change,
+            "unit_price": self.rates.price,
+            "unit_cost": self.rates.cost,
+            "money_change": self.money_change,
             "status": self.status,
             "message": self.message,
         }
@@ -246,6 +273,21 @@ def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> 
     return None
 
 
+def mapping_schedule(
+    mapping: Mapping,
+    contract: Contract | None,
+    day: date,
+    settings: SyncSettings,
+    period_months: cabc.Mapping[int, int],
+) -> Schedule:
+    """When the mapping's write for the month starting ``day`` is dated (``billing.schedule``)."""
+    months = None
+    if contract is not None and contract.period_type is not None:
+        months = period_months.get(contract.period_type)
+    start = contract.start if contract is not None else None
+    return schedule(start, months, day, prorate=mapping.effective_prorate(settings))
+
+
 def plan_one(
     mapping: Mapping,
     *,
@@ -256,6 +298,7 @@ def plan_one(
     cs: ContractService | None,
     rows: cabc.Sequence[UnitsRow],
     active_statuses: cabc.Collection[int],
+    period_months: cabc.Mapping[int, int],
     successors: cabc.Mapping[tuple[int, int], Successor],
     yes: bool = False,
 ) -> PlanItem:
@@ -263,17 +306,23 @@ def plan_one(
     users = count.users if count is not None else None
     target = clamp_target(users, mapping) if users is not None else None
     usable_cs = cs if cs is not None and cs.contract_id == mapping.contract_id else None
-    row = choose_row(rows, day) if usable_cs is not None else None
+    when = mapping_schedule(mapping, contract, day, settings, period_months)
+    effective = when.effective
+    # A skipped item shows the row covering D; every other the row covering E.
+    row = choose_row(rows, effective or day) if usable_cs is not None else None
     before = row.units if row is not None else None
-    price = row.price if row is not None else None
-    cost = row.cost if row is not None else None
+    rates = unit_rates(row, usable_cs) if row is not None else Rates(None, None)
     overwrite = mapping.effective_overwrite_cost(settings)
-    unit_cost = mapping.effective_unit_cost(settings)
-    new_cost = unit_cost if overwrite and unit_cost is not None else cost
+    configured = mapping.effective_unit_cost(settings)
+    new_cost = configured if overwrite and configured is not None else rates.cost
     change = target - before if target is not None and before is not None else None
+    day_before = (
+        choose_row(rows, effective - timedelta(days=1))
+        if effective is not None and usable_cs is not None
+        else None
+    )
 
     def item(status: str, message: str = "") -> PlanItem:
-        moving = status == PLANNED
         return PlanItem(
             client_id=mapping.client_id,
             client_name=(count.name if count is not None else "") or mapping.client_name or "",
@@ -283,54 +332,90 @@ def plan_one(
             users=users,
             target=target,
             before=before,
-            after=target if moving else before,
-            change=change,
-            price=price,
-            cost=cost,
-            new_cost=new_cost,
+            after=target if status == PLANNED else before,
+            change=change if status != SKIPPED else None,
+            unit_price=rates.price,
+            unit_cost=rates.cost,
+            new_unit_cost=new_cost,
             status=status,
             message=message,
+            effective=effective if status != SKIPPED else None,
+            day_before=day_before,
+            account_name=mapping.account_name or "",
+            service_name=mapping.service_name or "",
         )
 
     if count is None or count.users is None:
         return item(FAILED, (count.error if count is not None else "") or "no user count")
     problem = _chain_problem(mapping, contract, cs, day, active_statuses, successors)
-    if problem is not None:
-        return item(FAILED, problem)
+    if problem is not None or contract is None:
+        return item(FAILED, problem or "contract not found")
+    if effective is None:
+        return item(*_no_effective_date(mapping, contract, when))
     if row is None:
         return item(
             FAILED,
             f"no units row of contract service {mapping.contract_service_id} covers "
-            f"{day.isoformat()}; check the contract's dates and services in Autotask",
+            f"{effective.isoformat()}; check the contract's dates and services in Autotask",
         )
-    if price is None or cost is None:
+    if not when.prorate and row.start != effective:
+        return item(
+            FAILED,
+            f"Autotask shows no billing period of contract service {mapping.contract_service_id} "
+            f"starting on {effective.isoformat()} (the row covering it starts "
+            f"{row.start.isoformat()}); check the contract's billing period in Autotask, or set "
+            "`prorate: true` on the mapping to write on the 1st (Autotask then prorates)",
+        )
+    if rates.cost is None:
         return item(FAILED, NO_COST_VISIBILITY)
+    if rates.price is None:
+        return item(
+            FAILED,
+            f"Autotask shows no price for contract service {mapping.contract_service_id}; "
+            "check the API user's permissions",
+        )
     if target is None or before is None:  # unreachable: users and row were checked above
         return item(FAILED, "no user count")
-    cost_note = f"cost {money(cost)} -> {money(new_cost)}" if item(PLANNED).cost_changes else ""
+    planned = item(PLANNED)
+    cost_note = (
+        f"unit cost {money(rates.cost)} -> {money(new_cost)}" if planned.cost_changes else ""
+    )
     if target == before and not cost_note:
         return item(UNCHANGED)
-    # Neither of these two is lifted by --yes: a write would land in a billed period, or
-    # create a proration line that Autotask cannot delete.
+    # Not lifted by --yes: a write would land in a billed period.
     if row.posted:
         return item(
             HELD,
             f"the billing period from {row.start.isoformat()} is already approved and posted; "
             "change it in Autotask by hand",
         )
-    if row.start != day:
-        return item(
-            HELD,
-            f"the billing period covering {day.isoformat()} starts {row.start.isoformat()}: a "
-            "write would create a proration Autotask cannot delete; adjust it in Autotask",
-        )
     hold = _guard(before, target, settings, mapping.client_id)
     if hold is not None and not yes:
         return item(HELD, hold)
     notes = [cost_note] if cost_note else []
+    if when.prorated:
+        notes.append(
+            f"prorated from {effective.isoformat()}: Autotask splits the period from "
+            f"{row.start.isoformat()}"
+        )
     if hold is not None:
         notes.append("guard lifted by --yes: " + hold.split(";")[0])
     return item(PLANNED, "; ".join(notes))
+
+
+def _no_effective_date(mapping: Mapping, contract: Contract, when: Schedule) -> tuple[str, str]:
+    """Status and message of a mapping with no write date in the month."""
+    if when.next_start is not None:
+        return SKIPPED, (
+            f"no billing period of contract service {mapping.contract_service_id} starts in "
+            f"this month ({when.describe()}); the next starts {when.next_start.isoformat()}"
+        )
+    if contract.start is None:
+        return FAILED, f"contract {contract.id} has no start date in Autotask; check it there"
+    return FAILED, (
+        f"contract {contract.id} has a billing period type ({contract.period_type}) this tool "
+        "does not know; set `prorate: true` on the mapping to write on the 1st, or report it"
+    )
 
 
 def plan(
@@ -343,14 +428,17 @@ def plan(
     contract_services: cabc.Mapping[int, ContractService],
     rows: cabc.Mapping[int, cabc.Sequence[UnitsRow]],
     active_statuses: cabc.Collection[int],
+    period_months: cabc.Mapping[int, int],
     successors: cabc.Mapping[tuple[int, int], Successor] | None = None,
     yes: bool = False,
 ) -> list[PlanItem]:
-    """One item per mapping, in mapping order, with status planned/unchanged/held/failed.
+    """One item per mapping, in mapping order: planned/unchanged/skipped/held/failed.
 
-    ``day`` is the period's first day (D); ``rows`` are the units rows of each contract
-    service covering D; ``successors`` (from ``find_successors``) name renewals of ended
-    contracts; ``yes`` lifts the three liftable holds.
+    ``day`` is the period's first day (D); ``rows`` are each contract service's units rows
+    overlapping D - 1 through the month's last day; ``period_months`` maps
+    ``contractPeriodType`` values to months per period (``billing.period_labels``);
+    ``successors`` (from ``find_successors``) name renewals of ended contracts; ``yes`` lifts
+    the liftable holds.
     """
     return [
         plan_one(
@@ -362,6 +450,7 @@ def plan(
             cs=contract_services.get(mapping.contract_service_id),
             rows=rows.get(mapping.contract_service_id, ()),
             active_statuses=active_statuses,
+            period_months=period_months,
             successors=successors or {},
             yes=yes,
         )
@@ -378,10 +467,11 @@ def summary(items: cabc.Iterable[PlanItem]) -> dict[str, int]:
 
 
 def summary_line(period: str, counts: cabc.Mapping[str, int], *, dry_run: bool) -> str:
-    """``Period 2026-12: 12 updated, 30 unchanged, 1 held, 0 failed`` (dry run: planned)."""
+    """``Period 2026-12: 12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed``."""
     first = "planned" if dry_run else "updated"
     text = (
         f"Period {period}: {counts.get(first, 0)} {first}, {counts.get(UNCHANGED, 0)} unchanged, "
-        f"{counts.get(HELD, 0)} held, {counts.get(FAILED, 0)} failed"
+        f"{counts.get(SKIPPED, 0)} skipped, {counts.get(HELD, 0)} held, "
+        f"{counts.get(FAILED, 0)} failed"
     )
     return text + (" (dry run: nothing written)" if dry_run else "")

@@ -33,7 +33,17 @@ from infima_autotask.runner import (
 )
 from infima_autotask.sync import parse_month, period_label, summary_line
 
-SYNC_COLUMNS = ("Client", "Contract Service", "Users", "Before", "After", "Change", "Status")
+SYNC_COLUMNS = (
+    "Client",
+    "Contract Service",
+    "Effective",
+    "Users",
+    "Before",
+    "After",
+    "Change",
+    "Status",
+    "Detail",
+)
 
 
 def _month(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
@@ -113,7 +123,10 @@ class _Bar:
 )
 @json_option
 @click.option(
-    "-q", "--quiet", is_flag=True, help="Print nothing when every client is updated or unchanged."
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print nothing when every client is updated, unchanged or skipped.",
 )
 def sync(
     dry_run: bool,
@@ -161,6 +174,7 @@ def _render(report: SyncReport, *, as_json: bool) -> None:
             [
                 item.client_name or item.client_id,
                 item.contract_service_id,
+                item.effective.isoformat() if item.effective else "-",
                 _cell(item.users),
                 _cell(item.before),
                 _cell(item.after),
@@ -170,7 +184,7 @@ def _render(report: SyncReport, *, as_json: bool) -> None:
             ]
             for item in report.items
         ]
-        click.echo(tabulate(table, headers=[*SYNC_COLUMNS, "Detail"], disable_numparse=True))
+        click.echo(tabulate(table, headers=SYNC_COLUMNS, disable_numparse=True))
     if report.nothing_due:
         warn(f"Period {report.period}: nothing due.")
     else:
