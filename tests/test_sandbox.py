@@ -68,7 +68,8 @@ def adjustment(day, change, *, cs=data.ACME_CONTRACT_SERVICE_ID, contract=data.A
         "contractID": contract,
         "contractServiceID": cs,
         "serviceID": data.SERVICE_ID,
-        "effectiveDate": f"{day.isoformat()}T00:00:00",
+        # Noon UTC moved back by half New York's offset: that date under either date rule.
+        "effectiveDate": f"{day.isoformat()}T14:30:00Z",
         "unitChange": change,
         "adjustedUnitPrice": 4.5,
         "adjustedUnitCost": 2.25,
@@ -136,6 +137,7 @@ def test_threshold_counts_authenticated_requests_plus_offset(sb, at):
 # --- queries ---------------------------------------------------------------------------
 
 COMPANY = {
+    "own": data.OWN_COMPANY_ID,
     "acme": data.ACME_ACCOUNT_ID,
     "birch": data.BIRCH_ACCOUNT_ID,
     "cobalt": data.COBALT_ACCOUNT_ID,
@@ -143,6 +145,9 @@ COMPANY = {
     "evergreen": data.EVERGREEN_ACCOUNT_ID,
     "holdings": data.ACME_HOLDINGS_ACCOUNT_ID,
     "foxtrot": data.FOXTROT_VENDOR_ACCOUNT_ID,
+    "granite": data.GRANITE_ACCOUNT_ID,
+    "harbor": data.HARBOR_ACCOUNT_ID,
+    "iris": data.IRIS_ACCOUNT_ID,
 }
 
 
@@ -153,11 +158,11 @@ COMPANY = {
         ({"op": "noteq", "field": "companyType", "value": 1}, ["foxtrot"]),
         ({"op": "eq", "field": "isActive", "value": False}, ["holdings"]),
         ({"op": "gt", "field": "id", "value": data.DELTA_ACCOUNT_ID},
-         ["evergreen", "holdings", "foxtrot"]),
+         ["evergreen", "holdings", "foxtrot", "granite", "harbor", "iris"]),
         ({"op": "gte", "field": "id", "value": data.ACME_HOLDINGS_ACCOUNT_ID},
-         ["holdings", "foxtrot"]),
-        ({"op": "lt", "field": "id", "value": data.BIRCH_ACCOUNT_ID}, ["acme"]),
-        ({"op": "lte", "field": "id", "value": data.BIRCH_ACCOUNT_ID}, ["acme", "birch"]),
+         ["holdings", "foxtrot", "granite", "harbor", "iris"]),
+        ({"op": "lt", "field": "id", "value": data.BIRCH_ACCOUNT_ID}, ["own", "acme"]),
+        ({"op": "lte", "field": "id", "value": data.BIRCH_ACCOUNT_ID}, ["own", "acme", "birch"]),
         ({"op": "contains", "field": "companyName", "value": "acme"}, ["acme", "holdings"]),
         ({"op": "beginsWith", "field": "companyName", "value": "birch"}, ["birch"]),
         ({"op": "in", "field": "id", "value": [data.COBALT_ACCOUNT_ID, data.DELTA_ACCOUNT_ID, 1]},
@@ -190,6 +195,7 @@ def test_date_filters_compare_as_datetimes_with_or_without_z(at):
     assert [(r["startDate"], r["units"], r["approveAndPostDate"]) for r in rows] == [
         (THIS, 10, None)
     ]
+    assert (rows[0]["price"], rows[0]["cost"]) == (45.0, 22.5)  # extended: 10 x 4.5, 10 x 2.25
 
 
 def test_query_body_keys_are_case_insensitive_and_include_fields_trim_items(at):
@@ -304,10 +310,10 @@ def test_adjustment_mid_month_splits_the_row_and_updates_later_rows(sb, at):
     response = at.post("ContractServiceAdjustments", body)
     assert response.status_code == 200
     assert rows_of(sb, data.ACME_CONTRACT_SERVICE_ID) == [
-        ("2026-02-01", "2026-02-28", 10, 4.5, 2.25),
-        ("2026-03-01", "2026-03-15", 10, 4.5, 2.25),  # ends ON the effective date
-        ("2026-03-15", "2026-03-31", 13, 4.5, 2.0),
-        ("2026-04-01", "2026-04-30", 13, 4.5, 2.0),
+        ("2026-02-01", "2026-02-28", 10, 45.0, 22.5),
+        ("2026-03-01", "2026-03-15", 10, 45.0, 22.5),  # ends ON the effective date
+        ("2026-03-15", "2026-03-31", 13, 58.5, 26.0),
+        ("2026-04-01", "2026-04-30", 13, 58.5, 26.0),
     ]
     assert sb.units_on(data.ACME_CONTRACT_SERVICE_ID, date(2026, 3, 14)) == 10
     # Both rows cover the 15th; SPEC §8's rule takes the later start.
@@ -326,9 +332,9 @@ def test_adjustment_on_the_first_changes_the_row_in_place(sb, at):
         at.post("ContractServiceAdjustments", adjustment(date(2026, 3, 1), -5)).status_code == 200
     )
     assert rows_of(sb, data.ACME_CONTRACT_SERVICE_ID) == [
-        ("2026-02-01", "2026-02-28", 10, 4.5, 2.25),
-        ("2026-03-01", "2026-03-31", 7, 4.5, 2.25),
-        ("2026-04-01", "2026-04-30", 7, 4.5, 2.25),
+        ("2026-02-01", "2026-02-28", 10, 45.0, 22.5),
+        ("2026-03-01", "2026-03-31", 7, 31.5, 15.75),
+        ("2026-04-01", "2026-04-30", 7, 31.5, 15.75),
     ]
     assert [a["unitChange"] for a in sb.adjustments()] == [2, -5]
 
@@ -337,8 +343,8 @@ def test_adjustment_with_zero_change_only_sets_the_cost(sb, at):
     body = adjustment(date(2026, 3, 1), 0) | {"adjustedUnitCost": 1.75}
     assert at.post("ContractServiceAdjustments", body).status_code == 200
     assert rows_of(sb, data.ACME_CONTRACT_SERVICE_ID)[1:] == [
-        ("2026-03-01", "2026-03-31", 10, 4.5, 1.75),
-        ("2026-04-01", "2026-04-30", 10, 4.5, 1.75),
+        ("2026-03-01", "2026-03-31", 10, 45.0, 17.5),
+        ("2026-04-01", "2026-04-30", 10, 45.0, 17.5),
     ]
 
 
@@ -353,7 +359,7 @@ def test_adjustment_by_service_id_finds_the_contract_service(sb, at):
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"effectiveDate": "2026-02-01T00:00:00"}, "already approved and posted"),
+        ({"effectiveDate": "2026-02-01T14:30:00Z"}, "already approved and posted"),
         ({"contractID": data.ACME_BLOCK_HOURS_CONTRACT_ID}, "Recurring Service"),
         ({"contractID": 1}, "existing entity"),
         ({"unitChange": -11}, "negative"),
@@ -548,10 +554,10 @@ def test_infima_requires_the_api_key(sb):
 def test_infima_clients_page_with_default_and_bounded_limit(sb):
     sb.generate(30, first_client_id=5000)
     first = infima(sb, "/v1/clients").json()
-    assert len(first["items"]) == 20 and first["total"] == 35
+    assert len(first["items"]) == 20 and first["total"] == 38  # 8 seeded + 30
     assert first["items"][0] == first["items"][0] | {"id": 101, "client_name": "Acme Dental"}
     last = infima(sb, "/v1/clients", limit=50, offset=20).json()
-    assert [c["id"] for c in last["items"]] == list(range(5015, 5030))
+    assert [c["id"] for c in last["items"]] == list(range(5012, 5030))
     for bad in (51, 0, "x"):
         response = infima(sb, "/v1/clients", limit=bad)
         assert response.status_code == 400 and "limit" in response.json()["message"]
@@ -636,6 +642,7 @@ def test_seed_has_an_ended_contract_with_a_renewal_and_posted_last_month(sb):
         data.BIRCH_CONTRACT_SERVICE_ID,
         data.COBALT_CONTRACT_SERVICE_ID,
         data.DELTA_RENEWAL_CONTRACT_SERVICE_ID,
+        data.GRANITE_CONTRACT_SERVICE_ID,
     ]
 
 
@@ -655,9 +662,10 @@ def test_units_index_follows_rows_added_replaced_and_deleted(sb):
     assert sb.units_on(cs, date(2026, 3, 1)) is None
     sb.state.add_units_row(
         contract_service_id=cs, start=date(2026, 3, 1), end=date(2026, 3, 31), units=3,
-        price=4.5, cost=None,
+        unit_price=4.5, unit_cost=None,
     )  # fmt: skip
     assert sb.units_on(cs, date(2026, 3, 31)) == 3
+    assert sb.state.row_covering(cs, date(2026, 3, 31))["price"] == 13.5
     assert len(sb.state.units_rows(cs)) == 3
 
 
