@@ -200,6 +200,56 @@ def period_labels(picklist: Mapping[int, str]) -> dict[int, int]:
     return found
 
 
+# --- the tenant's zone ---------------------------------------------------------------------
+
+# Windows zone names (what an InternalLocations record may hold) of the zones MSPs bill from.
+_WINDOWS_ZONES = {
+    "utc": "UTC",
+    "gmt standard time": "Europe/London",
+    "greenwich standard time": "Atlantic/Reykjavik",
+    "w. europe standard time": "Europe/Berlin",
+    "romance standard time": "Europe/Paris",
+    "central europe standard time": "Europe/Budapest",
+    "central european standard time": "Europe/Warsaw",
+    "e. europe standard time": "Europe/Chisinau",
+    "fle standard time": "Europe/Kiev",
+    "south africa standard time": "Africa/Johannesburg",
+    "eastern standard time": "America/New_York",
+    "central standard time": "America/Chicago",
+    "mountain standard time": "America/Denver",
+    "us mountain standard time": "America/Phoenix",
+    "pacific standard time": "America/Los_Angeles",
+    "alaskan standard time": "America/Anchorage",
+    "hawaiian standard time": "Pacific/Honolulu",
+    "atlantic standard time": "America/Halifax",
+    "newfoundland standard time": "America/St_Johns",
+    "canada central standard time": "America/Regina",
+    "india standard time": "Asia/Kolkata",
+    "singapore standard time": "Asia/Singapore",
+    "tokyo standard time": "Asia/Tokyo",
+    "aus eastern standard time": "Australia/Sydney",
+    "e. australia standard time": "Australia/Brisbane",
+    "cen. australia standard time": "Australia/Adelaide",
+    "w. australia standard time": "Australia/Perth",
+    "new zealand standard time": "Pacific/Auckland",
+}
+
+
+def iana_zone(text: str | None) -> str | None:
+    """An IANA zone name for a tenant's ``timeZone`` text (IANA or a Windows name), or None."""
+    if not text:
+        return None
+    name = text.strip()
+    windows = _WINDOWS_ZONES.get(name.lower())
+    if windows is not None:
+        return windows
+    try:
+        ZoneInfo(name)
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return None
+    return name
+
+
 # --- the date sent -------------------------------------------------------------------------
 
 

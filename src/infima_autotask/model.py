@@ -278,6 +278,24 @@ def read_units_rows(
     return rows
 
 
+def read_location_timezone(client: AutotaskClient) -> str | None:
+    """The ``timeZone`` text of the default ``InternalLocations`` record, or None.
+
+    Taken as the tenant database's zone (UNCONFIRMED in AUTOTASK_API.md: ``doctor`` shows it
+    beside ``autotask.timezone`` and the first write of a run proves it).
+    """
+    records = client.query(
+        "InternalLocations",
+        [{"op": "eq", "field": "isDefault", "value": True}],
+        fields=("name", "isDefault", "timeZone"),
+    )
+    for record in records:
+        if record.get("isDefault") is True:
+            zone = record.get("timeZone")
+            return zone.strip() if isinstance(zone, str) and zone.strip() else None
+    return None
+
+
 def read_services(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Service]:
     records = client.query_in("Services", "id", ids, fields=("name",))
     return {service.id: service for service in map(parse_service, records)}
