@@ -19,7 +19,6 @@ from infima_autotask.sync import (
     ended_contracts,
     parse_month,
     plan,
-    same_amount,
     summary,
     summary_line,
 )
@@ -43,11 +42,16 @@ CONTRACT = Contract(
     status=1,
     start=date(2026, 1, 1),
     end=date(2027, 12, 31),
+    period_type=3,
 )
-CS = ContractService(id=29685100, contract_id=29684001, service_id=30012)
+MONTHS = {3: 1, 4: 3, 6: 12}  # contractPeriodType value -> months per period
+CS = ContractService(
+    id=29685100, contract_id=29684001, service_id=30012, unit_price=4.5, unit_cost=2.25
+)
 
 
 def row(units=10, *, start=D, end=date(2026, 12, 31), price=4.5, cost=2.25, posted=False, id=1):
+    """A units row at these PER-UNIT rates: it holds the extended amounts, as Autotask does."""
     return UnitsRow(
         id=id,
         contract_id=CONTRACT.id,
@@ -56,8 +60,8 @@ def row(units=10, *, start=D, end=date(2026, 12, 31), price=4.5, cost=2.25, post
         start=start,
         end=end,
         units=units,
-        price=price,
-        cost=cost,
+        price=None if price is None else round(units * price, 2),
+        cost=None if cost is None else round(units * cost, 2),
         posted=posted,
     )
 
@@ -84,6 +88,7 @@ def plan_for(
         contract_services={cs.id: cs} if cs else {},
         rows={CS.id: [row()] if rows is None else rows},
         active_statuses=ACTIVE,
+        period_months=MONTHS,
         successors=successors,
         yes=yes,
     )
@@ -160,24 +165,23 @@ def test_guards(users, before, settings, yes, status, after, message_part):
 
 
 @pytest.mark.parametrize("yes", [False, True])
-@pytest.mark.parametrize(
-    ("the_row", "message_part"),
-    [
-        (row(10, posted=True), "already approved and posted"),
-        (row(10, start=date(2026, 11, 15)), "starts 2026-11-15"),
-    ],
-)
-def test_never_lifted_holds(the_row, message_part, yes):
-    item = plan_for(12, rows=[the_row], yes=yes)
+def test_a_posted_period_is_held_even_with_yes(yes):
+    item = plan_for(12, rows=[row(10, posted=True)], yes=yes)
     assert (item.status, item.after, item.change) == ("held", 10, 2)
-    assert message_part in item.message and "--yes" not in item.message
+    assert "already approved and posted" in item.message and "--yes" not in item.message
 
 
-@pytest.mark.parametrize(
-    "the_row", [row(10, posted=True), row(10, start=date(2026, 11, 15))], ids=["posted", "start"]
-)
-def test_never_lifted_holds_do_not_touch_unchanged_items(the_row):
-    assert plan_for(10, rows=[the_row]).status == "unchanged"
+def test_a_posted_period_does_not_touch_unchanged_items():
+    assert plan_for(10, rows=[row(10, posted=True)]).status == "unchanged"
+
+
+@pytest.mark.parametrize("yes", [False, True])
+def test_no_row_starting_on_e_fails_without_prorate(yes):
+    """A row starting before E is a split or another period: a write would prorate it."""
+    item = plan_for(12, rows=[row(10, start=date(2026, 11, 15))], yes=yes)
+    assert (item.status, item.after, item.change) == ("failed", 10, 2)
+    assert "no billing period of contract service 29685100 starting on 2026-12-01" in item.message
+    assert "starts 2026-11-15" in item.message and "prorate: true" in item.message
 
 
 # -- cost -------------------------------------------------------------------------------
@@ -217,8 +221,8 @@ def test_never_lifted_holds_do_not_touch_unchanged_items(the_row):
 def test_cost(mapping_kw, settings, users, status, new_cost, message_part):
     item = plan_for(users, mapping=replace(MAPPING, **mapping_kw), settings=settings)
     assert item.status == status
-    assert item.new_cost == pytest.approx(new_cost)
-    assert item.cost == 2.25 and item.price == 4.5
+    assert item.new_unit_cost == pytest.approx(new_cost)
+    assert item.unit_cost == 2.25 and item.unit_price == 4.5
     assert message_part in item.message
     assert item.change == users - 10
 
@@ -229,8 +233,8 @@ def test_cost_only_change_is_still_held_in_a_posted_period():
     assert (item.status, item.change) == ("held", 0)
 
 
-@pytest.mark.parametrize(("price", "cost"), [(None, 2.25), (4.5, None), (None, None)])
-def test_null_price_or_cost_fails(price, cost):
+@pytest.mark.parametrize(("price", "cost"), [(4.5, None), (None, None)])
+def test_null_cost_fails_with_cost_visibility(price, cost):
     item = plan_for(12, rows=[row(10, price=price, cost=cost)])
     assert (item.status, item.message, item.before, item.after) == (
         "failed",
@@ -238,6 +242,11 @@ def test_null_price_or_cost_fails(price, cost):
         10,
         10,
     )
+
+
+def test_null_price_fails():
+    item = plan_for(12, rows=[row(10, price=None)])
+    assert item.status == "failed" and "no price for contract service 29685100" in item.message
 
 
 # -- the units row ----------------------------------------------------------------------
@@ -340,6 +349,7 @@ def test_one_failure_does_not_stop_the_others():
         contract_services={CS.id: CS, cs2.id: cs2},
         rows={CS.id: [row(10)], cs2.id: [replace(row(5), contract_service_id=cs2.id)]},
         active_statuses=ACTIVE,
+        period_months=MONTHS,
     )
     assert [(i.client_id, i.status, i.change) for i in items] == [
         (101, "failed", None),
@@ -371,13 +381,19 @@ def test_json_item_shape():
     assert item.as_json() == {
         "client_id": 101,
         "client_name": "Acme Dental",
+        "account_name": None,
         "contract_id": 29684001,
         "contract_service_id": 29685100,
+        "service_name": None,
+        "effective_date": "2026-12-01",
         "users": 12,
         "target": 12,
         "before": 10,
         "after": 12,
         "change": 2,
+        "unit_price": 4.5,
+        "unit_cost": 2.25,
+        "money_change": 9.0,
         "status": "planned",
         "message": "",
     }
@@ -405,21 +421,22 @@ def test_current_month_uses_the_zone():
     assert current_month(now, "Europe/Berlin") == date(2026, 12, 1)
 
 
-def test_same_amount_tolerance():
-    assert same_amount(2.25, 2.254) and not same_amount(2.25, 2.26)
-    assert same_amount(1e9, 1e9 + 500) and not same_amount(1e9, 1e9 + 5000)
-    assert same_amount(None, None) and not same_amount(None, 0.0)
-
-
 def test_summary_and_line():
     items = [plan_for(10), plan_for(12), plan_for(0, rows=[row(10)])]
     counts = summary(items)
-    assert counts == {"updated": 0, "unchanged": 1, "planned": 1, "held": 1, "failed": 0}
+    assert counts == {
+        "updated": 0,
+        "unchanged": 1,
+        "planned": 1,
+        "skipped": 0,
+        "held": 1,
+        "failed": 0,
+    }
     assert (
         summary_line("2026-12", counts, dry_run=True)
-        == "Period 2026-12: 1 planned, 1 unchanged, 1 held, 0 failed (dry run: nothing written)"
+        == "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 1 held, 0 failed (dry run: nothing written)"
     )
     assert (
         summary_line("2026-12", {"updated": 12, "unchanged": 30, "held": 1}, dry_run=False)
-        == "Period 2026-12: 12 updated, 30 unchanged, 1 held, 0 failed"
+        == "Period 2026-12: 12 updated, 30 unchanged, 0 skipped, 1 held, 0 failed"
     )
