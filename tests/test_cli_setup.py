@@ -37,6 +37,14 @@ THRESHOLD = {
     "currentTimeframeRequestCount": 124,
 }
 PARTNER = {"partner_name": "Partner Co", "admins": []}
+LOCATIONS = {
+    "items": [
+        {"id": 1, "name": "Head Office", "isDefault": True, "timeZone": "Eastern Standard Time"}
+    ],
+    "pageDetails": {"count": 1, "nextPageUrl": None},
+}
+TENANT_ZONE = "Tenant time zone: America/New_York (from the default internal location: Eastern "
+TENANT_ZONE += "Standard Time)\n"
 
 
 def connect(invoke, *, username=USERNAME, env=None):
@@ -70,6 +78,7 @@ def terminal(monkeypatch):
 def autotask_ok(requests_mock):
     requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
     requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    requests_mock.post(BASE + "InternalLocations/query", json=LOCATIONS)
     return requests_mock
 
 
@@ -141,16 +150,23 @@ def test_connect_on_a_terminal(invoke, terminal, autotask_ok, memkeyring, config
     assert result.exit_code == 0, result.output
     assert result.stdout == (
         f"Autotask: Connected (zone AE02, {API_URL})\nAPI usage: 124 of 10000 requests this hour\n"
+        + TENANT_ZONE
     )
     assert "Autotask API username:" in result.stderr
     assert "Autotask API secret:" in result.stderr
     assert SECRET not in result.output
     assert memkeyring.get_password("infima-autotask", USERNAME) == SECRET
     doc = saved(config_path)
-    assert doc["autotask"] == {"username": USERNAME, "integration_code": CODE, "api_url": API_URL}
+    assert doc["autotask"] == {
+        "username": USERNAME,
+        "integration_code": CODE,
+        "api_url": API_URL,
+        "timezone": "America/New_York",
+    }
     assert SECRET not in config_path.read_text(encoding="utf-8")
     assert stat.S_IMODE(config_path.stat().st_mode) == 0o600
-    threshold = autotask_ok.request_history[-1]
+    threshold = autotask_ok.request_history[1]
+    assert threshold.path.endswith("/thresholdinformation")
     assert threshold.headers["Secret"] == SECRET
     assert threshold.headers["ApiIntegrationCode"] == CODE
     # the zone lookup carries no credentials
@@ -173,7 +189,12 @@ def test_connect_keeps_existing_mappings(invoke, autotask_ok, memkeyring, config
     assert result.exit_code == 0, result.output
     after = saved(config_path)
     assert after["mappings"] == example_mappings()
-    assert after["autotask"] == {"username": USERNAME, "integration_code": CODE, "api_url": API_URL}
+    assert after["autotask"] == {
+        "username": USERNAME,
+        "integration_code": CODE,
+        "api_url": API_URL,
+        "timezone": "America/New_York",
+    }
 
 
 def test_connect_secret_stdin_empty(invoke, requests_mock, memkeyring, config_path):
@@ -263,6 +284,7 @@ def test_connect_with_a_loopback_zone_override(invoke, requests_mock, memkeyring
     api_url = "http://127.0.0.1:8999/ATServicesRest/"
     requests_mock.get(zone_url, json={"zoneName": "SB", "url": api_url})
     requests_mock.get(api_url + "v1.0/ThresholdInformation", json=THRESHOLD)
+    requests_mock.post(api_url + "v1.0/InternalLocations/query", json=LOCATIONS)
     result = connect(invoke, env={"INFIMA_AUTOTASK_ZONE_URL": zone_url})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Autotask: Connected (zone SB, {api_url})")
@@ -281,10 +303,11 @@ def test_connect_zone_override_answering_another_loopback_name(invoke, requests_
 
 def test_connect_with_the_api_url_override(invoke, requests_mock, memkeyring, config_path):
     requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    requests_mock.post(BASE + "InternalLocations/query", json=LOCATIONS)
     result = connect(invoke, env={"INFIMA_AUTOTASK_API_URL": API_URL})
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"Autotask: Connected (zone override, {API_URL})")
-    assert requests_mock.call_count == 1  # no zone lookup
+    assert requests_mock.call_count == 2  # no zone lookup: the test call and the time zone
 
 
 def test_connect_never_overwrites_a_broken_config(invoke, autotask_ok, memkeyring, config_path):

@@ -37,13 +37,17 @@ DELTA_OLD, DELTA_NEW = 29684004, 29690011
 ACME_CS, ACME_BACKUP_CS, BIRCH_CS = 29685100, 29685101, 29685200
 COBALT_A_CS, COBALT_B_CS, DELTA_OLD_CS, DELTA_NEW_CS = 29685300, 29685310, 29685400, 29690450
 SAT, BACKUP = 30012, 30020
+# contractPeriodType values (tenants number them differently: only the labels count)
+MONTHLY, QUARTERLY, YEARLY = 3, 4, 6
 
 
 def _company(cid, name, *, kind=1, active=True):
     return {"id": cid, "companyName": name, "companyType": kind, "isActive": active}
 
 
-def _contract(cid, account, name, *, kind=7, status=1, start="2026-01-01", end="2026-12-31"):
+def _contract(
+    cid, account, name, *, kind=7, status=1, start="2026-01-01", end="2026-12-31", period=MONTHLY
+):
     return {
         "id": cid,
         "companyID": account,
@@ -52,24 +56,29 @@ def _contract(cid, account, name, *, kind=7, status=1, start="2026-01-01", end="
         "status": status,
         "startDate": f"{start}T00:00:00",
         "endDate": f"{end}T00:00:00",
+        "contractPeriodType": period,
     }
 
 
-def _cs(cid, contract, service):
-    return {"id": cid, "contractID": contract, "serviceID": service}
+def _cs(cid, contract, service, *, price=4.5, cost=2.25):
+    """A contract service with its per-unit unitPrice/unitCost."""
+    return {"id": cid, "contractID": contract, "serviceID": service, "unitPrice": price,
+            "unitCost": cost}  # fmt: skip
 
 
-def _units(rid, cs, contract, units):
+def _units(rid, cs, contract, units, *, price=4.5, cost=2.25, start="2026-11-01",
+           end="2026-11-30"):  # fmt: skip
+    """A units row: ``price`` and ``cost`` are the per-unit rates, the row shows them extended."""
     return {
         "id": rid,
         "contractServiceID": cs,
         "contractID": contract,
         "serviceID": SAT,
-        "startDate": "2026-11-01T00:00:00",
-        "endDate": "2026-11-30T00:00:00",
+        "startDate": f"{start}T00:00:00",
+        "endDate": f"{end}T00:00:00",
         "units": units,
-        "price": 4.5,
-        "cost": 2.25,
+        "price": None if price is None else round(units * price, 2),
+        "cost": None if cost is None else round(units * cost, 2),
         "approveAndPostDate": None,
     }
 
@@ -96,7 +105,7 @@ def _seed():
         ],
         "ContractServices": [
             _cs(ACME_CS, ACME_RS, SAT),
-            _cs(ACME_BACKUP_CS, ACME_RS, BACKUP),
+            _cs(ACME_BACKUP_CS, ACME_RS, BACKUP, price=12.0, cost=7.5),
             _cs(BIRCH_CS, BIRCH_RS, SAT),
             _cs(COBALT_A_CS, COBALT_A, SAT),
             _cs(COBALT_B_CS, COBALT_B, SAT),
@@ -109,7 +118,7 @@ def _seed():
         ],
         "ContractServiceUnits": [
             _units(1, ACME_CS, ACME_RS, 10),
-            _units(2, ACME_BACKUP_CS, ACME_RS, 3),
+            _units(2, ACME_BACKUP_CS, ACME_RS, 3, price=12.0, cost=7.5),
             _units(3, BIRCH_CS, BIRCH_RS, 25),
         ],
     }
@@ -118,6 +127,12 @@ def _seed():
 PICKLISTS = {
     ("Companies", "companyType"): {1: "Customer", 2: "Lead", 6: "Vendor"},
     ("Contracts", "status"): {0: "Inactive", 1: "Active"},
+    ("Contracts", "contractPeriodType"): {
+        MONTHLY: "Monthly",
+        QUARTERLY: "Quarterly",
+        5: "Semi-Annual",
+        YEARLY: "Yearly",
+    },
 }
 
 
@@ -411,16 +426,20 @@ def test_search_accounts_contracts_batched(invoke, cfg, autotask):
             "contract_service_id": cs,
             "service": service,
             "units": units,
+            "unit_price": price,
+            "unit_cost": cost,
         }
-        for cs, service, units in (
-            (ACME_CS, "INFIMA Security Awareness Training", 10),
-            (ACME_BACKUP_CS, "Managed Backup", 3),
+        for cs, service, units, price, cost in (
+            (ACME_CS, "INFIMA Security Awareness Training", 10, 4.5, 2.25),
+            (ACME_BACKUP_CS, "Managed Backup", 3, 12.0, 7.5),
         )
     ]
     delta = [row for row in rows if row["account_id"] == DELTA]
     assert [(r["contract_id"], r["contract_service_id"], r["units"]) for r in delta] == [
         (DELTA_NEW, DELTA_NEW_CS, None)  # ended contract left out; no units row this month
     ]
+    # no row: the contract service's own per-unit rates
+    assert (delta[0]["unit_price"], delta[0]["unit_cost"]) == (4.5, 2.25)
     assert [r["contract_id"] for r in rows if r["account_id"] == COBALT] == [COBALT_A, COBALT_B]
     assert sorted(autotask.calls()) == sorted(
         [
@@ -437,14 +456,16 @@ def test_search_accounts_contracts_batched(invoke, cfg, autotask):
     assert contracts["filter"][0]["op"] == "in" and ACME in contracts["filter"][0]["value"]
     assert {"op": "eq", "field": "contractType", "value": 7} in contracts["filter"]
     (units,) = autotask.bodies("ContractServiceUnits")
-    assert {"op": "lte", "field": "startDate", "value": "2026-11-01T00:00:00"} in units["filter"]
+    # the whole month: a period may start on the 17th
+    assert {"op": "lte", "field": "startDate", "value": "2026-11-30T00:00:00"} in units["filter"]
+    assert {"op": "gte", "field": "endDate", "value": "2026-11-01T00:00:00"} in units["filter"]
 
 
 def test_search_accounts_contracts_account_without_contract(invoke, cfg, autotask):
     result = invoke("search-accounts", "foxtrot", "--contracts", "--inactive")
     assert result.exit_code == 0, result.output
     row = result.stdout.splitlines()[2].split()
-    assert row == [str(FOXTROT), "Foxtrot", "Supplies", "Vendor", "yes", "-", "-", "-", "-", "-"]
+    assert row == [str(FOXTROT), "Foxtrot", "Supplies", "Vendor", "yes", *["-"] * 7]
 
 
 def test_search_accounts_empty_query(invoke, cfg, autotask):
@@ -468,6 +489,7 @@ def test_map_full_chain(invoke, cfg, autotask, config_path):
         f"Mapped client 101 (Acme Dental) to account {ACME} Acme Dental LLC, contract "
         f"{ACME_RS} Managed Services 2026, contract service {ACME_CS} INFIMA Security "
         "Awareness Training\n"
+        "  Billing period: monthly from the 1st\n"
     )
     after = load_config(config_path)
     new = after.mapping_for(101)
@@ -512,6 +534,11 @@ def test_map_json_document(invoke, cfg, autotask):
             "contract_service_id": ACME_CS,
             "service_id": SAT,
             "service": "INFIMA Security Awareness Training",
+            "billing_period": "monthly from the 1st",
+            "effective_date": "2026-11-01",
+            "next_period_start": None,
+            "prorated": False,
+            "writes_dated": "the 1st",
             "previous": None,
         }
     ]
@@ -712,7 +739,10 @@ def test_map_account_without_usable_contract_but_with_others(invoke, cfg, autota
             "Invalid value for '[CLIENT_ID]': 'abc' is not a whole number.",
         ),
         (["101", "--account", "x1"], "Invalid value for '--account': 'x1' is not a whole number."),
-        (["101", "--account", "0"], "Invalid value for '--account': '0' is not a positive whole"),
+        (["101", "--account", "-1"], "Invalid value for '--account': '-1' is not a whole number"),
+        (["101", "--account", "1", "--contract", "0"], "'0' is not a positive whole number."),
+        (["101", "--account", "1", "--contract-service", "0"], "'0' is not a positive whole"),
+        (["0", "--account", "1"], "Invalid value for '[CLIENT_ID]': '0' is not a positive"),
         (["101", "--account", "1", "--contract", "1.5"], "'1.5' is not a whole number."),
         (["101", "--account", "1", "--exclude-users", "-1"], "'-1' is not a whole number of 0"),
         (["101"], "Give CLIENT_ID and --account (or --from-csv FILE)."),
@@ -756,6 +786,7 @@ def test_remap_keeps_overrides_and_prints_old_and_new(invoke, config_path, autot
         f"{DELTA_OLD_CS} INFIMA Security Awareness Training",
         f"  now: account {DELTA} Delta Veterinary Group, contract {DELTA_NEW} Delta 2026, "
         f"contract service {DELTA_NEW_CS} INFIMA Security Awareness Training",
+        "  Billing period: monthly from the 1st",
     ]
     after = load_config(config_path)
     new = after.mapping_for(104)
@@ -880,7 +911,7 @@ def test_from_csv_lists_every_bad_row_and_writes_nothing(
         f"  line 5: Contract {DELTA_OLD} (Delta 2025) ended on 2026-10-31",
         f"  line 6: Contract service {BIRCH_CS} is already mapped to client 102 (Birch Legal)",
         "  line 7: client 101 is also on line 2",
-        "  line 8: account_id must be a positive integer, got 'abc'",
+        "  line 8: account_id must be 0 or a positive integer, got 'abc'",
         "  line 9: expected 4 columns, got 3",
         f"  line 10: contract service {ACME_CS} is also on line 2",
         "  line 11: client 103 is also on line 4",
@@ -988,6 +1019,7 @@ def test_list_mappings_without_history(invoke, cfg, config_path, tmp_path):
             "account": f"{BIRCH} name",
             "contract": f"{BIRCH_RS} contract",
             "contract_service": f"{BIRCH_CS} INFIMA Security Awareness Training",
+            "writes_dated": "billing period start",  # offline: only what the config knows
             "last_sync": None,
         }
     ]
@@ -1011,7 +1043,8 @@ def test_list_mappings_last_sync_from_history(invoke, cfg, config_path, tmp_path
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
-        "Client", "ID", "Client", "Account", "Contract", "Contract", "Service", "Last", "sync",
+        "Client", "ID", "Client", "Account", "Contract", "Contract", "Service", "Writes", "dated",
+        "Last", "sync",
     ]  # fmt: skip
     assert lines[2].endswith("2026-11 24 updated")
 
@@ -1045,8 +1078,10 @@ def test_check_ended_contract_prints_the_renewal_command(invoke, config_path, au
         f"--account {DELTA} --contract {DELTA_NEW} --contract-service {DELTA_NEW_CS}`"
     )
     assert set(rows[104]) == {
-        "client_id", "client", "account", "contract", "contract_service", "last_sync", "status",
+        "client_id", "client", "account", "contract", "contract_service", "writes_dated",
+        "last_sync", "status",
     }  # fmt: skip
+    assert rows[101]["writes_dated"] == "the 1st"
     assert "2 mapping(s): 1 ok, 1 broken" in result.stderr
     # batched: picklist, 4 reads, 2 for the renewal look-up
     assert sorted(autotask.calls()) == sorted(

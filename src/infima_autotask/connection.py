@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infima_autotask.autotask import AutotaskClient, lookup_zone
+from infima_autotask.billing import iana_zone
 from infima_autotask.config import Config, load_config_or_default, save_config
 from infima_autotask.credentials import (
     ENV_INFIMA_KEY,
@@ -15,11 +16,66 @@ from infima_autotask.credentials import (
     AutotaskCredentials,
     store_keyring,
 )
-from infima_autotask.errors import CredentialsError, InfimaAutotaskError
+from infima_autotask.errors import ApiError, CredentialsError, InfimaAutotaskError
 from infima_autotask.history import History
 from infima_autotask.http import register_secret
 from infima_autotask.infima import InfimaClient
+from infima_autotask.model import read_location_timezone
 from infima_autotask.runtime import ENV_API_URL, Runtime
+
+
+@dataclass(frozen=True)
+class TenantZone:
+    """The tenant's time zone as ``connect`` read it, beside ``autotask.timezone``.
+
+    ``zone`` is the IANA name read (None when it could not be, ``problem`` says why),
+    ``text`` the default InternalLocations record's ``timeZone`` as Autotask sent it and
+    ``configured`` the config's value before ``connect``.
+    """
+
+    zone: str | None
+    text: str | None
+    configured: str | None
+    problem: str = ""
+
+    @property
+    def stored(self) -> bool:
+        """``connect`` writes it to ``autotask.timezone`` (which was null)."""
+        return self.zone is not None and self.configured is None
+
+    @property
+    def differs(self) -> bool:
+        """The config names another zone; it is kept (``doctor`` compares them)."""
+        return self.zone is not None and self.configured not in (None, self.zone)
+
+
+def read_tenant_zone(client: AutotaskClient, configured: str | None) -> TenantZone:
+    """The default InternalLocations record's zone, or why it cannot be had.
+
+    Never raises an API error: the API user may lack permission to read internal
+    locations, and ``connect`` must still succeed then (the operator sets the zone by hand).
+    """
+    try:
+        text = read_location_timezone(client)
+    except ApiError as exc:
+        # A 401/403 here is the permission on this entity, not the credentials: the test
+        # call before it passed with the same ones.
+        reason = f"HTTP {exc.status}" if exc.status is not None else exc.message
+        return TenantZone(None, None, configured, f"reading InternalLocations failed ({reason})")
+    if text is None:
+        return TenantZone(
+            None, None, configured, "Autotask shows no default internal location with a time zone"
+        )
+    zone = iana_zone(text)
+    if zone is None:
+        return TenantZone(
+            None,
+            text,
+            configured,
+            f"the default internal location's time zone {text!r} is not a zone name this tool "
+            "can read",
+        )
+    return TenantZone(zone, text, configured)
 
 
 @dataclass(frozen=True)
@@ -28,6 +84,7 @@ class AutotaskConnection:
     api_url: str
     used: int
     limit: int
+    tenant_zone: TenantZone
 
 
 @dataclass(frozen=True)
@@ -44,9 +101,10 @@ def config_for_connect(runtime: Runtime) -> Config:
 def connect_autotask(
     runtime: Runtime, config: Config, username: str, integration_code: str, secret: str
 ) -> AutotaskConnection:
-    """Find the zone, test the credentials, then store the secret and the config.
+    """Find the zone, test the credentials, read the tenant's time zone, then store the
+    secret and the config (``autotask.timezone`` only when it was null).
 
-    Nothing is stored unless the test call succeeds.
+    Nothing is stored unless the test call succeeds; the time zone read may fail alone.
     """
     register_secret(secret)
     creds = AutotaskCredentials(username, integration_code, secret)
@@ -56,16 +114,22 @@ def connect_autotask(
     if not api_url:
         found = lookup_zone(http, username, runtime.zone_url())
         api_url, zone = found.url, found.name
-    threshold = AutotaskClient(http, api_url, creds).threshold()
+    client = AutotaskClient(http, api_url, creds)
+    threshold = client.threshold()
+    tenant_zone = read_tenant_zone(client, config.autotask.timezone)
     if runtime.env.get(ENV_SECRET) != secret:
         store_keyring(username, secret, runtime.env)
     settings = dataclasses.replace(
-        config.autotask, username=username, integration_code=integration_code, api_url=api_url
+        config.autotask,
+        username=username,
+        integration_code=integration_code,
+        api_url=api_url,
+        timezone=tenant_zone.zone if tenant_zone.stored else config.autotask.timezone,
     )
     updated = dataclasses.replace(config, autotask=settings)
     save_config(updated, runtime.config_path)
     runtime.set_config(updated)
-    return AutotaskConnection(zone, api_url, threshold.used, threshold.limit)
+    return AutotaskConnection(zone, api_url, threshold.used, threshold.limit, tenant_zone)
 
 
 def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:

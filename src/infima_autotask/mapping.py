@@ -16,13 +16,24 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from infima_autotask.autotask import AutotaskClient
-from infima_autotask.config import MAX_INT, Config, Mapping
+from infima_autotask.billing import (
+    Rates,
+    Schedule,
+    add_months,
+    next_month,
+    ordinal,
+    period_labels,
+    period_start_on_or_after,
+    schedule,
+    unit_rates,
+)
+from infima_autotask.config import MAX_INT, Config, Mapping, SyncSettings
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
 from infima_autotask.infima import INFIMA_THREADS, CountSource, InfimaClientInfo
@@ -32,20 +43,20 @@ from infima_autotask.model import (
     Contract,
     ContractService,
     Successor,
-    active_contract_statuses,
     choose_row,
     find_successors,
     parse_account,
     parse_contract,
     parse_contract_service,
     read_accounts,
+    read_contract_picklists,
     read_contract_services,
     read_contracts,
     read_recurring_contracts,
     read_services,
     read_units_rows,
 )
-from infima_autotask.sync import local_date
+from infima_autotask.sync import local_date, mapping_schedule
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +64,28 @@ PROG = "infima-autotask"
 
 CLIENT_COLUMNS = ("Client ID", "Client", "Active users", "Mapped to")
 ACCOUNT_COLUMNS = ("Account ID", "Account", "Type", "Active")
-CONTRACT_COLUMNS = ("Contract ID", "Contract", "Contract Service ID", "Service", "Units")
-MAPPING_COLUMNS = ("Client ID", "Client", "Account", "Contract", "Contract Service", "Last sync")
+CONTRACT_COLUMNS = (
+    "Contract ID",
+    "Contract",
+    "Contract Service ID",
+    "Service",
+    "Units",
+    "Unit price",
+    "Unit cost",
+)
+MAPPING_COLUMNS = (
+    "Client ID",
+    "Client",
+    "Account",
+    "Contract",
+    "Contract Service",
+    "Writes dated",
+    "Last sync",
+)
 CHECK_COLUMNS = (*MAPPING_COLUMNS, "Status")
 CSV_COLUMNS = ("client_id", "account_id", "contract_id", "contract_service_id")
+# Company 0 is every tenant's own organization (AUTOTASK_API.md); every other id is positive.
+_ZERO_ALLOWED = frozenset({"account_id"})
 
 Row = dict[str, Any]
 T = TypeVar("T")
@@ -147,13 +176,16 @@ def list_clients(
 class ServiceLine:
     """A contract of an account shown by ``search-accounts --contracts``, with one service.
 
-    ``contract_service_id`` is None for a contract that carries no service.
+    ``contract_service_id`` is None for a contract that carries no service. ``units`` are
+    those of the row a sync would start from this month; ``rates`` are per unit
+    (``billing.unit_rates``), never a row's extended amounts.
     """
 
     contract: Contract
     contract_service_id: int | None
     service_name: str | None
     units: int | None
+    rates: Rates = Rates(None, None)
 
 
 @dataclass(frozen=True)
@@ -200,6 +232,8 @@ class SearchResult:
                         "Contract Service ID": line.contract_service_id,
                         "Service": line.service_name,
                         "Units": line.units,
+                        "Unit price": line.rates.price,
+                        "Unit cost": line.rates.cost,
                     }
                 )
         return rows
@@ -213,12 +247,14 @@ def search_accounts(
     inactive: bool = False,
     contracts: bool = False,
     limit: int = 50,
+    config: Config | None = None,
 ) -> SearchResult:
     """Companies whose name contains ``query``; ``limit`` 0 means all (every page).
 
     With ``contracts``, the active Recurring Service contracts of the accounts shown, their
-    contract services, service names and units on the 1st of this month, one batched query
-    per entity for all accounts.
+    contract services, service names, this month's units and per-unit rates, one batched
+    query per entity for all accounts. ``config`` (its ``prorate`` settings) decides which
+    units row a sync would start from.
 
     Raises:
         UsageError: ``query`` is empty.
@@ -241,7 +277,9 @@ def search_accounts(
     accounts.sort(key=lambda account: (account.name.casefold(), account.id))
     services: dict[int, list[ServiceLine]] = {}
     if contracts:
-        services = _account_services(client, [account.id for account in accounts], today)
+        services = _account_services(
+            client, [account.id for account in accounts], today, config or Config()
+        )
     hits = [
         AccountHit(
             account,
@@ -256,10 +294,12 @@ def search_accounts(
 
 
 def _account_services(
-    client: AutotaskClient, account_ids: Sequence[int], today: date
+    client: AutotaskClient, account_ids: Sequence[int], today: date, config: Config
 ) -> dict[int, list[ServiceLine]]:
-    active = active_contract_statuses(client)
-    contracts = read_recurring_contracts(client, account_ids, today, active)
+    first = today.replace(day=1)
+    picklists = read_contract_picklists(client)  # the request that gives the active statuses
+    months = period_labels(picklists.period_labels)
+    contracts = read_recurring_contracts(client, account_ids, today, picklists.active_statuses)
     carried = [
         parse_contract_service(record)
         for record in client.query_in(
@@ -270,7 +310,11 @@ def _account_services(
         )
     ]
     names = read_services(client, {cs.service_id for cs in carried})
-    rows = read_units_rows(client, [cs.id for cs in carried], today.replace(day=1))
+    # The whole month: a contract billed from the 17th starts its period on the 17th.
+    rows = read_units_rows(
+        client, [cs.id for cs in carried], first, next_month(first) - timedelta(days=1)
+    )
+    mapped = {m.contract_service_id: m for m in config.mappings}
     by_contract: dict[int, list[ContractService]] = {}
     for cs in sorted(carried, key=lambda cs: cs.id):
         by_contract.setdefault(cs.contract_id, []).append(cs)
@@ -280,14 +324,174 @@ def _account_services(
         if contract.id not in by_contract:
             lines.append(ServiceLine(contract, None, None, None))
         for cs in by_contract.get(contract.id, []):
-            row = choose_row(rows.get(cs.id, []), today.replace(day=1))
+            when = _service_schedule(mapped.get(cs.id), contract, first, config.sync, months)
+            # As sync does: the row covering E, or D when no period starts this month.
+            row = choose_row(rows.get(cs.id, []), when.effective or first)
             service = names.get(cs.service_id)
             lines.append(
                 ServiceLine(
-                    contract, cs.id, service.name if service else None, row.units if row else None
+                    contract,
+                    cs.id,
+                    service.name if service else None,
+                    row.units if row else None,
+                    unit_rates(row, cs),
                 )
             )
     return found
+
+
+def _service_schedule(
+    mapping: Mapping | None,
+    contract: Contract,
+    first: date,
+    settings: SyncSettings,
+    months: dict[int, int],
+) -> Schedule:
+    """The schedule of a mapped contract service, else of one mapped with no override."""
+    if mapping is not None:
+        return mapping_schedule(mapping, contract, first, settings, months)
+    length = months.get(contract.period_type) if contract.period_type is not None else None
+    return schedule(contract.start, length, first, prorate=settings.prorate)
+
+
+# --- billing periods: when writes are dated (map, list-mappings) ------------------------
+
+UNKNOWN_PERIOD = "unknown billing period"
+
+
+@dataclass(frozen=True)
+class Billing:
+    """When one mapping's writes are dated in the month starting ``first`` (SPEC §8).
+
+    ``period_type`` is the contract's ``contractPeriodType``, named when its label is unknown.
+    """
+
+    schedule: Schedule
+    first: date
+    period_type: int | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.schedule.months is not None and self.schedule.contract_start is not None
+
+    @property
+    def from_the_1st(self) -> bool:
+        """Billed monthly from the 1st: every write is dated the 1st and never prorates."""
+        start = self.schedule.contract_start
+        return self.schedule.months == 1 and start is not None and start.day == 1
+
+    def covering_start(self) -> date | None:
+        """The start of the billing period covering the 1st; None before the contract starts."""
+        start, months = self.schedule.contract_start, self.schedule.months
+        if start is None or months is None or self.first < start:
+            return None
+        following = period_start_on_or_after(start, months, self.first)
+        if following == self.first:
+            return following
+        # Counted from the contract's start, like every period start, so the day never drifts.
+        k = ((following.year - start.year) * 12 + following.month - start.month) // months
+        return add_months(start, (k - 1) * months)
+
+    def writes_dated(self) -> str:
+        """``the 1st``, ``the 17th (monthly from the 17th)``, ``2027-02-17 (quarterly)``..."""
+        s = self.schedule
+        if s.prorate:
+            if self.from_the_1st:
+                return "the 1st"
+            return "the 1st, prorated" if s.prorated else "the 1st (prorate)"
+        if not self.known:
+            return UNKNOWN_PERIOD
+        if s.months == 1 and s.effective is not None:
+            day = f"the {ordinal(s.effective.day)}"
+            return day if self.from_the_1st else f"{day} ({s.describe()})"
+        when = s.effective or s.next_start
+        if when is None:
+            return UNKNOWN_PERIOD
+        return f"{when.isoformat()} ({s.describe().split(' from ')[0]})"
+
+    def lines(self) -> list[str]:
+        """What ``map`` says: the billing period and, unless it is monthly from the 1st, the
+        day this month's writes are dated, the next period, or the proration."""
+        s = self.schedule
+        month = f"{self.first.year:04d}-{self.first.month:02d}"
+        if not self.known:
+            if s.contract_start is None:
+                why = "the contract has no start date in Autotask"
+            elif self.period_type is None:
+                why = "the contract has no contractPeriodType"
+            else:
+                why = f"contractPeriodType {self.period_type} has no label this tool reads"
+            head = f"Billing period: unknown ({why})"
+            if s.prorate:
+                return [head, f"Writes are dated the 1st (prorate); {_PRORATION}."]
+            return [
+                head,
+                "sync cannot date this client's writes: fix the contract in Autotask, or run "
+                "map again with --prorate to write on the 1st (Autotask then prorates).",
+            ]
+        head = f"Billing period: {s.describe()}"
+        if self.from_the_1st:
+            return [head]
+        if s.prorate:
+            covering = self.covering_start()
+            if not s.prorated:
+                return [
+                    head,
+                    f"Writes are dated the 1st: in {month} a billing period starts then; in other "
+                    f"months {_PRORATION}.",
+                ]
+            if covering is None:
+                return [head, f"Writes are dated the 1st: {_PRORATION}."]
+            return [
+                head,
+                f"Writes are dated the 1st: Autotask will prorate the period from "
+                f"{covering.isoformat()}, a proration it cannot delete.",
+            ]
+        if s.effective is not None:
+            return [
+                head,
+                f"Writes for {month} are dated {s.effective.isoformat()} (the start of its "
+                "billing period).",
+            ]
+        if s.next_start is not None:
+            return [
+                head,
+                f"No billing period starts in {month}: sync skips this client this month; the "
+                f"next period starts {s.next_start.isoformat()}.",
+            ]
+        return [head]
+
+    def document(self) -> Row:
+        s = self.schedule
+        return {
+            "billing_period": s.describe() if self.known else None,
+            "effective_date": s.effective.isoformat() if s.effective else None,
+            "next_period_start": s.next_start.isoformat() if s.next_start else None,
+            "prorated": s.prorated,
+            "writes_dated": self.writes_dated(),
+        }
+
+
+_PRORATION = "Autotask will prorate the period covering it, a proration it cannot delete"
+
+
+def mapping_billing(
+    mapping: Mapping,
+    contract: Contract,
+    today: date,
+    settings: SyncSettings,
+    months: dict[int, int],
+) -> Billing:
+    """When ``mapping``'s writes are dated this month (``sync.mapping_schedule``)."""
+    first = today.replace(day=1)
+    return Billing(
+        mapping_schedule(mapping, contract, first, settings, months), first, contract.period_type
+    )
+
+
+def offline_writes_dated(mapping: Mapping, settings: SyncSettings) -> str:
+    """What the config alone says about the dates of a mapping's writes."""
+    return "the 1st (prorate)" if mapping.effective_prorate(settings) else "billing period start"
 
 
 # --- map: validating a chain -----------------------------------------------------------
@@ -425,19 +629,28 @@ class MapRequest:
     min_units: int | None = None
     max_units: int | None = None
     unit_cost: float | None = None
+    prorate: bool | None = None
 
 
 @dataclass(frozen=True)
 class MapChange:
-    """One client's old mapping (None when new) and new mapping."""
+    """One client's old mapping (None when new), new mapping and its billing period."""
 
     old: Mapping | None
     new: Mapping
+    billing: Billing
 
     def row(self) -> Row:
-        return {**mapping_document(self.new), "previous": _maybe_doc(self.old)}
+        return {
+            **mapping_document(self.new),
+            **self.billing.document(),
+            "previous": _maybe_doc(self.old),
+        }
 
     def lines(self) -> list[str]:
+        return [*self._mapped(), *(f"  {line}" for line in self.billing.lines())]
+
+    def _mapped(self) -> list[str]:
         head = f"Mapped client {self.new.client_id}{_named(self.new.client_name)}"
         if self.old is None:
             return [f"{head} to {describe(self.new)}"]
@@ -493,6 +706,8 @@ def _with_overrides(mapping: Mapping, request: MapRequest) -> Mapping:
             changed[key] = value
     if request.unit_cost is not None:
         changed.update(unit_cost=request.unit_cost, overwrite_cost=True)
+    if request.prorate is not None:
+        changed["prorate"] = request.prorate
     return replace(mapping, **changed)
 
 
@@ -588,7 +803,9 @@ def map_client(
     record = client.get("Companies", request.account_id)
     found = parse_account(record) if record else None
     account = _valid(_account_problem(request.account_id, found), found)
-    active = active_contract_statuses(client)
+    # One request for both: the active statuses and the billing period labels.
+    picklists = read_contract_picklists(client)
+    active = picklists.active_statuses
 
     if request.contract_id is None:
         options = [
@@ -671,7 +888,9 @@ def map_client(
     _raise(_taken_problem(config, request.client_id, cs.id))
 
     new = _new_mapping(old, request, info, account, contract, cs, service_name)
-    return MapResult(config.with_mapping(new), [MapChange(old, new)], notes)
+    months = period_labels(picklists.period_labels)
+    billing = mapping_billing(new, contract, today, config.sync, months)
+    return MapResult(config.with_mapping(new), [MapChange(old, new, billing)], notes)
 
 
 # --- map --from-csv --------------------------------------------------------------------
@@ -718,8 +937,10 @@ def read_mapping_csv(path: Path) -> tuple[list[CsvRow], list[tuple[int, str]]]:
         values: list[int] = []
         for name, cell in zip(CSV_COLUMNS, cells, strict=True):
             text = cell.strip()
-            if not text.isdigit() or not 0 < int(text) <= MAX_INT:
-                problems.append((line, f"{name} must be a positive integer, got {text!r}"))
+            low = 0 if name in _ZERO_ALLOWED else 1
+            if not text.isdigit() or not low <= int(text) <= MAX_INT:
+                kind = "0 or a positive integer" if low == 0 else "a positive integer"
+                problems.append((line, f"{name} must be {kind}, got {text!r}"))
                 break
             values.append(int(text))
         else:
@@ -763,7 +984,7 @@ def map_from_csv(
     """Validate every row of a mapping CSV live, then map them all, or none.
 
     Reads: one INFIMA client list; one query each (per 500 rows) for accounts, contracts,
-    contract services and services, plus the contract status picklist.
+    contract services and services, plus the contract picklists (status, billing period).
 
     Raises:
         UsageError: any bad row (``details``: every bad row as ``line N: ...``).
@@ -780,7 +1001,9 @@ def map_from_csv(
         contracts = read_contracts(client, [row.contract_id for row in rows])
         services = read_contract_services(client, [row.contract_service_id for row in rows])
         names = read_services(client, {cs.service_id for cs in services.values()})
-        active = active_contract_statuses(client)
+        picklists = read_contract_picklists(client)
+        active = picklists.active_statuses
+        months = period_labels(picklists.period_labels)
         # Other clients keep their mappings unless this file re-maps them.
         remapped = {row.client_id for row in rows}
         kept = replace(
@@ -809,7 +1032,8 @@ def map_from_csv(
                 service.name if service else None,
             )
             new_config = new_config.with_mapping(new)
-            changes.append(MapChange(old, new))
+            billing = mapping_billing(new, contracts[row.contract_id], today, config.sync, months)
+            changes.append(MapChange(old, new, billing))
     if problems:
         problems.sort()
         raise UsageError(
@@ -884,18 +1108,37 @@ def last_sync_labels(state_dir: Path) -> dict[int, str]:
     }
 
 
-def mapping_row(mapping: Mapping, last_sync: str | None, status: str | None = None) -> Row:
+def mapping_row(
+    mapping: Mapping,
+    last_sync: str | None,
+    status: str | None = None,
+    *,
+    writes_dated: str | None = None,
+) -> Row:
     row: Row = {
         "Client ID": mapping.client_id,
         "Client": mapping.client_name,
         "Account": _ref(mapping.account_id, mapping.account_name),
         "Contract": _ref(mapping.contract_id, mapping.contract_name),
         "Contract Service": _ref(mapping.contract_service_id, mapping.service_name),
+        "Writes dated": writes_dated,
         "Last sync": last_sync,
     }
     if status is not None:
         row["Status"] = status
     return row
+
+
+def list_rows(config: Config, last_sync: dict[int, str]) -> list[Row]:
+    """Plain ``list-mappings``: offline, so "Writes dated" says what the config knows."""
+    return [
+        mapping_row(
+            m,
+            last_sync.get(m.client_id),
+            writes_dated=offline_writes_dated(m, config.sync),
+        )
+        for m in config.mappings
+    ]
 
 
 @dataclass(frozen=True)
@@ -904,25 +1147,36 @@ class CheckResult:
     status: dict[int, str]  # client_id -> "ok" or what is broken and the fix
     broken: set[int]
     refreshed: list[int]  # clients whose names (or service id) were refreshed
+    billing: dict[int, Billing] = field(default_factory=dict)  # clients whose contract was read
 
     def rows(self, last_sync: dict[int, str]) -> list[Row]:
-        return [
-            mapping_row(m, last_sync.get(m.client_id), self.status[m.client_id])
-            for m in self.config.mappings
-        ]
+        rows = []
+        for m in self.config.mappings:
+            billing = self.billing.get(m.client_id)
+            rows.append(
+                mapping_row(
+                    m,
+                    last_sync.get(m.client_id),
+                    self.status[m.client_id],
+                    writes_dated=billing.writes_dated() if billing else None,
+                )
+            )
+        return rows
 
 
 def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> CheckResult:
     """Validate every mapping live in batched reads and refresh names changed in Autotask.
 
-    Requests: the contract status picklist, then one query (per 500 mappings) each for
-    accounts, contracts, contract services and services; two more for the renewal look-up,
-    only when some contract has ended.
+    Requests: the contract picklists (status and billing period: one request), then one
+    query (per 500 mappings) each for accounts, contracts, contract services and services;
+    two more for the renewal look-up, only when some contract has ended.
     """
     mappings = config.mappings
     if not mappings:
         return CheckResult(config, {}, set(), [])
-    active = active_contract_statuses(client)
+    picklists = read_contract_picklists(client)
+    active = picklists.active_statuses
+    months = period_labels(picklists.period_labels)
     accounts = read_accounts(client, [m.account_id for m in mappings])
     contracts = read_contracts(client, [m.contract_id for m in mappings])
     services = read_contract_services(client, [m.contract_service_id for m in mappings])
@@ -939,6 +1193,7 @@ def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> Ch
     successors = find_successors(client, ended, today, active) if ended else {}
 
     status: dict[int, str] = {}
+    billing: dict[int, Billing] = {}
     refreshed: list[int] = []
     new_mappings: list[Mapping] = []
     for m in mappings:
@@ -946,6 +1201,8 @@ def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> Ch
         contract = contracts.get(m.contract_id)
         cs = services.get(m.contract_service_id)
         status[m.client_id] = _check_one(m, account, contract, cs, active, today, successors)
+        if contract is not None and contract.account_id == m.account_id:
+            billing[m.client_id] = mapping_billing(m, contract, today, config.sync, months)
         fresh = _refresh(m, account, contract, cs, names)
         if fresh != m:
             refreshed.append(m.client_id)
@@ -953,7 +1210,7 @@ def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> Ch
         new_mappings.append(fresh)
     new_config = replace(config, mappings=tuple(new_mappings)) if refreshed else config
     broken = {client_id for client_id, text in status.items() if text != "ok"}
-    return CheckResult(new_config, status, broken, refreshed)
+    return CheckResult(new_config, status, broken, refreshed, billing)
 
 
 def _refresh(

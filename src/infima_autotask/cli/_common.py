@@ -98,6 +98,8 @@ class _Whole(_ParamType):
 
 
 ID = _Whole("ID", 1)
+# Company 0 is every tenant's own organization (AUTOTASK_API.md): the one id that may be 0.
+ACCOUNT_ID = _Whole("ID", 0)
 COUNT = _Whole("N", 0)
 
 

@@ -11,6 +11,7 @@ import click
 from infima_autotask import mapping as lib
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import (
+    ACCOUNT_ID,
     COUNT,
     ID,
     Command,
@@ -55,7 +56,8 @@ def list_clients(as_json: bool) -> None:
 @click.option(
     "--contracts",
     is_flag=True,
-    help="Add each account's active Recurring Service contracts, their services and units.",
+    help="Add each account's active Recurring Service contracts, their services, this "
+    "month's units and the per-unit price and cost.",
 )
 @click.option(
     "--limit", type=COUNT, default=50, show_default=True, help="Accounts to show; 0: all."
@@ -65,7 +67,8 @@ def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_
     """Find Autotask accounts (companies) whose name contains QUERY.
 
     With --contracts, one row per contract service of each account's active Recurring
-    Service contracts, with this month's units: the IDs `map` needs.
+    Service contracts, with this month's units and the price and cost per unit: the IDs
+    `map` needs.
 
     \b
     Example:
@@ -80,15 +83,32 @@ def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_
         inactive=inactive,
         contracts=contracts,
         limit=limit,
+        config=runtime.config,
     )
     if result.more:
         warn(f"Showing the first {limit} accounts; narrow QUERY or raise --limit (0: all).")
     rows = result.rows()
     if not as_json:
-        rows = [{**row, "Active": "yes" if row["Active"] else "no"} for row in rows]
+        rows = [_table_row(row) for row in rows]
     emit_rows(rows, result.columns, as_json=as_json)
     if not result.accounts and not as_json:
         warn(f"No {'' if inactive else 'active '}account name contains {query!r}.")
+
+
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    shown = {**row, "Active": "yes" if row["Active"] else "no"}
+    for key in ("Unit price", "Unit cost"):
+        if key in shown:
+            shown[key] = _rate(shown[key])
+    return shown
+
+
+def _rate(value: float | None) -> str | None:
+    """A per-unit rate: cents, or up to the 4 decimals ``price / units`` keeps (2.3333)."""
+    if value is None:
+        return None
+    cents = f"{value:.2f}"
+    return cents if float(cents) == value else f"{value:.4f}".rstrip("0")
 
 
 def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
@@ -113,7 +133,12 @@ def _mappings(count: int) -> str:
 
 @click.command("map", cls=Command)
 @click.argument("client_id", type=ID, required=False)
-@click.option("--account", "account_id", type=ID, help="Autotask account (company) ID.")
+@click.option(
+    "--account",
+    "account_id",
+    type=ACCOUNT_ID,
+    help="Autotask account (company) ID; 0 is your own organization.",
+)
 @click.option("--contract", "contract_id", type=ID, help="Recurring Service contract ID.")
 @click.option("--contract-service", "contract_service_id", type=ID, help="Contract service ID.")
 @click.option("--exclude-users", type=COUNT, help="Users not billed (e.g. service accounts).")
@@ -126,6 +151,12 @@ def _mappings(count: int) -> str:
     help="Unit cost to write; also sets the mapping's overwrite_cost: true.",
 )
 @click.option(
+    "--prorate/--no-prorate",
+    default=None,
+    help="Date writes on the 1st even inside a billing period (Autotask prorates it and "
+    "cannot delete the proration); absent: keep the mapping's setting.",
+)
+@click.option(
     "--from-csv",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Map many clients: client_id,account_id,contract_id,contract_service_id.",
@@ -136,7 +167,8 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
 
     A missing --contract or --contract-service is chosen from a numbered list on a
     terminal; without one it is taken only when there is a single candidate. Re-mapping
-    keeps the mapping's overrides unless an option changes them.
+    keeps the mapping's overrides unless an option changes them. Prints the contract's
+    billing period and the day this month's writes are dated.
 
     \b
     Example:
@@ -212,6 +244,8 @@ def unmap(client_id: int, as_json: bool) -> None:
 def list_mappings(check: bool, as_json: bool) -> None:
     """List the mappings with their last sync; --check validates them in Autotask.
 
+    Offline, "Writes dated" says what the config knows (prorate or the billing period);
+    --check reads the contracts and shows the day, e.g. "the 17th (monthly from the 17th)".
     With --check, exit 1 when any mapping is broken.
 
     \b
@@ -223,7 +257,7 @@ def list_mappings(check: bool, as_json: bool) -> None:
     config = runtime.config
     last = lib.last_sync_labels(runtime.state_dir(config))
     if not check:
-        rows = [lib.mapping_row(m, last.get(m.client_id)) for m in config.mappings]
+        rows = lib.list_rows(config, last)
         emit_rows(rows, lib.MAPPING_COLUMNS, as_json=as_json)
         if not rows and not as_json:
             warn(f"No mappings in {runtime.config_path} yet. {_HOW_TO_MAP}")

@@ -9,7 +9,7 @@ import click
 
 from infima_autotask import connection as setup
 from infima_autotask.cli import _common
-from infima_autotask.cli._common import Command, emit_json, get_runtime, json_option
+from infima_autotask.cli._common import Command, emit_json, get_runtime, json_option, warn
 from infima_autotask.errors import ApiError, CredentialsError
 
 
@@ -94,7 +94,31 @@ def connect(
     result = setup.connect_autotask(runtime, config, username, code, secret)
     click.echo(f"Autotask: Connected (zone {result.zone or '-'}, {result.api_url})")
     click.echo(f"API usage: {result.used} of {result.limit} requests this hour")
+    _tenant_zone(result.tenant_zone, str(runtime.config_path))
     click.echo(f"Config saved to {runtime.config_path}", err=True)
+
+
+def _tenant_zone(found: setup.TenantZone, config_path: str) -> None:
+    """The tenant's time zone line, or a warning; never a failure (SPEC §7 connect)."""
+    if found.zone is None:
+        kept = (
+            f"autotask.timezone stays {found.configured}"
+            if found.configured
+            else f"set autotask.timezone in {config_path} by hand to the tenant's IANA zone "
+            "(e.g. America/New_York)"
+        )
+        warn(f"Warning: could not read the tenant's time zone: {found.problem}; {kept}.")
+        return
+    source = "the default internal location"
+    if found.text and found.text != found.zone:
+        source += f": {found.text}"
+    click.echo(f"Tenant time zone: {found.zone} (from {source})")
+    if found.differs:
+        warn(
+            f"Warning: autotask.timezone is {found.configured} in the config, but the tenant's "
+            f"default internal location says {found.zone}; kept {found.configured}. Run "
+            "`infima-autotask doctor` to compare them before the next sync."
+        )
 
 
 @click.command(cls=Command)
