@@ -83,7 +83,7 @@ NO_ZONE_RISK = (
 @dataclass(frozen=True)
 class Check:
     """One line of the report. ``exit_code`` is what a failed check makes the command exit
-    with: 1, or the error's own code when a connection or its credentials failed (3, 2)."""
+    with: the error's own code when a connection or its credentials failed (3, 2), else 1."""
 
     name: str
     result: str
@@ -104,7 +104,8 @@ class DoctorReport:
     @property
     def exit_code(self) -> int:
         """SPEC §3: 3 when a connection failed, 1 when a check failed, else 0."""
-        return max((check.exit_code for check in self.checks if check.result == FAIL), default=0)
+        codes = (check.exit_code or 1 for check in self.checks if check.result == FAIL)
+        return max(codes, default=0)
 
     @property
     def summary(self) -> dict[str, int]:
