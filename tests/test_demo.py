@@ -54,20 +54,31 @@ def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
         "$ infima-autotask search-accounts acme --contracts",
         "29685100",
         "$ infima-autotask map 104 --account 29683504 --contract 29690011",
+        "$ infima-autotask doctor",
+        "client 106: billing period",
+        "monthly from the 17th",
+        "extended, as expected",
+        "Tenant time zone",
         "$ infima-autotask sync --dry-run",
         "planned",
         "$ infima-autotask list-mappings --check",
         "$ infima-autotask history",
-        "Demo complete: 2 adjustment(s) written to the sandbox, none twice.",
+        "Demo complete: 3 adjustment(s) written to the sandbox, none twice.",
     ):
         assert text in out, text
+    # doctor runs after the maps and before the first sync, and finds nothing to fix.
+    assert out.index("$ infima-autotask doctor") < out.index("$ infima-autotask sync --dry-run")
+    assert out.index("$ infima-autotask map 106") < out.index("$ infima-autotask doctor")
+    doctor = out[out.index("$ infima-autotask doctor") : out.index("$ infima-autotask sync")]
+    assert " fail " not in doctor and " warn " not in doctor
+    assert "Doctor: 38 ok, 0 warn, 0 fail" in result.stderr
     summaries = [line for line in result.stderr.splitlines() if line.startswith("Period ")]
     assert len(summaries) == 3
     assert summaries[0].endswith(
-        "2 planned, 2 unchanged, 0 held, 0 failed (dry run: nothing written)"
+        "3 planned, 2 unchanged, 0 skipped, 0 held, 0 failed (dry run: nothing written)"
     )
-    assert summaries[1].endswith("2 updated, 2 unchanged, 0 held, 0 failed")
-    assert summaries[2].endswith("0 updated, 4 unchanged, 0 held, 0 failed")
+    assert summaries[1].endswith("3 updated, 2 unchanged, 0 skipped, 0 held, 0 failed")
+    assert summaries[2].endswith("0 updated, 5 unchanged, 0 skipped, 0 held, 0 failed")
     # Nothing outside its own temporary folder: no config, state, keyring file or leftovers.
     assert not real_config.exists() and not real_state.exists()
     assert files_under(home) == []

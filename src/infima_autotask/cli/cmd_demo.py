@@ -59,6 +59,10 @@ def _steps(sandbox: Sandbox) -> list[Step]:
             ["search-accounts", "acme", "--contracts"],
         ),
         *maps,
+        Step(
+            "Prove, read-only, what the sync relies on in this tenant (zone, periods, prices)",
+            ["doctor"],
+        ),
         Step("Preview this month (nothing is written)", ["sync", "--dry-run"]),
         Step("Write this month's units", ["sync"]),
         Step("Run it again: nothing changes, nothing is written twice", ["sync"]),
@@ -122,8 +126,8 @@ def demo() -> None:
     """Run a whole month against the built-in sandbox on 127.0.0.1.
 
     Starts simulated Autotask and INFIMA APIs, then runs connect, list-clients,
-    search-accounts, map, sync --dry-run, sync, sync again, list-mappings --check and
-    history in a temporary folder with an in-memory keyring. Touches no real config,
+    search-accounts, map, doctor, sync --dry-run, sync, sync again, list-mappings --check
+    and history in a temporary folder with an in-memory keyring. Touches no real config,
     keyring or network.
 
     \b
