@@ -322,6 +322,8 @@ class SandboxState:
     request_count: int = 0  # authenticated Autotask requests so far
     threshold_used_offset: int = 0  # other integrations' usage of the hourly threshold
     external_request_threshold: int = 10_000
+    # An IANA name (zoneinfo reads it); to show a Windows name such as "Eastern Standard
+    # Time", override the InternalLocations record's timeZone instead.
     tenant_timezone: str = DEFAULT_TENANT_TIMEZONE
     date_rule: str = "convert"
     refuse_duplicate_dates: bool = False
