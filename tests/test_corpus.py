@@ -344,8 +344,8 @@ def _units_row(cs: int) -> dict[str, Any]:
         "startDate": "2026-12-01T00:00:00",
         "endDate": "2026-12-31T00:00:00",
         "units": UNITS[cs],
-        "price": 4.5,
-        "cost": 2.25,
+        "price": UNITS[cs] * 4.5,  # extended, as live tenants show
+        "cost": UNITS[cs] * 2.25,
         "approveAndPostDate": None,
     }
 
@@ -364,10 +364,18 @@ def world_records() -> dict[str, list[dict[str, Any]]]:
                 "status": 1,
                 "startDate": "2020-01-01T00:00:00",
                 "endDate": "2099-12-31T00:00:00",
+                "contractPeriodType": 1,
             }
         ],
         "ContractServices": [
-            {"id": cs, "contractID": CONTRACT, "serviceID": SERVICE} for cs in CLIENTS.values()
+            {
+                "id": cs,
+                "contractID": CONTRACT,
+                "serviceID": SERVICE,
+                "unitPrice": 4.5,
+                "unitCost": 2.25,
+            }
+            for cs in CLIENTS.values()
         ],
         "Services": [{"id": SERVICE, "name": "INFIMA SAT"}],
         "ContractServiceUnits": [_units_row(cs) for cs in CLIENTS.values()],
@@ -377,6 +385,7 @@ def world_records() -> dict[str, list[dict[str, Any]]]:
 PICKLISTS = {
     "Contracts": [
         {"name": "status", "picklistValues": [{"value": "1", "label": "Active"}]},
+        {"name": "contractPeriodType", "picklistValues": [{"value": "1", "label": "Monthly"}]},
     ],
     "Companies": [
         {"name": "companyType", "picklistValues": [{"value": "1", "label": "Customer"}]},
@@ -386,8 +395,8 @@ PICKLISTS = {
 # Fields a write depends on (a bad value there must never reach Autotask as a write); the
 # others (names, companyID for sync) only change what is shown.
 WRITE_FIELDS = {
-    "Contracts": {"id", "contractType", "status", "endDate"},
-    "ContractServices": {"id", "contractID", "serviceID"},
+    "Contracts": {"id", "contractType", "status", "startDate", "endDate", "contractPeriodType"},
+    "ContractServices": {"id", "contractID", "serviceID", "unitPrice", "unitCost"},
     "ContractServiceUnits": {
         "id",
         "contractID",
@@ -411,8 +420,9 @@ INT_FIELDS = {
     "contractType",
     "status",
     "companyType",
+    "contractPeriodType",
 }
-MONEY_FIELDS = {"price", "cost"}
+MONEY_FIELDS = {"price", "cost", "unitPrice", "unitCost"}
 DATE_FIELDS = {"startDate", "endDate", "approveAndPostDate"}
 
 
@@ -726,6 +736,8 @@ class World:
             if r["contractServiceID"] == body["contractServiceID"]
         )
         row["units"] += body["unitChange"]
+        row["price"] = row["units"] * body["adjustedUnitPrice"]
+        row["cost"] = row["units"] * body["adjustedUnitCost"]
         return {"itemId": 424242}
 
 

@@ -50,7 +50,7 @@ def test_create_answered_2xx_without_json_is_verified_never_sent_again(
         assert (result.exit_code, item["status"], item["after"]) == (0, "updated", 12)
     else:
         assert (result.exit_code, item["status"], item["after"]) == (1, "failed", 10)
-        assert item["message"] == "Autotask shows 10 units at 4.50/2.25, expected 12 at 4.50/2.25"
+        assert item["message"] == "Autotask shows 10 units at 45.00/22.50 from 2026-12-01, expected 12 at 54.00/27.00"
     assert "Traceback" not in result.output
 
 
@@ -64,7 +64,8 @@ def test_threshold_exactly_at_a_share_floats_round_down_is_allowed(
     threshold (not over it) was refused with exit 3."""
     fake.add_client(101, 10)
     setup({101: 12}, sync={"max_api_usage_percent": 57})
-    fake.used = 5_698  # 5,698 + 1 write + 1 verification = 5,700 = 57% of 10,000
+    # 5,697 + 1 write + 1 verification + 1 (SPEC §8: the first write's read) = 57% of 10,000
+    fake.used = 5_697
 
     at_limit = invoke("sync", "--month", PERIOD)
 
@@ -74,7 +75,7 @@ def test_threshold_exactly_at_a_share_floats_round_down_is_allowed(
     fake.add_client(102, 10)
     setup({101: 12, 102: 12}, sync={"max_api_usage_percent": 57})
     requests_mock.reset_mock()
-    fake.used = 5_699  # 102 alone changes: 5,699 + 1 + 1 = 5,701 is over 57%
+    fake.used = 5_698  # 102 alone changes: 5,698 + 1 + 1 + 1 = 5,701 is over 57%
     over = invoke("sync", "--month", PERIOD)
     assert over.exit_code == 3
     assert writes(requests_mock) == []
@@ -141,8 +142,9 @@ def test_budget_and_in_chunks_at_501_mappings_and_501_changes(invoke, setup, fak
     assert result.exit_code == 0, result.output[-2000:]
     assert len(writes(requests_mock)) == 501
     assert len(autotask_calls(requests_mock)) == floor(501, 501) + PICKLIST
-    # contracts, contract services, units rows, verification: 500 + 1 each
-    assert fake.in_sizes == [500, 1] * 4
+    # contracts, contract services, units rows: 500 + 1 each; the first write's own read;
+    # then the verification of all 501 written items: 500 + 1
+    assert fake.in_sizes == [500, 1] * 3 + [1] + [500, 1]
 
 
 # -- a killed run ----------------------------------------------------------------------------
@@ -162,9 +164,7 @@ def test_write_of_a_run_killed_moments_ago_is_given_time_to_land(
     setup({101: 12})
     intent = record_intent(state_dir, 101, before=10, target=12)
     # Autotask applies the killed run's +2 a moment after the new run starts.
-    late = threading.Timer(
-        0.25, lambda: fake.row_of(101).update(units=fake.row_of(101)["units"] + 2)
-    )
+    late = threading.Timer(0.25, lambda: fake.row_of(101).update(units=12, price=54.0, cost=27.0))
     late.start()
 
     result = invoke("sync", "--month", PERIOD, "--json")

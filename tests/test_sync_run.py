@@ -74,12 +74,12 @@ def test_sync_writes_one_adjustment_per_change_and_verifies(invoke, setup, fake,
     calls = autotask_calls(requests_mock)
     assert len(calls) == floor(3, 2) + PICKLIST
     # The first write goes alone and is read back before the second is sent; then one
-    # verification read covers the rest.
+    # verification read covers every written item.
     urls = [r.url for r in calls[-4:]]
     assert urls == [ADJUSTMENTS, UNITS_QUERY, ADJUSTMENTS, UNITS_QUERY]
     assert [r.json()["filter"][0]["value"] for r in (calls[-3], calls[-1])] == [
         [cs_id(101)],
-        [cs_id(103)],
+        [cs_id(101), cs_id(103)],
     ]
     assert fake.row_of(101)["units"] == 12 and fake.row_of(103)["units"] == 6
     assert fake.row_of(101)["price"] == 54.0 and fake.row_of(103)["cost"] == 13.5

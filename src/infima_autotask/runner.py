@@ -478,20 +478,43 @@ class _Run:
         """
         writes = [_Write(item) for item in items]
         remaining = list(writes)
+        first: _Write | None = None  # the write that opened the gate, verified alone
         if len(writes) >= 2:
             while remaining:
-                first = remaining.pop(0)
-                self._apply(autotask, first)
-                if first.sent:
-                    self._verify(autotask, [first])
+                write = remaining.pop(0)
+                self._apply(autotask, write)
+                if write.sent:
+                    problem = self._check_alone(autotask, write)
+                    if problem is None:
+                        first = write
+                    else:
+                        self._finish(write, FAILED, problem)
                 self._tick("Writing to Autotask", len(writes) - len(remaining), len(writes))
-                if first.final is not None and first.final.status == UPDATED:
+                if first is not None or (write.final is not None and write.final.status == UPDATED):
                     break
-                if not _refused(first.final):
-                    self._hold_rest(remaining, first.item)
+                if not _refused(write.final):
+                    self._hold_rest(remaining, write.item)
                     remaining = []
-        self._write_rest(autotask, remaining, sent=len(writes) - len(remaining), total=len(writes))
+        self._write_rest(
+            autotask,
+            remaining,
+            first=first,
+            sent=len(writes) - len(remaining),
+            total=len(writes),
+        )
         return {write.item.client_id: write.final for write in writes if write.final is not None}
+
+    def _check_alone(self, autotask: AutotaskClient, write: _Write) -> str | None:
+        """The first write's own read-back: None when it landed, else why not."""
+        item = write.item
+        try:
+            rows = read_units_rows(autotask, [item.contract_service_id], *self.window)
+        except ApiError as exc:
+            return (
+                f"written (adjustment {write.adjustment_id}) but the verification read failed "
+                f"({exc.message}); check Autotask"
+            )
+        return landing_problem(item, rows.get(item.contract_service_id, []))
 
     def _hold_rest(self, rest: list[_Write], first: PlanItem) -> None:
         message = (
@@ -503,8 +526,17 @@ class _Run:
         self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
 
     def _write_rest(
-        self, autotask: AutotaskClient, writes: list[_Write], *, sent: int, total: int
+        self,
+        autotask: AutotaskClient,
+        writes: list[_Write],
+        *,
+        first: _Write | None,
+        sent: int,
+        total: int,
     ) -> None:
+        if first is not None and not writes:  # the gate opened on the last write
+            self._finish(first, UPDATED, first.item.message)
+            return
         stage = "Writing to Autotask"
         errors: list[BaseException] = []
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
@@ -523,7 +555,9 @@ class _Run:
                 raise
         if errors:
             raise errors[0]
-        self._verify(autotask, [write for write in writes if write.sent])
+        # The first write is read back again with the rest: SPEC §9 counts ceil(k/500) reads.
+        landed = [write for write in writes if write.sent]
+        self._verify(autotask, [first, *landed] if first is not None else landed, confirmed=first)
 
     def _apply(self, autotask: AutotaskClient, write: _Write) -> None:
         if self._abort.is_set():
@@ -622,8 +656,13 @@ class _Run:
             return "before", ""
         return "other", problem
 
-    def _verify(self, autotask: AutotaskClient, writes: list[_Write]) -> None:
-        """One batched read of every written item's units rows (SPEC §8 "Verification")."""
+    def _verify(
+        self, autotask: AutotaskClient, writes: list[_Write], *, confirmed: _Write | None = None
+    ) -> None:
+        """One batched read of every written item's units rows (SPEC §8 "Verification").
+
+        ``confirmed`` was verified alone already: a failed batch read leaves it updated.
+        """
         if not writes:
             return
         try:
@@ -632,6 +671,9 @@ class _Run:
             )
         except ApiError as exc:
             for write in writes:
+                if write is confirmed:
+                    self._finish(write, UPDATED, write.item.message)
+                    continue
                 self._finish(
                     write,
                     FAILED,
