@@ -125,17 +125,25 @@ def test_whole_month_writes_once(tool):
 
     first = tool.run("sync")
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "2 updated, 2 unchanged, 0 held, 0 failed" in first.stderr
+    assert "3 updated, 2 unchanged, 0 skipped, 0 held, 0 failed" in first.stderr
     assert "Evergreen" in first.stderr  # the unmapped client with active users is named
     assert sb.units_on(data.ACME_CONTRACT_SERVICE_ID, THIS_MONTH) == 12
     assert sb.units_on(data.COBALT_CONTRACT_SERVICE_ID, THIS_MONTH) == 31
     assert sb.units_on(data.BIRCH_CONTRACT_SERVICE_ID, THIS_MONTH) == 25
-    assert len(sb.adjustments()) == 2
+    # Granite is billed from the 17th: its write is dated the 17th, the 1st is untouched.
+    granite = THIS_MONTH.replace(day=data.GRANITE_START_DAY)
+    assert sb.units_on(data.GRANITE_CONTRACT_SERVICE_ID, granite) == 14
+    assert sb.units_on(data.GRANITE_CONTRACT_SERVICE_ID, granite - timedelta(days=1)) == 12
+    assert {a["storedDate"] for a in sb.adjustments()} == {
+        THIS_MONTH.isoformat(),
+        granite.isoformat(),
+    }
+    assert len(sb.adjustments()) == 3
 
     again = tool.run("sync")
     assert again.returncode == 0, again.stderr
-    assert "0 updated, 4 unchanged" in again.stderr
-    assert len(sb.adjustments()) == 2  # nothing written twice
+    assert "0 updated, 5 unchanged" in again.stderr
+    assert len(sb.adjustments()) == 3  # nothing written twice
 
     history = tool.run("history", "--json")
     assert history.returncode == 0
@@ -229,11 +237,11 @@ def test_cron_like_run_with_environment_credentials(tool):
     first = tool.run("sync", "--if-due", "--quiet", env=cron_env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout == "" and first.stderr == ""
-    assert len(sb.adjustments()) == 2
+    assert len(sb.adjustments()) == 3
 
     second = tool.run("sync", "--if-due", "--quiet", env=cron_env)
     assert (second.returncode, second.stdout, second.stderr) == (0, "", "")
-    assert len(sb.adjustments()) == 2
+    assert len(sb.adjustments()) == 3
 
     # Without the environment variables the failing keyring is named, with both fixes.
     bare = {k: v for k, v in cron_env.items() if k != "INFIMA_AUTOTASK_SECRET"}

@@ -239,7 +239,7 @@ def item_of(result: Result, client_id: int) -> dict[str, Any]:
 def assert_clean_run(world: World, result: Result) -> None:
     """The fault was absorbed: both changes written once, units at target, exit 0."""
     assert result.exit_code == 0, result.output
-    assert "2 updated, 2 unchanged, 0 held, 0 failed" in result.stderr
+    assert "2 updated, 2 unchanged, 0 skipped, 0 held, 0 failed" in result.stderr
     assert world.units() == SYNCED
     assert world.adjustments() == 2
     world.assert_mappings_kept()
@@ -339,7 +339,7 @@ def test_write_rejected_with_errors_is_never_resent(world: World) -> None:
     item = item_of(result, ACME)
     assert item["status"] == "failed"
     assert item["message"] == "Autotask refused the change: Simulated failure"
-    assert "0 updated, 0 unchanged, 0 held, 1 failed" in result.stderr
+    assert "0 updated, 0 unchanged, 0 skipped, 0 held, 1 failed" in result.stderr
     assert (world.creates(), world.adjustments(), world.units()[ACME]) == (1, 0, 10)
     world.assert_mappings_kept()
 
@@ -396,7 +396,7 @@ def test_sigkill_between_write_and_record(world: World) -> None:
 
     again = sync(world)
     assert again.exit_code == 0, again.output
-    assert "0 updated, 1 unchanged, 0 held, 0 failed" in again.stderr
+    assert "0 updated, 1 unchanged, 0 skipped, 0 held, 0 failed" in again.stderr
     assert world.adjustments() == 1  # no second write
     assert world.creates() == 1
     assert world.units()[ACME] == 12
@@ -487,7 +487,7 @@ def test_infima_down_for_one_client(world: World) -> None:
     assert acme["status"] == "failed"
     assert acme["message"].startswith("INFIMA users:") and "503" in acme["message"]
     assert item_of(result, COBALT)["status"] == "updated"
-    assert "1 updated, 2 unchanged, 0 held, 1 failed" in result.stderr
+    assert "1 updated, 2 unchanged, 0 skipped, 0 held, 1 failed" in result.stderr
     assert world.adjustments() == 1
     assert world.units() == {**SYNCED, ACME: 10}
     world.assert_mappings_kept()
@@ -510,7 +510,7 @@ def test_infima_answers_zero_users_for_a_client_with_units(world: World) -> None
 
     confirmed = sync(world, "--yes")
     assert confirmed.exit_code == 0, confirmed.output
-    assert "1 updated, 3 unchanged, 0 held, 0 failed" in confirmed.stderr
+    assert "1 updated, 3 unchanged, 0 skipped, 0 held, 0 failed" in confirmed.stderr
     assert world.adjustments() == 2
     assert world.units() == {**SYNCED, ACME: 0}
     world.assert_mappings_kept()
