@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from conftest import make_config, write_config
@@ -47,7 +47,7 @@ def _autotask_requests(sandbox):
 
 
 def test_all_ok_on_the_sandbox_and_nothing_written(
-    doctor, config_path, sandbox, sandbox_env, tmp_path
+    doctor, config_path, sandbox, sandbox_env, tmp_path, memkeyring
 ):
     _config(config_path, sandbox)
     before = config_path.read_bytes()
@@ -74,6 +74,7 @@ def test_all_ok_on_the_sandbox_and_nothing_written(
     assert config_path.read_bytes() == before
     assert not (tmp_path / "state").exists()
     assert not (tmp_path / "state-home").exists()
+    assert memkeyring._store == {}
     posts = [r.path for r in _autotask_requests(sandbox) if r.method != "GET"]
     assert posts and all(path.endswith("/query") for path in posts)  # queries only, no create
     # Batched like sync: threshold, zone, contracts, services, units, picklists.
@@ -350,3 +351,18 @@ def test_no_mappings_is_a_warning(doctor, config_path, sandbox):
     code, checks, _ = doctor()
     assert code == 0
     assert checks["Mappings"][0] == "warn"
+
+
+def test_a_forbidden_internal_locations_read_is_a_warning_too():
+    """Autotask may answer a missing entity permission with 403: still only a warning."""
+    from infima_autotask.doctor import tenant_zone
+    from infima_autotask.errors import AuthenticationError
+
+    class Forbidden:
+        def query(self, *args, **kwargs):
+            raise AuthenticationError("rejected", status=403)
+
+    check = tenant_zone(Forbidden(), None, today=date.today())
+    assert check.result == "warn"
+    assert "could not read the default InternalLocations record (HTTP 403)" in check.detail
+    assert "within 11 hours of UTC" in check.detail
