@@ -429,7 +429,7 @@ def mapping_checks(
                 )
             )
             return checks
-        return checks + _skipped_checks(label, mapping, cs, rows, when, day=day, zone=zone)
+        return checks + _skipped_checks(label, cs, rows, when, day=day)
     effective = when.effective
     row = choose_row(rows, effective)
     checks.append(_period_check(label, when, row, effective))
@@ -522,14 +522,7 @@ def _write_check(
 
 
 def _skipped_checks(
-    label: str,
-    mapping: Mapping,
-    cs: ContractService,
-    rows: Sequence[UnitsRow],
-    when: Schedule,
-    *,
-    day: date,
-    zone: str | None,
+    label: str, cs: ContractService, rows: Sequence[UnitsRow], when: Schedule, *, day: date
 ) -> list[Check]:
     """A mapping with no billing period starting this month: nothing is written (``skipped``)."""
     next_start = when.next_start or day
