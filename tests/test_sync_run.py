@@ -760,3 +760,29 @@ def test_progress_bar_only_when_stderr_is_a_terminal(invoke, setup, fake, monkey
     assert "Counting INFIMA users" in shown.stderr and "Writing to Autotask" in shown.stderr
     assert shown.stderr.endswith("Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed\n")
     assert "Writing" not in shown.stdout
+
+
+def test_an_invalid_integration_code_is_rejected_credentials(invoke, setup, fake, requests_mock):
+    """Autotask answers a wrong tracking identifier with HTTP 500, not 401."""
+    fake.add_client(101, 10)
+    setup({101: 12})
+    requests_mock.post(
+        BASE + "Contracts/query", status_code=500, json={"errors": ["IntegrationCode is invalid."]}
+    )
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 3
+    assert result.stderr.startswith("Error: Autotask rejected the integration code")
+    assert "API Tracking Identifier" in result.stderr and "connect" in result.stderr
+    assert writes(requests_mock) == []
+
+
+def test_company_zero_is_a_real_account(invoke, setup, fake, requests_mock):
+    """Every tenant's own organization is company 0: a contract of it can be synced."""
+    fake.add_client(101, 10)
+    fake.contracts[CONTRACT]["companyID"] = 0
+    setup({101: 12}, mappings=[mapping(101, account_id=0)])
+    result = invoke("sync", "--month", PERIOD)
+    assert result.exit_code == 0, result.output
+    assert [w["unitChange"] for w in writes(requests_mock)] == [2]
