@@ -25,7 +25,7 @@ def configured(config_path):
     write_config(config_path, make_config())
 
 
-def record(client_id, status, *, before=10, after=10, change=0, message=""):
+def record(client_id, status, *, before=10, after=10, change=0, message="", day="2026-12-01"):
     return ItemRecord(
         client_id=client_id,
         client_name=f"Client {client_id}",
@@ -40,6 +40,7 @@ def record(client_id, status, *, before=10, after=10, change=0, message=""):
         cost=2.25,
         status=status,
         message=message,
+        effective_date=day,
     )
 
 
@@ -49,7 +50,10 @@ def filled(state_dir, configured):
         dry = history.start_run(period="2026-11", dry_run=True, version="0.1.0")
         history.record_items(
             dry,
-            [record(101, "planned", after=12, change=2), record(102, "held", change=-10)],
+            [
+                record(101, "planned", after=12, change=2, day="2026-11-01"),
+                record(102, "held", change=-10, day="2026-11-17"),
+            ],
         )
         real = history.start_run(period="2026-12", dry_run=False, version="0.1.0")
         history.record_items(real, [record(102, "unchanged")])
@@ -66,6 +70,7 @@ def test_history_table_newest_first(invoke, filled):
     assert lines[0].split() == [
         "Time",
         "Period",
+        "Effective",
         "Client",
         "ID",
         "Client",
@@ -76,12 +81,33 @@ def test_history_table_newest_first(invoke, filled):
         "Detail",
     ]
     rows = [line.split() for line in lines[2:]]
-    assert [row[:4] + row[5:9] for row in rows] == [
-        ["2026-12-01T06:00:08Z", "2026-12", "103", "Client", "5", "2", "-3", "writing"],
-        ["2026-12-01T06:00:06Z", "2026-12", "101", "Client", "10", "12", "+2", "updated"],
-        ["2026-12-01T06:00:05Z", "2026-12", "102", "Client", "10", "10", "0", "unchanged"],
-        ["2026-12-01T06:00:03Z", "2026-11", "102", "Client", "10", "10", "-10", "held"],
-        ["2026-12-01T06:00:02Z", "2026-11", "101", "Client", "10", "12", "+2", "planned"],
+    day = "2026-12-01"
+    assert [row[:5] + row[6:10] for row in rows] == [
+        ["2026-12-01T06:00:08Z", "2026-12", day, "103", "Client", "5", "2", "-3", "writing"],
+        ["2026-12-01T06:00:06Z", "2026-12", day, "101", "Client", "10", "12", "+2", "updated"],
+        ["2026-12-01T06:00:05Z", "2026-12", day, "102", "Client", "10", "10", "0", "unchanged"],
+        [
+            "2026-12-01T06:00:03Z",
+            "2026-11",
+            "2026-11-17",
+            "102",
+            "Client",
+            "10",
+            "10",
+            "-10",
+            "held",
+        ],
+        [
+            "2026-12-01T06:00:02Z",
+            "2026-11",
+            "2026-11-01",
+            "101",
+            "Client",
+            "10",
+            "12",
+            "+2",
+            "planned",
+        ],
     ]
     assert "write outcome not yet known: the next sync re-reads Autotask" in lines[2]
     assert lines[5].split()[-3:] == ["held", "dry", "run"]  # a dry run's held item is marked
@@ -95,6 +121,7 @@ def test_history_filters_and_json(invoke, filled):
         {
             "time": "2026-12-01T06:00:06Z",
             "period": "2026-12",
+            "effective": "2026-12-01",
             "client_id": 101,
             "client": "Client 101",
             "before": 10,

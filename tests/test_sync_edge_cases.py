@@ -50,7 +50,10 @@ def test_create_answered_2xx_without_json_is_verified_never_sent_again(
         assert (result.exit_code, item["status"], item["after"]) == (0, "updated", 12)
     else:
         assert (result.exit_code, item["status"], item["after"]) == (1, "failed", 10)
-        assert item["message"] == "Autotask shows 10 units at 45.00/22.50 from 2026-12-01, expected 12 at 54.00/27.00"
+        assert (
+            item["message"]
+            == "Autotask shows 10 units at 45.00/22.50 from 2026-12-01, expected 12 at 54.00/27.00"
+        )
     assert "Traceback" not in result.output
 
 

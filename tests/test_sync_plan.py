@@ -434,7 +434,8 @@ def test_summary_and_line():
     }
     assert (
         summary_line("2026-12", counts, dry_run=True)
-        == "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 1 held, 0 failed (dry run: nothing written)"
+        == "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 1 held, 0 failed "
+        "(dry run: nothing written)"
     )
     assert (
         summary_line("2026-12", {"updated": 12, "unchanged": 30, "held": 1}, dry_run=False)

@@ -200,7 +200,8 @@ def test_dry_run_writes_nothing_and_detailed_exitcode(invoke, setup, fake, reque
     assert len(autotask_calls(requests_mock)) == floor(2, 0) + PICKLIST  # no verification
     assert "planned" in result.stdout
     assert result.stderr == (
-        "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 0 held, 0 failed (dry run: nothing written)\n"
+        "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 0 held, 0 failed "
+        "(dry run: nothing written)\n"
     )
     plain = invoke("sync", "--month", PERIOD, "--dry-run")
     assert plain.exit_code == 0
@@ -758,7 +759,9 @@ def test_progress_bar_only_when_stderr_is_a_terminal(invoke, setup, fake, monkey
     shown = invoke("sync", "--month", PERIOD)
     assert shown.exit_code == 0
     assert "Counting INFIMA users" in shown.stderr and "Writing to Autotask" in shown.stderr
-    assert shown.stderr.endswith("Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed\n")
+    assert shown.stderr.endswith(
+        "Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed\n"
+    )
     assert "Writing" not in shown.stdout
 
 

@@ -82,6 +82,7 @@ Progress = Callable[[str, int, int], None]
 HISTORY_COLUMNS = (
     "Time",
     "Period",
+    "Effective",
     "Client ID",
     "Client",
     "Before",
@@ -898,6 +899,7 @@ def history_rows(
             {
                 "Time": _timestamp(item.created_at),
                 "Period": item.period,
+                "Effective": item.effective_date,
                 "Client ID": item.client_id,
                 "Client": item.client_name,
                 "Before": item.before,
