@@ -35,9 +35,7 @@ def test_a_units_change_keeps_the_per_unit_price(invoke, setup, fake, requests_m
     assert (item["status"], item["unit_price"], item["money_change"]) == ("updated", 23.1, 23.1)
 
 
-def test_a_line_at_zero_units_takes_the_contract_services_rates(
-    invoke, setup, fake, requests_mock
-):
+def test_a_line_at_zero_units_takes_the_contract_services_rates(invoke, setup, fake, requests_mock):
     """At 0 units the row's amounts are 0 whatever the rate: the contract service has it."""
     fake.add_client(101, 0, price=23.10, cost=10.0)
     setup({101: 3})
