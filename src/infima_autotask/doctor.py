@@ -4,7 +4,7 @@ relies on that the public documentation leaves open, before the first write.
 Each check is a :class:`Check` (``ok``, ``warn`` or ``fail`` with what was found and what to
 do). Nothing here writes: no Autotask create, no config save, no history row, no keyring
 entry. The Autotask reads are the sync's batched reads (a handful of requests whatever the
-number of mappings); the rules are the sync's own (``sync._chain_problem``,
+number of mappings); the rules are the sync's own (``sync.chain_problem``,
 ``sync.mapping_schedule``, ``model.choose_row``, ``billing.unit_rates``,
 ``billing.wire_effective_date``), so what ``doctor`` shows is what ``sync`` will do.
 """
@@ -57,14 +57,15 @@ from infima_autotask.runner import select_mappings
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import (
     NO_COST_VISIBILITY,
-    _chain_problem,
-    _no_effective_date,
+    chain_problem,
     clamp_target,
     current_month,
     ended_contracts,
     exact,
     mapping_schedule,
+    no_effective_date,
     period_label,
+    units_row_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -407,7 +408,7 @@ def mapping_checks(
     label = f"client {mapping.client_id}"
     contract = facts.contracts.get(mapping.contract_id)
     cs = facts.services.get(mapping.contract_service_id)
-    problem = _chain_problem(mapping, contract, cs, day, facts.active_statuses, facts.successors)
+    problem = chain_problem(mapping, contract, cs, day, facts.active_statuses, facts.successors)
     if problem is not None or contract is None or cs is None:
         return [Check.failed(f"{label}: chain", problem or "contract service not found")]
     ends = f", ends {contract.end.isoformat()}" if contract.end else ""
@@ -425,7 +426,7 @@ def mapping_checks(
         if when.next_start is None:
             checks.append(
                 Check.failed(
-                    f"{label}: billing period", _no_effective_date(mapping, contract, when)[1]
+                    f"{label}: billing period", no_effective_date(mapping, contract, when)[1]
                 )
             )
             return checks
@@ -433,25 +434,10 @@ def mapping_checks(
     effective = when.effective
     row = choose_row(rows, effective)
     checks.append(_period_check(label, when, row, effective))
-    units_ok = row is not None and (when.prorate or row.start == effective)
-    if row is None:
-        checks.append(
-            Check.failed(
-                f"{label}: units row",
-                f"no units row of contract service {cs.id} covers {effective.isoformat()}; "
-                "check the contract's dates and services in Autotask",
-            )
-        )
-    elif not units_ok:
-        checks.append(
-            Check.failed(
-                f"{label}: units row",
-                f"Autotask shows no billing period of contract service {cs.id} starting on "
-                f"{effective.isoformat()} (the row covering it starts {row.start.isoformat()}); "
-                "check the contract's billing period in Autotask, or set `prorate: true` on "
-                "the mapping to write on the 1st (Autotask then prorates)",
-            )
-        )
+    row_problem = units_row_problem(cs.id, effective, row, when.prorate)
+    units_ok = row is not None and row_problem is None
+    if row is None or row_problem is not None:
+        checks.append(Check.failed(f"{label}: units row", row_problem or "no units row"))
     else:
         checks.append(Check(f"{label}: units row", OK, _row_text(row)))
     ordered = _best_first(rows, row)

@@ -193,7 +193,7 @@ def ended_contracts(
     return list(found.values())
 
 
-def _chain_problem(
+def chain_problem(
     mapping: Mapping,
     contract: Contract | None,
     cs: ContractService | None,
@@ -347,25 +347,14 @@ def plan_one(
 
     if count is None or count.users is None:
         return item(FAILED, (count.error if count is not None else "") or "no user count")
-    problem = _chain_problem(mapping, contract, cs, day, active_statuses, successors)
+    problem = chain_problem(mapping, contract, cs, day, active_statuses, successors)
     if problem is not None or contract is None:
         return item(FAILED, problem or "contract not found")
     if effective is None:
-        return item(*_no_effective_date(mapping, contract, when))
-    if row is None:
-        return item(
-            FAILED,
-            f"no units row of contract service {mapping.contract_service_id} covers "
-            f"{effective.isoformat()}; check the contract's dates and services in Autotask",
-        )
-    if not when.prorate and row.start != effective:
-        return item(
-            FAILED,
-            f"Autotask shows no billing period of contract service {mapping.contract_service_id} "
-            f"starting on {effective.isoformat()} (the row covering it starts "
-            f"{row.start.isoformat()}); check the contract's billing period in Autotask, or set "
-            "`prorate: true` on the mapping to write on the 1st (Autotask then prorates)",
-        )
+        return item(*no_effective_date(mapping, contract, when))
+    row_problem = units_row_problem(mapping.contract_service_id, effective, row, when.prorate)
+    if row_problem is not None or row is None:
+        return item(FAILED, row_problem or "no units row")
     if rates.cost is None:
         return item(FAILED, NO_COST_VISIBILITY)
     if rates.price is None:
@@ -403,7 +392,27 @@ def plan_one(
     return item(PLANNED, "; ".join(notes))
 
 
-def _no_effective_date(mapping: Mapping, contract: Contract, when: Schedule) -> tuple[str, str]:
+def units_row_problem(
+    cs_id: int, effective: date, row: UnitsRow | None, prorate: bool
+) -> str | None:
+    """Why the row covering E cannot take a write dated E: none, or (without prorate) one that
+    does not start on E, so a write would split a period. None when it can."""
+    if row is None:
+        return (
+            f"no units row of contract service {cs_id} covers {effective.isoformat()}; check "
+            "the contract's dates and services in Autotask"
+        )
+    if not prorate and row.start != effective:
+        return (
+            f"Autotask shows no billing period of contract service {cs_id} starting on "
+            f"{effective.isoformat()} (the row covering it starts {row.start.isoformat()}); "
+            "check the contract's billing period in Autotask, or set `prorate: true` on the "
+            "mapping to write on the 1st (Autotask then prorates)"
+        )
+    return None
+
+
+def no_effective_date(mapping: Mapping, contract: Contract, when: Schedule) -> tuple[str, str]:
     """Status and message of a mapping with no write date in the month."""
     if when.next_start is not None:
         return SKIPPED, (
