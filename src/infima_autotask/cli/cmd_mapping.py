@@ -174,6 +174,7 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
     Example:
       infima-autotask map 101 --account 29683501
       infima-autotask map 101 --account 29683501 --contract 29684001 --contract-service 29685100
+      infima-autotask map 106 --account 29683508 --prorate
       infima-autotask map --from-csv mappings.csv
     """
     runtime = get_runtime()
