@@ -9,8 +9,17 @@ from conftest import API_URL, BASE, CODE, SECRET, USERNAME
 
 from infima_autotask.autotask import AutotaskClient
 from infima_autotask.credentials import AutotaskCredentials
+from infima_autotask.errors import BadResponseError
 from infima_autotask.http import HttpClient
-from infima_autotask.model import Contract, UnitsRow, choose_row, find_successors
+from infima_autotask.model import (
+    Contract,
+    UnitsRow,
+    choose_row,
+    find_successors,
+    parse_account,
+    parse_contract,
+    parse_contract_service,
+)
 
 D = date(2026, 12, 1)
 
@@ -88,3 +97,23 @@ def test_find_successors_keys_by_contract_and_service(requests_mock):
     assert requests_mock.call_count == 2  # one query per entity for all of them
     contracts_query = requests_mock.request_history[0].json()
     assert {"op": "in", "field": "companyID", "value": [500]} in contracts_query["filter"]
+
+
+@pytest.mark.parametrize(
+    ("parse", "record", "ok"),
+    [
+        (parse_account, {"id": 0, "companyName": "Own org", "isActive": True}, True),
+        (parse_contract, {"id": 5, "companyID": 0, "endDate": "2027-01-31T00:00:00"}, True),
+        (parse_contract, {"id": 0, "companyID": 1, "endDate": "2027-01-31T00:00:00"}, False),
+        (parse_contract_service, {"id": 0, "contractID": 1, "serviceID": 1}, False),
+        (parse_contract_service, {"id": 1, "contractID": 0, "serviceID": 1}, False),
+        (parse_account, {"id": -1, "companyName": "x"}, False),
+    ],
+)
+def test_company_ids_may_be_0_and_no_other(parse, record, ok):
+    """Company 0 is the tenant's own organization; every other id is positive."""
+    if ok:
+        parse(record)
+    else:
+        with pytest.raises(BadResponseError):
+            parse(record)
