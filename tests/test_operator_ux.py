@@ -126,6 +126,7 @@ def test_connect_stores_into_a_file_keyring_unlocked_from_the_environment(
 ):
     requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
     requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    requests_mock.post(BASE + "InternalLocations/query", json={"items": []})
     result = invoke(
         "connect",
         "--username",

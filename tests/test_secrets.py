@@ -125,6 +125,15 @@ def connect_args(*extra):
 # --- connect ---------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def tenant_location(requests_mock):
+    """``connect`` also reads the default internal location's time zone."""
+    requests_mock.post(
+        BASE + "InternalLocations/query",
+        json={"items": [{"id": 1, "isDefault": True, "timeZone": "America/New_York"}]},
+    )
+
+
 def test_connect_success(check, invoke, requests_mock, memkeyring, logs):
     requests_mock.get(DEFAULT_ZONE_URL, json=ZONE)
     requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
