@@ -16,6 +16,7 @@ from infima_autotask.billing import (
     landing_dates,
     period_months,
     period_start_on_or_after,
+    period_start_on_or_before,
     schedule,
     shows,
     unit_rates,
@@ -227,3 +228,15 @@ def test_the_old_midnight_date_lands_a_day_early_west_of_utc():
 )
 def test_iana_zone(text, zone):
     assert iana_zone(text) == zone
+
+
+@given(
+    start=st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31)),
+    months=st.sampled_from([1, 3, 6, 12]),
+    day=st.dates(min_value=date(2000, 1, 1), max_value=date(2041, 12, 31)),
+)
+def test_the_period_covering_a_day_is_the_last_start_on_or_before_it(start, months, day):
+    found = period_start_on_or_before(start, months, day)
+    starts = [add_months(start, k * months) for k in range(0, 12 * 45 // months)]
+    earlier = [s for s in starts if s <= day]
+    assert found == (earlier[-1] if earlier else None)

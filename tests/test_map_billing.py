@@ -336,13 +336,13 @@ def test_writes_dated_for_february(start, months, prorate, dated):
 def test_proration_names_the_period_it_splits_without_drift():
     first = date(2026, 3, 1)
     billing = Billing(schedule(date(2025, 10, 31), 1, first, prorate=True), first, 3)
-    assert billing.covering_start() == date(2026, 2, 28)
+    assert billing.schedule.covering_start(billing.first) == date(2026, 2, 28)
     assert billing.lines()[1] == (
         "Writes are dated the 1st: Autotask will prorate the period from 2026-02-28, a "
         "proration it cannot delete."
     )
     quarterly = Billing(schedule(date(2025, 11, 17), 3, first, prorate=True), first, 4)
-    assert quarterly.covering_start() == date(2026, 2, 17)
+    assert quarterly.schedule.covering_start(quarterly.first) == date(2026, 2, 17)
 
 
 def test_unknown_period_lines_say_what_to_do():
@@ -355,5 +355,5 @@ def test_unknown_period_lines_say_what_to_do():
     ]
     assert unknown.document()["billing_period"] is None
     started = Billing(schedule(date(2026, 5, 1), 3, first, prorate=True), first, 4)
-    assert started.covering_start() is None  # the contract has not started yet
+    assert started.schedule.covering_start(started.first) is None  # the contract has not started yet
     assert started.lines()[1].startswith("Writes are dated the 1st: Autotask will prorate")

@@ -135,6 +135,18 @@ def period_start_on_or_after(contract_start: date, months: int, day: date) -> da
     return add_months(contract_start, k * months)
 
 
+def period_start_on_or_before(contract_start: date, months: int, day: date) -> date | None:
+    """The start of the period covering ``day``; None before the contract starts."""
+    if day < contract_start:
+        return None
+    following = period_start_on_or_after(contract_start, months, day)
+    if following == day:
+        return day
+    # Counted from the contract's start, like every period start, so the day never drifts.
+    k = (following.year - contract_start.year) * 12 + following.month - contract_start.month
+    return add_months(contract_start, (k // months - 1) * months)
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When one mapping's write for a month is dated (SPEC §8 "Billing periods").
@@ -160,14 +172,26 @@ class Schedule:
             != self.effective
         )
 
+    @property
+    def name(self) -> str:
+        """``monthly``, ``quarterly``, ``semi-annual``, ``yearly``."""
+        if self.months is None:
+            return "unknown"
+        return _PERIOD_NAMES.get(self.months, f"every {self.months} months")
+
+    def covering_start(self, day: date) -> date | None:
+        """The start of the billing period covering ``day``; None when unknown."""
+        if self.contract_start is None or self.months is None:
+            return None
+        return period_start_on_or_before(self.contract_start, self.months, day)
+
     def describe(self) -> str:
         """``monthly from the 17th``, ``quarterly from 2026-11-17``, ``unknown period``."""
         if self.months is None or self.contract_start is None:
             return "billing period unknown"
-        name = _PERIOD_NAMES.get(self.months, f"every {self.months} months")
         if self.months == 1:
-            return f"{name} from the {ordinal(self.contract_start.day)}"
-        return f"{name} from {self.contract_start.isoformat()}"
+            return f"{self.name} from the {ordinal(self.contract_start.day)}"
+        return f"{self.name} from {self.contract_start.isoformat()}"
 
 
 def schedule(

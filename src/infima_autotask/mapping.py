@@ -25,11 +25,9 @@ from infima_autotask.autotask import AutotaskClient
 from infima_autotask.billing import (
     Rates,
     Schedule,
-    add_months,
     next_month,
     ordinal,
     period_labels,
-    period_start_on_or_after,
     schedule,
     unit_rates,
 )
@@ -380,18 +378,6 @@ class Billing:
         start = self.schedule.contract_start
         return self.schedule.months == 1 and start is not None and start.day == 1
 
-    def covering_start(self) -> date | None:
-        """The start of the billing period covering the 1st; None before the contract starts."""
-        start, months = self.schedule.contract_start, self.schedule.months
-        if start is None or months is None or self.first < start:
-            return None
-        following = period_start_on_or_after(start, months, self.first)
-        if following == self.first:
-            return following
-        # Counted from the contract's start, like every period start, so the day never drifts.
-        k = ((following.year - start.year) * 12 + following.month - start.month) // months
-        return add_months(start, (k - 1) * months)
-
     def writes_dated(self) -> str:
         """``the 1st``, ``the 17th (monthly from the 17th)``, ``2027-02-17 (quarterly)``..."""
         s = self.schedule
@@ -407,7 +393,7 @@ class Billing:
         when = s.effective or s.next_start
         if when is None:
             return UNKNOWN_PERIOD
-        return f"{when.isoformat()} ({s.describe().split(' from ')[0]})"
+        return f"{when.isoformat()} ({s.name})"
 
     def lines(self) -> list[str]:
         """What ``map`` says: the billing period and, unless it is monthly from the 1st, the
@@ -433,7 +419,7 @@ class Billing:
         if self.from_the_1st:
             return [head]
         if s.prorate:
-            covering = self.covering_start()
+            covering = s.covering_start(self.first)
             if not s.prorated:
                 return [
                     head,
