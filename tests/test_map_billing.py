@@ -355,5 +355,6 @@ def test_unknown_period_lines_say_what_to_do():
     ]
     assert unknown.document()["billing_period"] is None
     started = Billing(schedule(date(2026, 5, 1), 3, first, prorate=True), first, 4)
-    assert started.schedule.covering_start(started.first) is None  # the contract has not started yet
+    # the contract has not started yet
+    assert started.schedule.covering_start(started.first) is None
     assert started.lines()[1].startswith("Writes are dated the 1st: Autotask will prorate")
