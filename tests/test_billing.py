@@ -81,6 +81,16 @@ def test_a_recovered_rate_moves_the_unit_price_by_at_most_half_a_cent(rate, unit
         assert Decimal(repr(recovered.price)) == rate
 
 
+STARTS = st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31))
+MONTHS = st.sampled_from([1, 3, 6, 12])
+DAYS = st.dates(min_value=date(2000, 1, 1), max_value=date(2041, 12, 31))
+
+
+def starts_of(start: date, months: int) -> list[date]:
+    """Every period start of a contract, counted from its start, for 45 years."""
+    return [add_months(start, k * months) for k in range(0, 12 * 45 // months)]
+
+
 # -- billing periods ------------------------------------------------------------------------
 
 
@@ -144,15 +154,10 @@ def test_unknown_period_or_start_has_no_date():
     assert schedule(date(2026, 1, 1), None, D, prorate=False).effective is None
 
 
-@given(
-    start=st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31)),
-    months=st.sampled_from([1, 3, 6, 12]),
-    day=st.dates(min_value=date(2000, 1, 1), max_value=date(2041, 12, 31)),
-)
+@given(start=STARTS, months=MONTHS, day=DAYS)
 def test_period_start_on_or_after_is_the_first_such_start(start, months, day):
     found = period_start_on_or_after(start, months, day)
-    starts = [add_months(start, k * months) for k in range(0, 12 * 45 // months)]
-    assert found == next(s for s in starts if s >= day)
+    assert found == next(s for s in starts_of(start, months) if s >= day)
 
 
 @pytest.mark.parametrize(
@@ -230,13 +235,8 @@ def test_iana_zone(text, zone):
     assert iana_zone(text) == zone
 
 
-@given(
-    start=st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31)),
-    months=st.sampled_from([1, 3, 6, 12]),
-    day=st.dates(min_value=date(2000, 1, 1), max_value=date(2041, 12, 31)),
-)
+@given(start=STARTS, months=MONTHS, day=DAYS)
 def test_the_period_covering_a_day_is_the_last_start_on_or_before_it(start, months, day):
     found = period_start_on_or_before(start, months, day)
-    starts = [add_months(start, k * months) for k in range(0, 12 * 45 // months)]
-    earlier = [s for s in starts if s <= day]
+    earlier = [s for s in starts_of(start, months) if s <= day]
     assert found == (earlier[-1] if earlier else None)
