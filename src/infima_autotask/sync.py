@@ -355,14 +355,8 @@ def plan_one(
     row_problem = units_row_problem(mapping.contract_service_id, effective, row, when.prorate)
     if row_problem is not None or row is None:
         return item(FAILED, row_problem or "no units row")
-    if rates.cost is None:
+    if rates.price is None or rates.cost is None:
         return item(FAILED, NO_COST_VISIBILITY)
-    if rates.price is None:
-        return item(
-            FAILED,
-            f"Autotask shows no price for contract service {mapping.contract_service_id}; "
-            "check the API user's permissions",
-        )
     if target is None or before is None:  # unreachable: users and row were checked above
         return item(FAILED, "no user count")
     planned = item(PLANNED)
