@@ -73,12 +73,16 @@ def test_a_recovered_rate_moves_the_unit_price_by_at_most_half_a_cent(rate, unit
     and written again differs from the line's by no more than the rounding of one cent."""
     amount = units * rate
     stored = _cents(amount) if rounded else amount
-    recovered = unit_rates(row(units, float(stored), float(stored)), CS)
+    unlisted = ContractService(id=5, contract_id=4, service_id=3)
+    recovered = unit_rates(row(units, float(stored), float(stored)), unlisted)
     assert recovered.price is not None
     assert abs(Decimal(repr(recovered.price)) - rate) <= Decimal("0.005")
     if not rounded or units > 100:
         # Exact rows, and rows of more than 100 units even at cents, give the rate back exactly.
         assert Decimal(repr(recovered.price)) == rate
+    # With the contract service at the line's rate, the rate comes back exactly, always.
+    listed = ContractService(5, 4, 3, unit_price=float(rate), unit_cost=float(rate))
+    assert unit_rates(row(units, float(stored), float(stored)), listed).price == float(rate)
 
 
 STARTS = st.dates(min_value=date(2000, 1, 1), max_value=date(2040, 12, 31))
@@ -147,6 +151,22 @@ def test_prorate_writes_on_the_first_and_says_when_it_splits():
     when = schedule(date(2025, 10, 17), 1, D, prorate=True)
     assert (when.effective, when.prorated) == (D, True)
     assert not schedule(date(2026, 1, 1), 1, D, prorate=True).prorated
+
+
+def test_prorate_never_dates_a_write_before_the_contract_starts():
+    """A contract starting on the 15th is written on the 15th; next year's is skipped."""
+    mid = schedule(date(2026, 12, 15), 1, D, prorate=True)
+    assert (mid.effective, mid.next_start, mid.prorated) == (date(2026, 12, 15), None, False)
+    later = schedule(date(2027, 3, 1), 3, D, prorate=True)
+    assert (later.effective, later.next_start) == (None, date(2027, 3, 1))
+
+
+def test_a_rounded_row_keeps_the_contract_services_exact_rate():
+    """3 x 0.995 shows 2.98; read back alone that is 0.9933, a new price on the next write."""
+    cs = ContractService(id=5, contract_id=4, service_id=3, unit_price=0.995, unit_cost=0.4)
+    assert unit_rates(row(3, 2.98, 1.2), cs) == unit_rates(None, cs)
+    assert unit_rates(row(3, 2.98, 1.2), CS).price == 0.9933  # the list rate does not explain it
+    assert unit_rates(row(3, 3.30, 1.2), cs).price == 1.1  # a line priced apart keeps its own
 
 
 def test_unknown_period_or_start_has_no_date():

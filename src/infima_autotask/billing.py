@@ -58,14 +58,26 @@ def unit_rates(row: UnitsRow | None, cs: ContractService | None) -> Rates:
     ``unitPrice``/``unitCost`` are used.
     """
     if row is not None and row.units > 0:
-        return Rates(_per_unit(row.price, row.units), _per_unit(row.cost, row.units))
+        return Rates(
+            _per_unit(row.price, row.units, cs.unit_price if cs else None),
+            _per_unit(row.cost, row.units, cs.unit_cost if cs else None),
+        )
     if cs is None:
         return Rates(None, None)
     return Rates(cs.unit_price, cs.unit_cost)
 
 
-def _per_unit(amount: float | None, units: int) -> float | None:
-    return None if amount is None else round(amount / units, RATE_DECIMALS)
+def _per_unit(amount: float | None, units: int, listed: float | None) -> float | None:
+    """``amount / units``; the contract service's own rate when the row shows exactly it.
+
+    A row rounded to the cent loses the rate's last digits (3 x 0.995 shows 2.98, read back as
+    0.9933); the contract service keeps them, so it wins whenever it explains the row.
+    """
+    if amount is None:
+        return None
+    if listed is not None and abs(units * listed - amount) <= CENT / 2 + 1e-9:
+        return listed
+    return round(amount / units, RATE_DECIMALS)
 
 
 def extended(units: int, rate: float | None) -> float | None:
@@ -199,6 +211,11 @@ def schedule(
 ) -> Schedule:
     """E for the month starting ``first`` (D): the 1st with ``prorate``, else the first period
     start on or after D within the month."""
+    if prorate and contract_start is not None and contract_start > first:
+        # Nothing to prorate before the contract starts: its start is E, or next month's.
+        if contract_start < next_month(first):
+            return Schedule(months, contract_start, contract_start, None, prorate=True)
+        return Schedule(months, contract_start, None, contract_start, prorate=True)
     if prorate:
         return Schedule(months, contract_start, first, None, prorate=True)
     if contract_start is None or months is None:
