@@ -113,8 +113,8 @@ def test_threshold_is_read_after_the_batched_reads_and_before_writes(
     assert urls == [
         "Contracts/query",
         "ContractServices/query",
+        "Contracts/entityInformation/fields",  # period labels decide the units read's window
         "ContractServiceUnits/query",
-        "Contracts/entityInformation/fields",
         "ThresholdInformation",
         "ContractServiceAdjustments",
         "ContractServiceUnits/query",

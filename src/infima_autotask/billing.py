@@ -191,6 +191,12 @@ class Schedule:
             return "unknown"
         return _PERIOD_NAMES.get(self.months, f"every {self.months} months")
 
+    def starts_period(self, day: date) -> bool | None:
+        """Whether a billing period starts on ``day``; None when the period is unknown."""
+        if self.contract_start is None or self.months is None:
+            return None
+        return period_start_on_or_after(self.contract_start, self.months, day) == day
+
     def covering_start(self, day: date) -> date | None:
         """The start of the billing period covering ``day``; None when unknown."""
         if self.contract_start is None or self.months is None:

@@ -44,6 +44,7 @@ from infima_autotask.errors import (
 from infima_autotask.history import DB_NAME, History, HistoryItem, ItemRecord, SyncLock
 from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, InfimaClientInfo
 from infima_autotask.model import (
+    Contract,
     Successor,
     UnitsRow,
     choose_row,
@@ -64,6 +65,7 @@ from infima_autotask.sync import (
     current_month,
     ended_contracts,
     exact,
+    mapping_schedule,
     money,
     period_label,
     plan,
@@ -256,6 +258,43 @@ class _Run:
         # Every units read covers D - 1 (the day before a write dated D) to the month's end.
         self.window = (day - timedelta(days=1), next_month(day) - timedelta(days=1))
 
+    def _read_rows(
+        self,
+        autotask: AutotaskClient,
+        contracts: dict[int, Contract],
+        months: dict[int, int],
+        cs_ids: list[int],
+    ) -> dict[int, list[UnitsRow]]:
+        """The batched units read (SPEC §8). Mappings whose E is the month's last day (billed
+        from the 31st) are read on their own up to E + 1, where a late landing shows."""
+        last = self.window[1]
+        edge = {
+            mapping.contract_service_id
+            for mapping in self.mappings
+            if (
+                when := mapping_schedule(
+                    mapping, contracts.get(mapping.contract_id), self.day, self.config.sync, months
+                ).effective
+            )
+            is not None
+            and when >= last
+        }
+        rows = read_units_rows(autotask, [i for i in cs_ids if i not in edge], *self.window)
+        if edge:
+            rows.update(
+                read_units_rows(autotask, sorted(edge), self.window[0], last + timedelta(days=1))
+            )
+        return rows
+
+    def _window(self, items: Sequence[PlanItem]) -> tuple[date, date]:
+        """The planning window, reaching E + 1 when an item's E is the month's last day (a
+        write landing a day late shows there)."""
+        first, last = self.window
+        latest = max((item.effective for item in items if item.effective), default=None)
+        if latest is not None and latest >= last:
+            last = latest + timedelta(days=1)
+        return first, last
+
     def _client(self) -> AutotaskClient:
         if self.autotask is None:
             self.autotask = self.runtime.autotask()
@@ -280,9 +319,11 @@ class _Run:
             services = read_contract_services(autotask, cs_ids)
             # Pending intents of clients outside this selection are re-read in the same batch.
             extra = [p.contract_service_id for p in pending if p.contract_service_id is not None]
-            rows = read_units_rows(autotask, [*cs_ids, *extra], *self.window)
             picklists = read_contract_picklists(autotask)
             active = picklists.active_statuses
+            months = period_labels(picklists.period_labels)
+            rows = self._read_rows(autotask, contracts, months, [*cs_ids, *extra])
+            self._widen_for_intents(autotask, pending, rows)
             self._settle_pending(autotask, pending, rows)
             self._resolve_pending(pending, rows)
             counts = self._collect_counts(counting)
@@ -305,7 +346,7 @@ class _Run:
             contract_services=services,
             rows=rows,
             active_statuses=active,
-            period_months=period_labels(picklists.period_labels),
+            period_months=months,
             successors=successors,
             yes=options.yes,
         )
@@ -392,6 +433,26 @@ class _Run:
             unmapped = [client for client in unmapped if source.active_users(client.id) > 0]
         return unmapped
 
+    def _widen_for_intents(
+        self,
+        autotask: AutotaskClient,
+        pending: list[HistoryItem],
+        rows: dict[int, list[UnitsRow]],
+    ) -> None:
+        """Re-read, up to E + 1, the rows of open intents dated the month's last day: a write
+        that landed a day late shows only there, and must not read as "not applied"."""
+        last = self.window[1]
+        edge = [
+            intent.contract_service_id
+            for intent in pending
+            if intent.contract_service_id is not None and _intent_day(intent, self.day) >= last
+        ]
+        if not edge:
+            return
+        fresh = read_units_rows(autotask, edge, self.window[0], last + timedelta(days=1))
+        for cs_id in edge:
+            rows[cs_id] = fresh.get(cs_id, [])
+
     def _settle_pending(
         self,
         autotask: AutotaskClient,
@@ -425,20 +486,39 @@ class _Run:
             return
         log.info("waiting %.1fs for the writes of an interrupted run to settle", wait)
         time.sleep(wait)
-        fresh = read_units_rows(autotask, recent, *self.window)
+        fresh = read_units_rows(
+            autotask, recent, self.window[0], self.window[1] + timedelta(days=1)
+        )
         for cs_id in recent:
             rows[cs_id] = fresh.get(cs_id, [])
 
     def _resolve_pending(self, pending: list[HistoryItem], rows: dict[int, list[UnitsRow]]) -> None:
-        """Close intents a killed run left open, from the rows just read (SPEC §8)."""
+        """Close intents a killed run left open, from the rows just read (SPEC §8).
+
+        Only an intent of which nothing shows is "not applied" (its client is then planned
+        afresh); one that landed a day early or late is failed with the one-day charge named.
+        """
         for intent in pending:
-            row = _intent_row(intent, rows, self.day)
-            if shows(row, intent.target, Rates(intent.price, intent.cost)):
+            effective = _intent_day(intent, self.day)
+            found = rows.get(intent.contract_service_id or 0, [])
+            state = landing(
+                found,
+                effective,
+                before=intent.before,
+                target=intent.target,
+                rates=Rates(intent.price, intent.cost),
+            )
+            if state == LANDED:
                 status, message = UPDATED, "confirmed after an interrupted run"
-            elif row is not None and row.units == intent.before:
+            elif state == BEFORE:
                 status, message = FAILED, "not applied by the interrupted run"
+            elif state in (EARLY, LATE):
+                status = FAILED
+                message = "interrupted run: " + _landing_message(
+                    state, found, effective, intent.before, f"{intent.target}"
+                )
             else:
-                shown = _describe(row, self.day)
+                shown = _describe(choose_row(found, effective), effective)
                 status = FAILED
                 message = f"{shown} since an interrupted run; units changed since"
             log.info("intent %d of client %d: %s", intent.id, intent.client_id, message)
@@ -509,11 +589,11 @@ class _Run:
         """The first write's own read-back: None when it landed, else why not."""
         item = write.item
         try:
-            rows = read_units_rows(autotask, [item.contract_service_id], *self.window)
+            rows = read_units_rows(autotask, [item.contract_service_id], *self._window([item]))
         except ApiError as exc:
             return (
-                f"written (adjustment {write.adjustment_id}) but the verification read failed "
-                f"({exc.message}); check Autotask"
+                f"{_written(write)} but the verification read failed ({exc.message}); "
+                "check Autotask"
             )
         return landing_problem(item, rows.get(item.contract_service_id, []))
 
@@ -579,6 +659,10 @@ class _Run:
             if kind == "sent":
                 write.sent = True
                 return
+            if kind == "rejected" and attempt == 2 and DUPLICATE_DATE in detail.lower():
+                # Refused as a second adjustment that day: the first send did land after all.
+                self._after_duplicate(autotask, write, detail)
+                return
             if kind == "rejected":
                 self._finish(write, FAILED, _refusal(item, detail))
                 return
@@ -611,6 +695,22 @@ class _Run:
                 self._finish(write, FAILED, f"outcome unknown ({detail}); {landing}")
             return
 
+    def _after_duplicate(self, autotask: AutotaskClient, write: _Write, detail: str) -> None:
+        """The resend of an unknown outcome was refused as a same-day duplicate."""
+        state, landing_text = self._reread(autotask, write.item)
+        if state == "applied":
+            note = "applied by the first send (the second was refused as a same-day duplicate)"
+            self._finish(write, UPDATED, _join(write.item.message, note))
+            return
+        shown = landing_text or "the re-read did not show it"
+        self._finish(
+            write,
+            FAILED,
+            f"outcome unknown: the second send was refused as a same-day duplicate ({detail}), "
+            f"so the first one probably landed ({shown}); check Autotask, and do not enter the "
+            "change again by hand",
+        )
+
     def _send(self, autotask: AutotaskClient, write: _Write) -> tuple[str, str]:
         item = write.item
         if item.effective is None:  # planning never plans a write without E
@@ -640,7 +740,7 @@ class _Run:
         """After an unknown outcome: ``applied``, ``before``, ``other`` or ``error``, and what
         Autotask shows when it is neither."""
         try:
-            rows = read_units_rows(autotask, [item.contract_service_id], *self.window)
+            rows = read_units_rows(autotask, [item.contract_service_id], *self._window([item]))
         except ApiError as exc:
             log.warning("client %d: re-read failed: %s", item.client_id, exc)
             return "error", ""
@@ -648,14 +748,17 @@ class _Run:
         problem = landing_problem(item, found)
         if problem is None:
             return "applied", ""
-        effective = item.effective or self.day
-        row = choose_row(found, effective)
-        day_before = choose_row(found, effective - timedelta(days=1))
-        if shows(row, item.before, item.before_rates) and _unchanged(
-            day_before, item.day_before, effective
-        ):
-            return "before", ""
-        return "other", problem
+        state = landing(
+            found,
+            item.effective or self.day,
+            before=item.before,
+            target=item.target,
+            rates=item.rates,
+            before_rates=item.before_rates,
+            day_before=item.day_before,
+        )
+        # Sent again only when nothing of it shows anywhere: a late landing is not "before".
+        return ("before", "") if state == BEFORE else ("other", problem)
 
     def _verify(
         self, autotask: AutotaskClient, writes: list[_Write], *, confirmed: _Write | None = None
@@ -668,7 +771,9 @@ class _Run:
             return
         try:
             rows = read_units_rows(
-                autotask, [write.item.contract_service_id for write in writes], *self.window
+                autotask,
+                [write.item.contract_service_id for write in writes],
+                *self._window([write.item for write in writes]),
             )
         except ApiError as exc:
             for write in writes:
@@ -678,8 +783,8 @@ class _Run:
                 self._finish(
                     write,
                     FAILED,
-                    f"written (adjustment {write.adjustment_id}) but the verification read "
-                    f"failed ({exc.message}); check Autotask",
+                    f"{_written(write)} but the verification read failed ({exc.message}); "
+                    "check Autotask",
                 )
             return
         for write in writes:
@@ -706,6 +811,48 @@ class _Run:
         write.final = final
 
 
+LANDED, EARLY, LATE, BEFORE, OTHER = "landed", "early", "late", "before", "other"
+_UNSEEN = UnitsRow(0, 0, 0, None, date.min, date.min, 0, None, None, posted=False)
+
+
+def landing(
+    rows: Sequence[UnitsRow],
+    effective: date,
+    *,
+    before: int | None,
+    target: int | None,
+    rates: Rates,
+    before_rates: Rates | None = None,
+    day_before: UnitsRow | None = _UNSEEN,
+) -> str:
+    """Where a write of ``before`` -> ``target`` dated E shows in the rows read back.
+
+    ``early``: the row covering E - 1 is not the one planning saw (``day_before``) or, when
+    that is not known (an interrupted run's intent), a row starts on E - 1, a day this tool
+    never dates a write. ``landed``: the row covering E shows the target at the written rates.
+    ``late``: it still shows ``before`` and a row starting E + 1 shows the target. ``before``:
+    nothing of the write is there (at ``before_rates`` when given). ``other``: anything else.
+    """
+    day = timedelta(days=1)
+    early = choose_row(rows, effective - day)
+    if day_before is _UNSEEN:
+        moved = early is not None and early.start == effective - day
+    else:
+        moved = not _unchanged(early, day_before, effective)
+    if moved:
+        return EARLY
+    row = choose_row(rows, effective)
+    if shows(row, target, rates):
+        return LANDED
+    if row is None or row.units != before:
+        return OTHER
+    if any(r.start == effective + day and shows(r, target, rates) for r in rows):
+        return LATE
+    if before_rates is None or shows(row, before, before_rates):
+        return BEFORE
+    return OTHER
+
+
 def landing_problem(item: PlanItem, rows: Sequence[UnitsRow]) -> str | None:
     """Why the rows read back do not show the item's write landed on E, or None when it did.
 
@@ -717,32 +864,39 @@ def landing_problem(item: PlanItem, rows: Sequence[UnitsRow]) -> str | None:
     effective = item.effective
     if effective is None or item.target is None:
         return "nothing to verify: no effective date"
+    state = landing(
+        rows,
+        effective,
+        before=item.before,
+        target=item.target,
+        rates=item.rates,
+        before_rates=item.before_rates,
+        day_before=item.day_before,
+    )
+    if state == LANDED:
+        return None
+    return _landing_message(state, rows, effective, item.before, _expected(item))
+
+
+def _landing_message(
+    state: str, rows: Sequence[UnitsRow], effective: date, before: int | None, expected: str
+) -> str:
     day = timedelta(days=1)
-    row = choose_row(rows, effective)
-    early = choose_row(rows, effective - day)
-    if not _unchanged(early, item.day_before, effective):
+    fix = "then set autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
+    if state == EARLY:
+        early = choose_row(rows, effective - day)
         return (
             f"Autotask dated the change {(effective - day).isoformat()}, a day before "
             f"{effective.isoformat()}: the one-day charge on {(effective - day).isoformat()} "
-            f"({_describe(early)}) must be reversed by hand in Autotask; then set "
-            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
+            f"({_describe(early)}) must be reversed by hand in Autotask; {fix}"
         )
-    if shows(row, item.target, item.rates):
-        return None
-    late = choose_row(rows, effective + day)
-    if (
-        shows(row, item.before, item.before_rates)
-        and late is not None
-        and late.start == effective + day
-        and late.units == item.target
-    ):
+    if state == LATE:
         return (
-            f"Autotask dated the change {late.start.isoformat()}, a day after "
-            f"{effective.isoformat()}: {effective.isoformat()} is still billed at "
-            f"{item.before} units, a one-day charge to correct by hand in Autotask; then set "
-            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
+            f"Autotask dated the change {(effective + day).isoformat()}, a day after "
+            f"{effective.isoformat()}: {effective.isoformat()} is still billed at {before} "
+            f"units, a one-day charge to correct by hand in Autotask; {fix}"
         )
-    return f"{_describe(row, effective)}, expected {_expected(item)}"
+    return f"{_describe(choose_row(rows, effective), effective)}, expected {expected}"
 
 
 def _unchanged(now: UnitsRow | None, planned: UnitsRow | None, effective: date) -> bool:
@@ -784,13 +938,22 @@ def _refusal(item: PlanItem, detail: str) -> str:
     return f"{REFUSED}: {detail}"
 
 
+def _written(write: _Write) -> str:
+    """``written (adjustment 38000001)``, or ``written`` when Autotask sent no id."""
+    return f"written (adjustment {write.adjustment_id})" if write.adjustment_id else "written"
+
+
+def _intent_day(intent: HistoryItem, day: date) -> date:
+    """An open intent's effective date (D for intents from before 0.2, which wrote on D)."""
+    return date.fromisoformat(intent.effective_date) if intent.effective_date else day
+
+
 def _intent_row(intent: HistoryItem, rows: dict[int, list[UnitsRow]], day: date) -> UnitsRow | None:
-    """The row covering an open intent's effective date (D for intents from before 0.2)."""
+    """The row covering an open intent's effective date."""
     cs_id = intent.contract_service_id
     if cs_id is None:
         return None
-    when = date.fromisoformat(intent.effective_date) if intent.effective_date else day
-    return choose_row(rows.get(cs_id, []), when)
+    return choose_row(rows.get(cs_id, []), _intent_day(intent, day))
 
 
 def _settle_ceiling(autotask: AutotaskClient) -> float:

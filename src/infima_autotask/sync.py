@@ -355,6 +355,15 @@ def plan_one(
     row_problem = units_row_problem(mapping.contract_service_id, effective, row, when.prorate)
     if row_problem is not None or row is None:
         return item(FAILED, row_problem or "no units row")
+    split = later_change(rows, effective, when)
+    if split is not None:
+        return item(
+            FAILED,
+            f"Autotask shows a change of contract service {mapping.contract_service_id} dated "
+            f"{split.isoformat()}, after {effective.isoformat()} and not a billing period's "
+            "start (a write that landed a day late, or one made by hand): a write now would "
+            "add to it; correct it in Autotask, then run sync again",
+        )
     if rates.price is None or rates.cost is None:
         return item(FAILED, NO_COST_VISIBILITY)
     if target is None or before is None:  # unreachable: users and row were checked above
@@ -365,6 +374,10 @@ def plan_one(
     )
     if target == before and not cost_note:
         return item(UNCHANGED)
+    if target == before == 0:
+        # A line of 0 units has no cost to show: a write could never be verified and, since
+        # it leaves the contract service's own unit cost as it is, would be sent every month.
+        return item(UNCHANGED, f"{cost_note} not written: the line has 0 units")
     # Not lifted by --yes: a write would land in a billed period.
     if row.posted:
         return item(
@@ -404,6 +417,17 @@ def units_row_problem(
             "mapping to write on the 1st (Autotask then prorates)"
         )
     return None
+
+
+def later_change(rows: cabc.Sequence[UnitsRow], effective: date, when: Schedule) -> date | None:
+    """The start of a row after E that no billing period explains: a split by an adjustment
+    dated after E (a late landing, or someone's edit), which a write dated E would add to."""
+    splits = [
+        row.start
+        for row in rows
+        if row.start > effective and when.starts_period(row.start) is False
+    ]
+    return min(splits, default=None)
 
 
 def no_effective_date(mapping: Mapping, contract: Contract, when: Schedule) -> tuple[str, str]:
