@@ -223,7 +223,7 @@ class FakeAutotask:
             return {"errors": ["effectiveDate is outside the contract period"]}
         if fault == "reject-500":
             context.status_code = 500
-            return {"errors": ["Unable to make changes: already approved and posted period"]}
+            return {"errors": ["Value does not reference an existing entity for serviceID."]}
         if fault == "apply-then-timeout":
             self._apply(body)
             raise requests.exceptions.ReadTimeout("read timed out")

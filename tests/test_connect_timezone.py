@@ -75,8 +75,9 @@ def test_connect_keeps_a_configured_zone_that_differs(invoke, config_path, sandb
     )
     assert result.stderr.splitlines()[0] == (
         "Warning: autotask.timezone is Europe/London in the config, but the tenant's default "
-        "internal location says America/New_York; kept Europe/London. Run `infima-autotask "
-        "doctor` to compare them before the next sync."
+        "internal location says America/New_York; kept Europe/London. Unless you know the "
+        "database runs on Europe/London, set autotask.timezone: America/New_York in "
+        f"{config_path} (`infima-autotask doctor` then shows them agreeing)."
     )
     assert _saved_zone(config_path) == "Europe/London"
     assert len(yaml.safe_load(config_path.read_text())["mappings"]) == 1

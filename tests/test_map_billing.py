@@ -357,4 +357,6 @@ def test_unknown_period_lines_say_what_to_do():
     started = Billing(schedule(date(2026, 5, 1), 3, first, prorate=True), first, 4)
     # the contract has not started yet
     assert started.schedule.covering_start(started.first) is None
-    assert started.lines()[1].startswith("Writes are dated the 1st: Autotask will prorate")
+    assert started.lines()[1].startswith(
+        "The contract starts 2026-05-01: writes are dated from 2026-05-01, then the 1st"
+    )

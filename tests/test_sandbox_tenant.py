@@ -459,3 +459,17 @@ def test_standalone_sandbox_serves_the_seed_until_stopped():
     finally:
         process.terminate()
         process.wait(T)
+
+
+def test_the_standalone_sandbox_answers_help_without_starting():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "infima_autotask.sandbox", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0 and "takes no options" in done.stdout
+    assert "export" not in done.stdout

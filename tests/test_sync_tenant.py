@@ -224,3 +224,64 @@ def test_skipped_counts_as_done_for_if_due(tenant):
     )
     assert due.exit_code == 0 and "nothing due" in due.stderr
     assert tenant.sandbox.adjustments() == []
+
+
+def test_a_write_refused_as_landing_in_a_posted_period_stops_the_run(tenant):
+    """Los Angeles tenant, config says Auckland: the write dated the 1st lands on the 30th,
+    in last month's posted period, and is refused. That refusal means the date moved: the
+    other writes are held, so Granite's never lands a day early."""
+    state = tenant.sandbox.state
+    state.tenant_timezone, state.date_rule = "America/Los_Angeles", "convert"
+    tenant.configure((ACME, data.COBALT_CLIENT_ID, GRANITE), zone="Pacific/Auckland")
+
+    result = tenant.sync()
+
+    assert result.exit_code == 1
+    found = items(result)
+    assert tenant.sandbox.adjustments() == []
+    assert found[ACME]["status"] == "failed"
+    assert "Autotask moved the date of the change" in found[ACME]["message"]
+    assert "autotask.timezone" in found[ACME]["message"]
+    assert {found[c]["status"] for c in (data.COBALT_CLIENT_ID, GRANITE)} == {"held"}
+
+
+def test_a_write_that_would_change_a_later_period_too_fails(tenant):
+    """Granite was written on the 17th; switching it to prorate would date a write on the
+    1st, which Autotask would add to the period from the 17th as well."""
+    tenant.configure((GRANITE,), zone="America/New_York")
+    assert tenant.sync().exit_code == 0
+    assert tenant.units(GRANITE, GRANITE_E) == 14
+
+    tenant.configure((GRANITE,), zone="America/New_York", prorate=True)
+    result = tenant.sync()
+
+    assert result.exit_code == 1
+    item = items(result)[GRANITE]
+    assert item["status"] == "failed"
+    assert (
+        f"the billing period from {GRANITE_E.isoformat()} already shows 14 units"
+        in (item["message"])
+    )
+    assert len(tenant.sandbox.adjustments()) == 1
+    assert tenant.units(GRANITE, GRANITE_E) == 14
+
+
+def test_if_due_syncs_a_client_again_after_it_is_mapped_to_another_line(tenant):
+    tenant.configure((ACME,), zone="America/New_York")
+    assert tenant.sync().exit_code == 0
+    moved = {**data.seed_mapping(ACME), "contract_service_id": CS[data.COBALT_CLIENT_ID]}
+    moved["contract_id"] = data.COBALT_CONTRACT_ID
+    doc = {"version": 1, "autotask": {"timezone": "America/New_York"}, "mappings": [moved]}
+    tenant.config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+    due = tenant.sync("--if-due", "--dry-run")
+
+    assert "nothing due" not in due.stderr
+    item = items(due)[ACME]  # planned on the new line: 40 -> 12 is held as a big drop
+    assert (item["contract_service_id"], item["status"]) == (CS[data.COBALT_CLIENT_ID], "held")
+
+
+def test_json_names_the_unmapped_clients(tenant):
+    tenant.configure((ACME,), zone="America/New_York")
+    warnings = json.loads(tenant.sync("--dry-run").stdout)["warnings"]
+    assert any("without a mapping" in w and "Evergreen Realty (105)" in w for w in warnings)

@@ -462,7 +462,7 @@ def _period_check(label: str, when: Schedule, row: UnitsRow | None, effective: d
     name = f"{label}: billing period"
     text = (
         f"{when.describe()} ({_period_length(when.months)} a period); this month's write is "
-        f"dated {effective.isoformat()} (E)"
+        f"dated {effective.isoformat()}"
     )
     if row is None:
         return Check(name, OK, f"{text}; no units row covers it (see the units row)")

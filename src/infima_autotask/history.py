@@ -471,13 +471,19 @@ class History:
 
     def successful_clients(self, period: str) -> set[int]:
         """Clients done for ``period``: an item of a SUCCESS_STATUSES status in a real run."""
+        return {client for client, _ in self.successful_lines(period)}
+
+    def successful_lines(self, period: str) -> set[tuple[int, int | None]]:
+        """(client, contract service) pairs done for ``period`` in a real run: a client
+        re-mapped to another line since is due again."""
         marks = ", ".join("?" for _ in SUCCESS_STATUSES)
         rows = self._read(
-            "SELECT DISTINCT i.client_id FROM items i JOIN runs r ON r.id = i.run_id "  # noqa: S608
-            f"WHERE i.period = ? AND r.dry_run = 0 AND i.status IN ({marks})",
+            "SELECT DISTINCT i.client_id, i.contract_service_id FROM items i "  # noqa: S608
+            f"JOIN runs r ON r.id = i.run_id WHERE i.period = ? AND r.dry_run = 0 "
+            f"AND i.status IN ({marks})",
             (period, *SUCCESS_STATUSES),
         )
-        return {int(row[0]) for row in rows}
+        return {(int(row[0]), None if row[1] is None else int(row[1])) for row in rows}
 
     def items(
         self, *, month: str | None = None, client_id: int | None = None, limit: int | None = None

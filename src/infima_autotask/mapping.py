@@ -420,6 +420,19 @@ class Billing:
             return [head]
         if s.prorate:
             covering = s.covering_start(self.first)
+            start = s.contract_start
+            if start is not None and start > self.first:
+                # Nothing before the contract's start to prorate: it is written from then.
+                when = (
+                    f"this month on {start.isoformat()}"
+                    if s.effective
+                    else (f"from {start.isoformat()}")
+                )
+                return [
+                    head,
+                    f"The contract starts {start.isoformat()}: writes are dated {when}, then "
+                    f"the 1st of each month ({_PRORATION}).",
+                ]
             if not s.prorated:
                 return [
                     head,

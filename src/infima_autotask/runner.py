@@ -148,8 +148,16 @@ class SyncReport:
             "dry_run": self.dry_run,
             "items": [item.as_json() for item in self.items],
             "summary": self.summary,
-            "warnings": list(self.warnings),
+            "warnings": [*self.warnings, *([self.unmapped_warning] if self.unmapped else [])],
         }
+
+    @property
+    def unmapped_warning(self) -> str:
+        """One line naming the INFIMA clients with no mapping (the first 20)."""
+        shown = [f"{client.name or '?'} ({client.id})" for client in self.unmapped]
+        more = len(shown) - MAX_LISTED_UNMAPPED
+        listed = ", ".join(shown[:MAX_LISTED_UNMAPPED]) + (f" and {more} more" if more > 0 else "")
+        return f"INFIMA clients without a mapping (not synced): {listed}"
 
 
 def select_mappings(mappings: Sequence[Mapping], clients: Sequence[int]) -> list[Mapping]:
@@ -201,8 +209,12 @@ def run_sync(
                 "No mappings in the config yet: map a client with `infima-autotask map` first."
             )
         if options.if_due:
-            done = history.successful_clients(period)
-            mappings = [mapping for mapping in mappings if mapping.client_id not in done]
+            done = history.successful_lines(period)
+            mappings = [
+                mapping
+                for mapping in mappings
+                if (mapping.client_id, mapping.contract_service_id) not in done
+            ]
         if not mappings:
             report.nothing_due = True
             return report
@@ -923,11 +935,21 @@ def _refused(item: PlanItem | None) -> bool:
 
 
 REFUSED = "Autotask refused the change"
+MOVED = "Autotask moved the date of the change"
 DUPLICATE_DATE = "duplicate data into contract_service_period"
+POSTED_PERIOD = "already approved and posted"
 
 
 def _refusal(item: PlanItem, detail: str) -> str:
-    """The message of a rejected write; a same-day duplicate says it needs a person."""
+    """The message of a rejected write; a same-day duplicate says it needs a person, and a
+    refusal to touch a posted period (planning saw E's period open) says the date moved."""
+    if POSTED_PERIOD in detail.lower() and item.effective is not None:
+        return (
+            f"{MOVED}: Autotask refused it as a change to an approved and posted period "
+            f"({detail}), but the period from {item.effective.isoformat()} is open, so "
+            "Autotask dated it earlier; nothing was written. Set autotask.timezone to the "
+            "tenant's time zone (`infima-autotask doctor` shows it), then run sync again"
+        )
     if DUPLICATE_DATE in detail.lower():
         day = item.effective.isoformat() if item.effective else "that day"
         return (

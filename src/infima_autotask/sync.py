@@ -368,6 +368,15 @@ def plan_one(
         return item(FAILED, NO_COST_VISIBILITY)
     if target is None or before is None:  # unreachable: users and row were checked above
         return item(FAILED, "no user count")
+    later = next((r for r in rows if r.start > effective and r.units != before), None)
+    if later is not None and target != before:
+        return item(
+            FAILED,
+            f"the billing period from {later.start.isoformat()} already shows {later.units} "
+            f"units: Autotask adds a change dated {effective.isoformat()} to every later period "
+            f"too, so it would show {later.units + (target - before)}; make this change in "
+            "Autotask by hand",
+        )
     planned = item(PLANNED)
     cost_note = (
         f"unit cost {money(rates.cost)} -> {money(new_cost)}" if planned.cost_changes else ""

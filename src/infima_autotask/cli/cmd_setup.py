@@ -116,8 +116,9 @@ def _tenant_zone(found: setup.TenantZone, config_path: str) -> None:
     if found.differs:
         warn(
             f"Warning: autotask.timezone is {found.configured} in the config, but the tenant's "
-            f"default internal location says {found.zone}; kept {found.configured}. Run "
-            "`infima-autotask doctor` to compare them before the next sync."
+            f"default internal location says {found.zone}; kept {found.configured}. Unless you "
+            f"know the database runs on {found.configured}, set autotask.timezone: {found.zone} "
+            f"in {config_path} (`infima-autotask doctor` then shows them agreeing)."
         )
 
 

@@ -25,7 +25,6 @@ from infima_autotask.config import load_config_or_default
 from infima_autotask.errors import UsageError
 from infima_autotask.runner import (
     HISTORY_COLUMNS,
-    MAX_LISTED_UNMAPPED,
     SyncOptions,
     SyncReport,
     history_rows,
@@ -163,10 +162,7 @@ def _render(report: SyncReport, *, as_json: bool) -> None:
     for text in report.warnings:
         warn(f"Warning: {text}")
     if report.unmapped:
-        shown = [f"{client.name or '?'} ({client.id})" for client in report.unmapped]
-        more = len(shown) - MAX_LISTED_UNMAPPED
-        listed = ", ".join(shown[:MAX_LISTED_UNMAPPED]) + (f" and {more} more" if more > 0 else "")
-        warn(f"Warning: INFIMA clients without a mapping (not synced): {listed}")
+        warn(f"Warning: {report.unmapped_warning}")
     if as_json:
         emit_json(report.as_json())
     elif report.items:

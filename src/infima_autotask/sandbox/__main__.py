@@ -13,6 +13,9 @@ from . import Sandbox
 
 def main() -> None:
     """Start the sandbox, print how to reach it and wait for Ctrl-C."""
+    if len(sys.argv) > 1:
+        sys.stdout.write((__doc__ or "").strip() + "\nIt takes no options.\n")
+        raise SystemExit(0 if sys.argv[1] in ("-h", "--help") else 2)
     with Sandbox() as sandbox:
         lines = [
             "infima-autotask sandbox running (Ctrl-C to stop)",
