@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from infima_autotask.billing import (
     add_months,
     iana_zone,
-    landing_dates,
     period_months,
     period_start_on_or_after,
     period_start_on_or_before,
@@ -192,6 +191,13 @@ def test_period_start_on_or_after_is_the_first_such_start(start, months, day):
 def test_describe(start, text):
     assert schedule(start, 1, D, prorate=False).describe() == text
     assert schedule(start, 3, D, prorate=False).describe() == f"quarterly from {start}"
+
+
+def landing_dates(sent: str, zone: str) -> tuple[date, date]:
+    """The UTC date and the date in ``zone`` of a value ``wire_effective_date`` made: the two
+    readings of a date-only value (AUTOTASK_API.md §8)."""
+    when = datetime.strptime(sent, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return when.date(), when.astimezone(ZoneInfo(zone)).date()
 
 
 # -- the date sent ---------------------------------------------------------------------------

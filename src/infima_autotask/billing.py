@@ -312,9 +312,3 @@ def wire_effective_date(day: date, zone: str | None) -> str:
         offset = datetime.combine(day, time(12), tzinfo=ZoneInfo(zone)).utcoffset()
         noon -= (offset or timedelta(0)) / 2
     return noon.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def landing_dates(sent: str, zone: str) -> tuple[date, date]:
-    """The UTC date and the date in ``zone`` of a value :func:`wire_effective_date` made."""
-    when = datetime.strptime(sent, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    return when.date(), when.astimezone(ZoneInfo(zone)).date()

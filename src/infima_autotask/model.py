@@ -320,11 +320,6 @@ def read_contract_picklists(client: AutotaskClient) -> ContractPicklists:
     )
 
 
-def active_contract_statuses(client: AutotaskClient) -> set[int]:
-    """The ``Contracts.status`` values whose label is Active (read, not guessed)."""
-    return read_contract_picklists(client).active_statuses
-
-
 def usable_contract(contract: Contract, active_statuses: set[int], day: date) -> bool:
     """A contract a mapping may write to on ``day``: Recurring Service, active, not ended."""
     return (
