@@ -80,8 +80,20 @@ def items(result: Result) -> dict[int, dict[str, Any]]:
     return {item["client_id"]: item for item in json.loads(result.stdout)["items"]}
 
 
-@pytest.mark.parametrize("rule", ["convert", "utc"])
-@pytest.mark.parametrize("zone", ["America/New_York", "Europe/London", "Australia/Sydney"])
+ZONES = ("America/New_York", "Europe/London", "Australia/Sydney")
+RULES = ("convert", "utc")
+
+
+@pytest.fixture(params=[(z, r) for z in ZONES for r in RULES], ids="-".join)
+def mode(request, tenant):
+    """Each tenant mode in turn (zone x date reading); the config names the tenant's zone."""
+    zone, rule = request.param
+    tenant.sandbox.state.tenant_timezone, tenant.sandbox.state.date_rule = zone, rule
+    return zone
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("zone", ZONES)
 def test_a_month_lands_on_e_under_both_date_readings(tenant, zone, rule):
     state = tenant.sandbox.state
     state.tenant_timezone, state.date_rule = zone, rule
@@ -176,9 +188,9 @@ def test_with_no_zone_set_a_tenant_near_utc_still_lands_on_e(tenant):
     assert sorted(tenant.stored_dates()) == [THIS_MONTH.isoformat(), GRANITE_E.isoformat()]
 
 
-def test_a_second_adjustment_on_the_same_day_refused_says_to_do_it_by_hand(tenant):
+def test_a_second_adjustment_on_the_same_day_refused_says_to_do_it_by_hand(tenant, mode):
     tenant.sandbox.state.refuse_duplicate_dates = True
-    tenant.configure((ACME,), zone="America/New_York")
+    tenant.configure((ACME,), zone=mode)
     assert tenant.sync().exit_code == 0
     tenant.sandbox.state.infima_clients[ACME].active = 15
 
@@ -193,17 +205,17 @@ def test_a_second_adjustment_on_the_same_day_refused_says_to_do_it_by_hand(tenan
     assert tenant.units(ACME, THIS_MONTH) == 12
 
 
-def test_a_create_answered_with_a_null_item_id_is_verified_and_updated(tenant):
+def test_a_create_answered_with_a_null_item_id_is_verified_and_updated(tenant, mode):
     tenant.sandbox.state.null_item_id = True
-    tenant.configure((ACME, GRANITE), zone="America/New_York")
+    tenant.configure((ACME, GRANITE), zone=mode)
     result = tenant.sync()
     assert result.exit_code == 0, result.output
     assert {i["status"] for i in items(result).values()} == {"updated"}
     assert len(tenant.sandbox.adjustments()) == 2
 
 
-def test_prorate_writes_on_the_first_inside_a_period_and_verifies(tenant):
-    tenant.configure((GRANITE,), zone="America/New_York", prorate=True)
+def test_prorate_writes_on_the_first_inside_a_period_and_verifies(tenant, mode):
+    tenant.configure((GRANITE,), zone=mode, prorate=True)
     result = tenant.sync()
     assert result.exit_code == 0, result.output
     item = items(result)[GRANITE]
@@ -245,14 +257,14 @@ def test_a_write_refused_as_landing_in_a_posted_period_stops_the_run(tenant):
     assert {found[c]["status"] for c in (data.COBALT_CLIENT_ID, GRANITE)} == {"held"}
 
 
-def test_a_write_that_would_change_a_later_period_too_fails(tenant):
+def test_a_write_that_would_change_a_later_period_too_fails(tenant, mode):
     """Granite was written on the 17th; switching it to prorate would date a write on the
     1st, which Autotask would add to the period from the 17th as well."""
-    tenant.configure((GRANITE,), zone="America/New_York")
+    tenant.configure((GRANITE,), zone=mode)
     assert tenant.sync().exit_code == 0
     assert tenant.units(GRANITE, GRANITE_E) == 14
 
-    tenant.configure((GRANITE,), zone="America/New_York", prorate=True)
+    tenant.configure((GRANITE,), zone=mode, prorate=True)
     result = tenant.sync()
 
     assert result.exit_code == 1
