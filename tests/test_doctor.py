@@ -366,3 +366,28 @@ def test_a_forbidden_internal_locations_read_is_a_warning_too():
     assert check.result == "warn"
     assert "could not read the default InternalLocations record (HTTP 403)" in check.detail
     assert "within 11 hours of UTC" in check.detail
+
+
+def test_a_change_dated_after_e_fails_the_units_row(doctor, config_path, sandbox):
+    """A write that landed a day late left a split on the 2nd: sync will not add to it."""
+    _config(config_path, sandbox, clients=[data.ACME_CLIENT_ID])
+    this = sandbox.state.this_month
+    second = this + timedelta(days=1)
+    with sandbox.state.lock:
+        row = _row(sandbox, data.ACME_CONTRACT_SERVICE_ID, this)
+        end = row["endDate"]
+        row["endDate"] = f"{second.isoformat()}T00:00:00"
+    sandbox.state.add_units_row(
+        contract_service_id=data.ACME_CONTRACT_SERVICE_ID,
+        start=second,
+        end=date.fromisoformat(end[:10]),
+        units=12,
+        unit_price=data.SERVICE_UNIT_PRICE,
+        unit_cost=data.SERVICE_UNIT_COST,
+    )
+    code, checks, result = doctor()
+    assert code == 1, result.output
+    status, detail = checks["client 101: units row"]
+    assert status == "fail"
+    assert f"a change dated {second.isoformat()}, after {this.isoformat()}" in detail
+    assert "client 101: write" not in checks

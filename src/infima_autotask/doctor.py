@@ -62,6 +62,7 @@ from infima_autotask.sync import (
     current_month,
     ended_contracts,
     exact,
+    later_change,
     mapping_schedule,
     no_effective_date,
     period_label,
@@ -436,8 +437,19 @@ def mapping_checks(
     checks.append(_period_check(label, when, row, effective))
     row_problem = units_row_problem(cs.id, effective, row, when.prorate)
     units_ok = row is not None and row_problem is None
+    split = later_change(rows, effective, when)
     if row is None or row_problem is not None:
         checks.append(Check.failed(f"{label}: units row", row_problem or "no units row"))
+    elif split is not None:
+        units_ok = False
+        checks.append(
+            Check.failed(
+                f"{label}: units row",
+                f"a change dated {split.isoformat()}, after {effective.isoformat()} and not a "
+                "billing period's start (a write that landed a day late, or one made by hand): "
+                "sync will not write on top of it; correct it in Autotask",
+            )
+        )
     else:
         checks.append(Check(f"{label}: units row", OK, _row_text(row)))
     ordered = _best_first(rows, row)
