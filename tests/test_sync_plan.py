@@ -328,6 +328,16 @@ def test_broken_chain_fails_with_fix(kwargs, message):
     assert item.after == item.before
 
 
+def test_a_contract_ending_between_d_and_e_names_the_fix():
+    seventeenth = replace(CONTRACT, start=date(2026, 1, 17), end=date(2026, 12, 10))
+    item = plan_for(12, contract=seventeenth, rows=[row(10, start=date(2026, 12, 17))])
+    assert item.status == "failed"
+    assert item.message.startswith(
+        "contract 29684001 ends 2026-12-10, before its billing period starts on 2026-12-17"
+    )
+    assert "infima-autotask map 101 --account 29683501" in item.message
+
+
 def test_contract_ending_on_d_is_still_valid():
     assert plan_for(12, contract=replace(CONTRACT, end=D)).status == "planned"
 

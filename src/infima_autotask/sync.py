@@ -352,6 +352,13 @@ def plan_one(
         return item(FAILED, problem or "contract not found")
     if effective is None:
         return item(*no_effective_date(mapping, contract, when))
+    if contract.ended_before(effective) and contract.end is not None:
+        return item(
+            FAILED,
+            f"contract {contract.id} ends {contract.end.isoformat()}, before its billing period "
+            f"starts on {effective.isoformat()}; map the client to its renewal with "
+            f"`{_remap(mapping)}`",
+        )
     row_problem = units_row_problem(mapping.contract_service_id, effective, row, when.prorate)
     if row_problem is not None or row is None:
         return item(FAILED, row_problem or "no units row")
