@@ -297,3 +297,28 @@ def test_json_names_the_unmapped_clients(tenant):
     tenant.configure((ACME,), zone="America/New_York")
     warnings = json.loads(tenant.sync("--dry-run").stdout)["warnings"]
     assert any("without a mapping" in w and "Evergreen Realty (105)" in w for w in warnings)
+
+
+def test_the_next_run_keeps_reporting_a_one_day_charge_until_it_is_reversed(tenant):
+    """After a write landed a day early, the row on E shows the target: without this check
+    the next run would say `unchanged` and the daily mail would stop."""
+    state = tenant.sandbox.state
+    state.tenant_timezone, state.date_rule = "America/Los_Angeles", "convert"
+    tenant.configure((GRANITE,), zone="Pacific/Auckland")
+    assert items(tenant.sync())[GRANITE]["status"] == "failed"  # landed on the 16th
+    tenant.configure((GRANITE,), zone="America/Los_Angeles")
+
+    again = tenant.sync()
+
+    item = items(again)[GRANITE]
+    assert (again.exit_code, item["status"]) == (1, "failed")
+    assert f"one-day change of contract service {CS[GRANITE]}" in item["message"]
+    assert f"on {(GRANITE_E - DAY).isoformat()}" in item["message"]
+    assert len(tenant.sandbox.adjustments()) == 1
+
+    # Reversed by hand (the day back at 12 units): the check is quiet again.
+    with state.lock:
+        charge = state.row_covering(CS[GRANITE], GRANITE_E - DAY)
+        charge.update(units=12, price=charge["price"] / 14 * 12, cost=charge["cost"] / 14 * 12)
+    fixed = tenant.sync()
+    assert (fixed.exit_code, items(fixed)[GRANITE]["status"]) == (0, "unchanged")

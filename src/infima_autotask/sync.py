@@ -362,6 +362,15 @@ def plan_one(
     row_problem = units_row_problem(mapping.contract_service_id, effective, row, when.prorate)
     if row_problem is not None or row is None:
         return item(FAILED, row_problem or "no units row")
+    early = earlier_change(rows, effective, when)
+    if early is not None:
+        return item(
+            FAILED,
+            f"Autotask shows a one-day change of contract service {mapping.contract_service_id} "
+            f"on {early.isoformat()}, the day before {effective.isoformat()} (a write that "
+            "landed a day early, or one made by hand): reverse it by hand in Autotask, and set "
+            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)",
+        )
     split = later_change(rows, effective, when)
     if split is not None:
         return item(
@@ -433,6 +442,18 @@ def units_row_problem(
             "mapping to write on the 1st (Autotask then prorates)"
         )
     return None
+
+
+def earlier_change(rows: cabc.Sequence[UnitsRow], effective: date, when: Schedule) -> date | None:
+    """E - 1 when a row starts there, no billing period does, and it bills another count than
+    the row before it: the one-day charge a write dated a day early leaves (reversed, the
+    counts agree again and the check is quiet)."""
+    day = effective - timedelta(days=1)
+    split = choose_row(rows, day)
+    if split is None or split.start != day or when.starts_period(day) is not False:
+        return None
+    prior = choose_row([r for r in rows if r.id != split.id], day - timedelta(days=1))
+    return day if prior is None or prior.units != split.units else None
 
 
 def later_change(rows: cabc.Sequence[UnitsRow], effective: date, when: Schedule) -> date | None:
