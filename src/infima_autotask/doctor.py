@@ -60,6 +60,7 @@ from infima_autotask.sync import (
     chain_problem,
     clamp_target,
     current_month,
+    earlier_change,
     ended_contracts,
     exact,
     later_change,
@@ -438,8 +439,19 @@ def mapping_checks(
     row_problem = units_row_problem(cs.id, effective, row, when.prorate)
     units_ok = row is not None and row_problem is None
     split = later_change(rows, effective, when)
+    early = earlier_change(rows, effective, when)
     if row is None or row_problem is not None:
         checks.append(Check.failed(f"{label}: units row", row_problem or "no units row"))
+    elif early is not None:
+        units_ok = False
+        checks.append(
+            Check.failed(
+                f"{label}: units row",
+                f"a one-day change on {early.isoformat()}, the day before "
+                f"{effective.isoformat()} (a write that landed a day early, or one made by "
+                "hand): reverse it by hand in Autotask; sync fails this client until then",
+            )
+        )
     elif split is not None:
         units_ok = False
         checks.append(
