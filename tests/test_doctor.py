@@ -391,3 +391,22 @@ def test_a_change_dated_after_e_fails_the_units_row(doctor, config_path, sandbox
     assert status == "fail"
     assert f"a change dated {second.isoformat()}, after {this.isoformat()}" in detail
     assert "client 101: write" not in checks
+
+
+def test_a_one_day_charge_the_day_before_e_fails_the_units_row(doctor, config_path, sandbox):
+    """A write that landed a day early left 12 units on the 30th of last month alone."""
+    _config(config_path, sandbox, clients=[data.ACME_CLIENT_ID])
+    eve = sandbox.state.this_month - timedelta(days=1)
+    sandbox.state.add_units_row(
+        contract_service_id=data.ACME_CONTRACT_SERVICE_ID,
+        start=eve,
+        end=eve,
+        units=12,
+        unit_price=data.SERVICE_UNIT_PRICE,
+        unit_cost=data.SERVICE_UNIT_COST,
+    )
+    code, checks, result = doctor()
+    assert code == 1, result.output
+    status, detail = checks["client 101: units row"]
+    assert status == "fail"
+    assert f"a one-day change on {eve.isoformat()}, the day before" in detail
