@@ -118,6 +118,8 @@ class SyncReport:
     unmapped: list[InfimaClientInfo] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     nothing_due: bool = False
+    interrupted: bool = False  # Ctrl-C or SIGTERM stopped the writes (exit 130)
+    writing: bool = False  # the write phase began: a create may have been sent
 
     @property
     def summary(self) -> dict[str, int]:
@@ -158,6 +160,14 @@ class SyncReport:
         more = len(shown) - MAX_LISTED_UNMAPPED
         listed = ", ".join(shown[:MAX_LISTED_UNMAPPED]) + (f" and {more} more" if more > 0 else "")
         return f"INFIMA clients without a mapping (not synced): {listed}"
+
+
+class SyncInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM outside the writes' own handling (before them, or a second one)."""
+
+    def __init__(self, *, writing: bool) -> None:
+        super().__init__()
+        self.writing = writing
 
 
 def select_mappings(mappings: Sequence[Mapping], clients: Sequence[int]) -> list[Mapping]:
@@ -225,8 +235,11 @@ def run_sync(
             outcome = f"error: {exc.message}" if isinstance(exc, InfimaAutotaskError) else "aborted"
             with contextlib.suppress(InfimaAutotaskError, ValueError):
                 history.finish_run(run_id, outcome=outcome[:500], summary=report.summary)
+            if isinstance(exc, KeyboardInterrupt):
+                raise SyncInterrupted(writing=report.writing) from None
             raise
-        history.finish_run(run_id, outcome=report.outcome, summary=report.summary)
+        outcome = "interrupted" if report.interrupted else report.outcome
+        history.finish_run(run_id, outcome=outcome, summary=report.summary)
         return report
 
 
@@ -568,34 +581,82 @@ class _Run:
         verifies (a rejected one is that item's failure only); if one does not verify,
         nothing more is written and the rest are held. The rest then go out at most three at
         a time and are verified in one batched read.
+
+        Ctrl-C (or SIGTERM, which the CLI turns into the same) stops at once: the requests in
+        flight finish, nothing queued is sent, what was sent is verified and recorded, and the
+        rest are held as not sent (SPEC §3, exit 130).
         """
         writes = [_Write(item) for item in items]
-        remaining = list(writes)
+        total = len(writes)
+        stage = "Writing to Autotask"
+        self.report.writing = bool(writes)
         first: _Write | None = None  # the write that opened the gate, verified alone
-        if len(writes) >= 2:
-            while remaining:
-                write = remaining.pop(0)
-                self._apply(autotask, write)
-                if write.sent:
-                    problem = self._check_alone(autotask, write)
-                    if problem is None:
-                        first = write
-                    else:
-                        self._finish(write, FAILED, problem)
-                self._tick("Writing to Autotask", len(writes) - len(remaining), len(writes))
-                if first is not None or (write.final is not None and write.final.status == UPDATED):
-                    break
-                if not _refused(write.final):
-                    self._hold_rest(remaining, write.item)
-                    remaining = []
-        self._write_rest(
-            autotask,
-            remaining,
-            first=first,
-            sent=len(writes) - len(remaining),
-            total=len(writes),
-        )
+        with ThreadPoolExecutor(WRITE_THREADS) as pool:
+            try:
+                remaining = list(writes)
+                while total >= 2 and remaining and first is None:
+                    write = remaining.pop(0)
+                    # In a thread like the rest, so Ctrl-C lets this request finish too.
+                    self._wait([pool.submit(self._apply, autotask, write)])
+                    if write.sent:
+                        problem = self._check_alone(autotask, write)
+                        if problem is None:
+                            first = write
+                        else:
+                            self._finish(write, FAILED, problem)
+                    self._tick(stage, total - len(remaining), total)
+                    if write.final is not None and write.final.status == UPDATED:
+                        break
+                    if first is None and not _refused(write.final):
+                        self._hold_rest(remaining, write.item)
+                        remaining = []
+                futures = [pool.submit(self._apply, autotask, write) for write in remaining]
+                self._wait(futures, stage=stage, done=total - len(remaining), total=total)
+            except KeyboardInterrupt:
+                self._abort.set()
+                # Requests in flight finish; queued ones never start.
+                pool.shutdown(wait=True, cancel_futures=True)
+                self.report.interrupted = True
+        # The first write is read back again with the rest: SPEC §9 counts ceil(k/500) reads.
+        sent = [w for w in writes if w.sent and w.final is None and w is not first]
+        if first is not None and first.final is None and not sent and not self.report.interrupted:
+            self._finish(first, UPDATED, first.item.message)  # the gate opened on the last write
+        elif first is not None and first.final is None:
+            self._verify(autotask, [first, *sent], confirmed=first)
+        else:
+            self._verify(autotask, sent)
+        if self.report.interrupted:
+            self._not_sent([w for w in writes if w.final is None])
         return {write.item.client_id: write.final for write in writes if write.final is not None}
+
+    def _wait(
+        self,
+        futures: list[Future[None]],
+        *,
+        stage: str = "",
+        done: int = 0,
+        total: int = 0,
+    ) -> None:
+        """Wait for each write in turn; a failure in a thread (the history) stops the run
+        after every thread has stopped, and Ctrl-C reaches the caller at once."""
+        errors: list[Exception] = []
+        for count, future in enumerate(futures, start=done + 1):
+            try:
+                future.result()
+            except Exception as exc:  # noqa: PERF203 - re-raised below, after the others
+                errors.append(exc)
+                self._abort.set()
+            if stage:
+                self._tick(stage, count, total)
+        if errors:
+            raise errors[0]
+
+    def _not_sent(self, rest: list[_Write]) -> None:
+        """Writes an interrupt stopped before they were sent: held, and said so."""
+        message = "not sent: the run was interrupted; run `sync` again to finish"
+        for write in rest:
+            write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
+        self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
 
     def _check_alone(self, autotask: AutotaskClient, write: _Write) -> str | None:
         """The first write's own read-back: None when it landed, else why not."""
@@ -617,40 +678,6 @@ class _Run:
         for write in rest:
             write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
         self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
-
-    def _write_rest(
-        self,
-        autotask: AutotaskClient,
-        writes: list[_Write],
-        *,
-        first: _Write | None,
-        sent: int,
-        total: int,
-    ) -> None:
-        if first is not None and not writes:  # the gate opened on the last write
-            self._finish(first, UPDATED, first.item.message)
-            return
-        stage = "Writing to Autotask"
-        errors: list[BaseException] = []
-        with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            futures = [pool.submit(self._apply, autotask, write) for write in writes]
-            try:
-                for done, future in enumerate(futures, start=sent + 1):
-                    try:
-                        future.result()
-                    except BaseException as exc:  # re-raised below, after every thread stopped
-                        errors.append(exc)
-                    self._tick(stage, done, total)
-            except BaseException:
-                # Ctrl-C here: the pool still waits for its queue on the way out, so without
-                # this every queued create would be sent after the operator asked to stop.
-                self._abort.set()
-                raise
-        if errors:
-            raise errors[0]
-        # The first write is read back again with the rest: SPEC §9 counts ceil(k/500) reads.
-        landed = [write for write in writes if write.sent]
-        self._verify(autotask, [first, *landed] if first is not None else landed, confirmed=first)
 
     def _apply(self, autotask: AutotaskClient, write: _Write) -> None:
         if self._abort.is_set():

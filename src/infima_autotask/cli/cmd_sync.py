@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 import click
@@ -25,12 +28,13 @@ from infima_autotask.config import load_config_or_default
 from infima_autotask.errors import UsageError
 from infima_autotask.runner import (
     HISTORY_COLUMNS,
+    SyncInterrupted,
     SyncOptions,
     SyncReport,
     history_rows,
     run_sync,
 )
-from infima_autotask.sync import parse_month, period_label, summary_line
+from infima_autotask.sync import UPDATED, parse_month, period_label, summary_line
 
 SYNC_COLUMNS = (
     "Client",
@@ -149,13 +153,58 @@ def sync(
     if detailed_exitcode and not dry_run:
         raise click.UsageError("--detailed-exitcode works only with --dry-run.")
     options = SyncOptions(month, clients, if_due, dry_run, yes, counts_file)
-    with _Bar() as bar:
-        report = run_sync(get_runtime(), options, progress=bar if _common.show_progress() else None)
+    try:
+        with _Bar() as bar, _sigterm_as_interrupt():
+            report = run_sync(
+                get_runtime(), options, progress=bar if _common.show_progress() else None
+            )
+    except SyncInterrupted as stop:
+        if stop.writing:
+            warn(
+                "Interrupted: nothing more was sent; a write in flight may have landed. Run "
+                "`infima-autotask sync` again: it reads Autotask before writing anything."
+            )
+        else:
+            warn("Interrupted before any write: nothing was sent to Autotask.")
+        raise click.exceptions.Exit(INTERRUPTED) from None
+    except KeyboardInterrupt:
+        warn("Interrupted before any write: nothing was sent to Autotask.")
+        raise click.exceptions.Exit(INTERRUPTED) from None
+    if report.interrupted:
+        _render(report, as_json=as_json)
+        written = report.summary[UPDATED]
+        changes = sum(1 for item in report.items if item.change or item.cost_changes)
+        warn(
+            f"Interrupted: {written} of {changes} changes written; the rest not sent; run "
+            "`infima-autotask sync` again to finish."
+        )
+        raise click.exceptions.Exit(INTERRUPTED)
     if not (quiet and not report.needs_attention):
         _render(report, as_json=as_json)
     code = report.exit_code(detailed=detailed_exitcode)
     if code:
         raise click.exceptions.Exit(code)
+
+
+INTERRUPTED = 130  # SPEC §3: writes in flight finished and were recorded, nothing queued sent
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd stopping the job, ``kill``) stops the writes as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave the default
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _render(report: SyncReport, *, as_json: bool) -> None:
