@@ -115,10 +115,19 @@ def state_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def fake(requests_mock):
-    """A fake Autotask (``fake_autotask.FakeAutotask``) answering every request of a sync."""
+def fake(requests_mock, monkeypatch):
+    """A fake Autotask (``fake_autotask.FakeAutotask``) answering every request of a sync.
+
+    Its data is for 2026-12 (``fake_autotask.PERIOD``): the run's clock stands at noon UTC on
+    2026-12-01, so that month stays "this month" whatever day the tests run.
+    """
+    from datetime import datetime, timezone
+
     from fake_autotask import FakeAutotask
 
+    monkeypatch.setattr(
+        "infima_autotask.runner.clock", lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    )
     return FakeAutotask().install(requests_mock)
 
 

@@ -71,6 +71,17 @@ def test_environment_lines_give_cron_what_it_lacks():
     assert env["SHELL"] == "/bin/sh"
 
 
+def test_the_jobs_run_by_the_billing_zones_clock():
+    """CRON_TZ (cronie) comes before the job lines and names a real zone."""
+    from zoneinfo import ZoneInfo
+
+    lines = _lines()
+    zone = env_lines()["CRON_TZ"]
+    ZoneInfo(zone)  # raises for a zone that does not exist
+    first_job = lines.index(job_lines()[0])
+    assert lines.index(f"CRON_TZ={zone}") < first_job
+
+
 @pytest.mark.parametrize("line", job_lines())
 def test_schedule_is_valid(line):
     schedule, _ = split_job(line)

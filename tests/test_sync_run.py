@@ -7,12 +7,13 @@ exact number of Autotask requests.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 from conftest import API_KEY, BASE, INFIMA, SECRET, make_config, write_config
@@ -703,17 +704,33 @@ def test_json_document_shape(invoke, setup, fake):
     assert result.stderr == "Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 1 failed\n"
 
 
+@pytest.fixture
+def utc_server():
+    """This process's own zone is UTC, as on most servers (cron's month is the server's)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def at(monkeypatch, when: datetime) -> None:
+    """Move the run's clock."""
+    monkeypatch.setattr("infima_autotask.runner.clock", lambda: when)
+
+
+# 06:00 UTC on 1 December: the README's old cron hour; still 30 November in the Americas.
+CRON_HOUR = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)
+
+
 def test_month_defaults_to_the_current_month_in_the_configured_zone(
-    invoke, setup, fake, requests_mock, monkeypatch
+    invoke, setup, fake, requests_mock, monkeypatch, utc_server
 ):
-    from infima_autotask import runner
-
-    class Frozen(datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return datetime(2026, 12, 1, 3, 0, tzinfo=tz)  # 2026-11-30 22:00 in New York
-
-    monkeypatch.setattr(runner, "datetime", Frozen)
+    at(monkeypatch, datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc))  # 22:00 in New York
     fake.add_client(101, 10)
     setup({101: 12}, sync={"timezone": "Europe/Berlin"})
     assert invoke("sync", "--dry-run").stderr.startswith("Period 2026-12:")
@@ -721,6 +738,51 @@ def test_month_defaults_to_the_current_month_in_the_configured_zone(
     result = invoke("sync", "--dry-run", "--json")
     assert json.loads(result.stdout)["period"] == "2026-11"
     assert result.exit_code == 1  # no units row covers 2026-11-01 in the fake
+
+
+def test_a_cron_run_before_midnight_in_the_billing_zone_writes_nothing(
+    invoke, setup, fake, requests_mock, monkeypatch, utc_server
+):
+    """UTC server, Los Angeles billing, cron at 06:00 on the 1st: 22:00 on the 30th there.
+    Without --month, a real run refuses (exit 2); a dry run warns; nothing is sent."""
+    at(monkeypatch, CRON_HOUR)
+    fake.add_client(101, 10)
+    setup({101: 12}, sync={"timezone": "America/Los_Angeles"})
+
+    real = invoke("sync")
+
+    assert real.exit_code == 2
+    assert real.stderr.startswith(
+        "Error: It is 2026-11-30 22:00 in sync.timezone America/Los_Angeles, so this month is "
+        "2026-11 there, but 2026-12 on this server: a sync now would write 2026-11. Nothing "
+        "was written."
+    )
+    assert "CRON_TZ=America/Los_Angeles" in real.stderr and "--month 2026-11" in real.stderr
+    assert autotask_calls(requests_mock) == []
+    dry = invoke("sync", "--dry-run")
+    assert "Warning: It is 2026-11-30 22:00" in dry.stderr
+    assert "A real run now would refuse (exit 2)." in dry.stderr
+    assert writes(requests_mock) == []
+
+    # After midnight there, the same line syncs December.
+    at(monkeypatch, datetime(2026, 12, 1, 8, 5, tzinfo=timezone.utc))
+    later = invoke("sync")
+    assert later.exit_code == 0, later.output
+    assert later.stderr.startswith("Period 2026-12:")
+
+
+@pytest.mark.parametrize(
+    ("month", "named"), [("2026-11", "a past month"), ("2027-01", "a future month")]
+)
+def test_an_explicit_other_month_is_named_in_the_summary(
+    invoke, setup, fake, requests_mock, monkeypatch, utc_server, month, named
+):
+    at(monkeypatch, CRON_HOUR)
+    fake.add_client(101, 10)
+    setup({101: 10}, sync={"timezone": "Europe/London"})
+    result = invoke("sync", "--month", month, "--dry-run")
+    assert f"Period {month} ({named}):" in result.stderr
+    assert "would refuse" not in result.stderr  # --month is on purpose
 
 
 def test_bad_month_is_a_usage_error(invoke, setup, fake, requests_mock):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from infima_autotask import __version__
 from infima_autotask.autotask import AutotaskClient
@@ -118,6 +119,7 @@ class SyncReport:
     unmapped: list[InfimaClientInfo] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     nothing_due: bool = False
+    relation: str = ""  # "past" or "future" for an explicit --month other than this one
     interrupted: bool = False  # Ctrl-C or SIGTERM stopped the writes (exit 130)
     writing: bool = False  # the write phase began: a create may have been sent
 
@@ -170,6 +172,31 @@ class SyncInterrupted(KeyboardInterrupt):
         self.writing = writing
 
 
+def clock() -> datetime:
+    """Now, in UTC: the one clock of a run (tests move it to the edge of a month)."""
+    return datetime.now(timezone.utc)
+
+
+def month_boundary(now: datetime, zone: str | None) -> str | None:
+    """Why a run without --month must not write now, or None.
+
+    The period is this month in ``sync.timezone``; when that is not the month of this server's
+    own date, cron started the job on the wrong side of midnight there (a UTC server at 06:00
+    on the 1st is still the 30th in Los Angeles) and would write the previous month.
+    """
+    ours, server = current_month(now, zone), current_month(now, None)
+    if zone is None or ours == server:
+        return None
+    local = now.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+    return (
+        f"It is {local} in sync.timezone {zone}, so this month is {period_label(ours)} there, "
+        f"but {period_label(server)} on this server: a sync now would write "
+        f"{period_label(ours)}. Nothing was written. Run it after midnight in {zone} (a "
+        f"crontab line after CRON_TZ={zone} where cron supports it, or a later hour), or pass "
+        f"--month {period_label(ours)} to sync that month on purpose."
+    )
+
+
 def select_mappings(mappings: Sequence[Mapping], clients: Sequence[int]) -> list[Mapping]:
     """The enabled mappings, restricted to ``clients`` when given.
 
@@ -205,15 +232,21 @@ def run_sync(
         LockHeldError, ThresholdError, ApiError: before per-client work (exit 3).
     """
     config = runtime.config
-    day = options.month or current_month(
-        options.now or datetime.now(timezone.utc), config.sync.timezone
-    )
+    now = options.now or clock()
+    current = current_month(now, config.sync.timezone)
+    day = options.month or current
     period = period_label(day)
+    boundary = None if options.month else month_boundary(now, config.sync.timezone)
+    if boundary is not None and not options.dry_run:
+        raise UsageError(boundary)
     mappings = select_mappings(config.mappings, options.clients)
     state_dir = runtime.state_dir()
     # Both refuse (exit 2/3) before anything is sent to Autotask.
     with SyncLock(state_dir), History(state_dir) as history:
         report = SyncReport(period=period, dry_run=options.dry_run)
+        report.relation = "" if day == current else "past" if day < current else "future"
+        if boundary is not None:
+            report.warnings.append(f"{boundary} A real run now would refuse (exit 2).")
         if not config.mappings:
             report.warnings.append(
                 "No mappings in the config yet: map a client with `infima-autotask map` first."
@@ -493,7 +526,7 @@ class _Run:
         then re-read those units rows (replacing them in ``rows``) before resolving.
         """
         ceiling = _settle_ceiling(autotask)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc)  # elapsed time, not the billing clock
         wait = 0.0
         recent: list[int] = []
         for intent in pending:

@@ -530,11 +530,16 @@ def summary(items: cabc.Iterable[PlanItem]) -> dict[str, int]:
     return counts
 
 
-def summary_line(period: str, counts: cabc.Mapping[str, int], *, dry_run: bool) -> str:
-    """``Period 2026-12: 12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed``."""
+def summary_line(
+    period: str, counts: cabc.Mapping[str, int], *, dry_run: bool, relation: str = ""
+) -> str:
+    """``Period 2026-12: 12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed``; an explicit
+    past or future month says so (``Period 2026-11 (a past month): ...``)."""
     first = "planned" if dry_run else "updated"
+    named = f" (a {relation} month)" if relation else ""
     text = (
-        f"Period {period}: {counts.get(first, 0)} {first}, {counts.get(UNCHANGED, 0)} unchanged, "
+        f"Period {period}{named}: {counts.get(first, 0)} {first}, "
+        f"{counts.get(UNCHANGED, 0)} unchanged, "
         f"{counts.get(SKIPPED, 0)} skipped, {counts.get(HELD, 0)} held, "
         f"{counts.get(FAILED, 0)} failed"
     )

@@ -233,7 +233,11 @@ def _render(report: SyncReport, *, as_json: bool) -> None:
     if report.nothing_due:
         warn(f"Period {report.period}: nothing due.")
     else:
-        warn(summary_line(report.period, report.summary, dry_run=report.dry_run))
+        warn(
+            summary_line(
+                report.period, report.summary, dry_run=report.dry_run, relation=report.relation
+            )
+        )
 
 
 def _cell(value: int | None) -> str:
