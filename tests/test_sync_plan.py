@@ -446,3 +446,34 @@ def test_summary_and_line():
         summary_line("2026-12", {"updated": 12, "unchanged": 30, "held": 1}, dry_run=False)
         == "Period 2026-12: 12 updated, 30 unchanged, 0 skipped, 1 held, 0 failed"
     )
+
+
+@pytest.mark.parametrize(
+    ("users", "before", "overrides", "settings", "status"),
+    [
+        (11, 10, {"min_units": 999999}, SyncSettings(), "held"),  # a typo: +999,989 seats
+        (3, 3, {"min_units": 10}, SyncSettings(), "held"),  # 7 above 3: more than the count
+        (8, 8, {"min_units": 10}, SyncSettings(), "planned"),  # 2 above 8
+        (3, 3, {"min_units": 10}, SyncSettings(max_increase_percent=300), "planned"),
+        (3, 9, {"min_units": 10}, SyncSettings(max_increase_percent=200), "held"),  # 7 > 200%
+        (3, 10, {"min_units": 10}, SyncSettings(), "unchanged"),  # already so: nothing to hold
+    ],
+)
+def test_a_target_raised_far_above_the_count_by_min_units_is_held(
+    users, before, overrides, settings, status
+):
+    item = plan_for(
+        users, rows=[row(before)], mapping=replace(MAPPING, **overrides), settings=settings
+    )
+    assert item.status == status
+    if status == "held":
+        assert "min_units" in item.message and "above INFIMA's" in item.message
+        assert "--yes" in item.message
+        lifted = plan_for(
+            users,
+            rows=[row(before)],
+            mapping=replace(MAPPING, **overrides),
+            settings=settings,
+            yes=True,
+        )
+        assert lifted.status == "planned" and "lifted by --yes" in lifted.message

@@ -288,6 +288,28 @@ def mapping_schedule(
     return schedule(start, months, day, prorate=mapping.effective_prorate(settings))
 
 
+def _override_guard(
+    mapping: Mapping, users: int | None, target: int, settings: SyncSettings
+) -> str | None:
+    """The liftable hold of a target raised above INFIMA's count by min_units by more than
+    max_increase_percent of that count (by more than the count itself when that is unset):
+    a `--min-units 999999` typo must not bill 999,999 seats unseen."""
+    if users is None or target <= users or mapping.min_units is None:
+        return None
+    excess = target - users
+    limit = settings.max_increase_percent
+    if limit is not None and excess * 100 <= exact(limit) * users:
+        return None
+    if limit is None and excess <= users:
+        return None
+    allowed = f"max_increase_percent {_percent(limit)}" if limit is not None else "the count"
+    return (
+        f"min_units {mapping.min_units} raises the target to {target}, {excess} above INFIMA's "
+        f"{users} active users (more than {allowed}); if it is right, run "
+        f"`infima-autotask sync --client {mapping.client_id} --yes`"
+    )
+
+
 def plan_one(
     mapping: Mapping,
     *,
@@ -410,7 +432,9 @@ def plan_one(
             f"the billing period from {row.start.isoformat()} is already approved and posted; "
             "change it in Autotask by hand",
         )
-    hold = _guard(before, target, settings, mapping.client_id)
+    hold = _guard(before, target, settings, mapping.client_id) or _override_guard(
+        mapping, users, target, settings
+    )
     if hold is not None and not yes:
         return item(HELD, hold)
     notes = [cost_note] if cost_note else []
