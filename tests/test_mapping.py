@@ -600,13 +600,28 @@ def test_map_interactive_contract_pick(invoke, cfg, autotask, config_path, termi
 
 
 def test_map_interactive_service_pick_reprompts(invoke, cfg, autotask, config_path, terminal):
-    result = invoke("map", "101", "--account", str(ACME), input="7\nx\n2\n")
+    result = invoke("map", "101", "--account", str(ACME), input="7\nx\n2\ny\n")
     assert result.exit_code == 0, result.output
     assert f"  1) {ACME_CS}  INFIMA Security Awareness Training" in result.stderr
     assert result.stderr.count("Contract service number") == 3
+    # Another service than the other mapping bills: asked, and answered yes.
+    assert "bills Managed Backup (30020), but the other mapping bills" in result.stderr
+    assert "Map it anyway? [y/N]" in result.stderr
     mapping = _mappings(config_path)[101]
     assert (mapping["contract_service_id"], mapping["service_id"]) == (ACME_BACKUP_CS, BACKUP)
     assert mapping["service_name"] == "Managed Backup"
+
+
+def test_map_asks_before_mapping_a_line_of_another_service(
+    invoke, cfg, autotask, config_path, terminal
+):
+    """Acme's Managed Backup for an INFIMA client: a wrong line billed silently, unless asked."""
+    raw = config_path.read_bytes()
+    result = invoke("map", "101", "--account", str(ACME), input="2\n\n")
+    assert result.exit_code == 1
+    assert "Map it anyway? [y/N]" in result.stderr
+    assert "Not mapped: the config was not changed." in result.stderr
+    assert config_path.read_bytes() == raw
 
 
 def test_map_interactive_marks_taken_services(invoke, config_path, autotask, terminal):
@@ -1237,3 +1252,21 @@ def test_help_ends_with_an_example(invoke, command):
     assert "Example:\n" in result.stdout
     assert f"infima-autotask {command}" in result.stdout.split("Example:")[1]
     assert "--json" in result.stdout
+
+
+def test_map_warns_when_the_account_shares_no_word_with_the_client(invoke, config_path, autotask):
+    """Without a terminal the warning is printed and the mapping made (scripts, CSV)."""
+    write_config(config_path, make_config([]))
+    result = invoke(
+        "map",
+        "101",
+        "--account",
+        str(BIRCH),
+        "--contract",
+        str(BIRCH_RS),
+        "--contract-service",
+        str(BIRCH_CS),
+    )
+    assert result.exit_code == 0, result.output
+    assert "shares no word with the INFIMA client 'Acme Dental'" in result.stderr
+    assert _mappings(config_path)[101]["account_id"] == BIRCH

@@ -14,6 +14,8 @@ import csv
 import itertools
 import logging
 import math
+import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -695,6 +697,46 @@ class MapResult:
     config: Config  # the whole new config, to be saved
     changes: list[MapChange]
     notes: list[str]  # what was chosen without asking (single candidates)
+    warnings: list[str] = field(default_factory=list)  # a line that may bill the wrong thing
+
+
+# Words too common in company names to tell two companies apart.
+_GENERIC_WORDS = frozenset(
+    ("llc", "inc", "ltd", "plc", "corp", "company", "group", "services", "the", "and")
+    + ("pty", "gmbh", "limited")
+)
+
+
+def _words(name: str | None) -> set[str]:
+    return {
+        word
+        for word in re.findall(r"[^\W_]+", (name or "").casefold())
+        if len(word) >= 3 and word not in _GENERIC_WORDS
+    }
+
+
+def mapping_warnings(config: Config, new: Mapping) -> list[str]:
+    """What makes ``new`` look like the wrong line: another service than the other mappings
+    bill, or an account whose name shares no word with the client's."""
+    found: list[str] = []
+    others = [m for m in config.mappings if m.client_id != new.client_id]
+    usual = Counter(m.service_id for m in others).most_common(1)
+    if usual and usual[0][0] != new.service_id:
+        service_id, count = usual[0]
+        name = next((m.service_name for m in others if m.service_id == service_id), None)
+        found.append(
+            f"contract service {new.contract_service_id} bills "
+            f"{new.service_name or 'service'} ({new.service_id}), but "
+            f"{'the other mapping bills' if count == 1 else f'the other {count} mappings bill'} "
+            f"{name or 'service'} ({service_id}): is it the INFIMA seats line?"
+        )
+    client_words, account_words = _words(new.client_name), _words(new.account_name)
+    if client_words and account_words and not client_words & account_words:
+        found.append(
+            f"the account {new.account_name!r} shares no word with the INFIMA client "
+            f"{new.client_name!r}: is it the right company?"
+        )
+    return found
 
 
 def _with_overrides(mapping: Mapping, request: MapRequest) -> Mapping:
@@ -889,7 +931,8 @@ def map_client(
     new = _new_mapping(old, request, info, account, contract, cs, service_name)
     months = period_labels(picklists.period_labels)
     billing = mapping_billing(new, contract, today, config.sync, months)
-    return MapResult(config.with_mapping(new), [MapChange(old, new, billing)], notes)
+    warnings = mapping_warnings(config, new)
+    return MapResult(config.with_mapping(new), [MapChange(old, new, billing)], notes, warnings)
 
 
 # --- map --from-csv --------------------------------------------------------------------
@@ -1040,7 +1083,12 @@ def map_from_csv(
             "written. Fix them and run again:",
             [f"line {line}: {text}" for line, text in problems],
         )
-    return MapResult(new_config, changes, [])
+    warnings = [
+        f"client {change.new.client_id}: {text}"
+        for change in changes
+        for text in mapping_warnings(new_config, change.new)
+    ]
+    return MapResult(new_config, changes, [], warnings)
 
 
 def _row_problem(

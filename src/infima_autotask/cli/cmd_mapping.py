@@ -202,6 +202,12 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
         if pick is None:
             for note in result.notes:
                 warn(note)
+    for text in result.warnings:
+        warn(f"Warning: {text}")
+    asked = result.warnings and _common.can_prompt()
+    if asked and not click.confirm("Map it anyway?", default=False, err=True):
+        warn("Not mapped: the config was not changed.")
+        raise click.exceptions.Exit(1)
     save_config(result.config, runtime.config_path)
     runtime.set_config(result.config)
     if as_json:
