@@ -125,7 +125,9 @@ def store_keyring(name: str, value: str, env: Mapping[str, str] | None = None) -
         CredentialsError: the keyring cannot be written.
     """
     register_secret(value)
-    _unlock_file_keyring(os.environ if env is None else env)
+    env = os.environ if env is None else env
+    _refuse_plaintext(env)
+    _unlock_file_keyring(env)
     try:
         keyring.set_password(KEYRING_SERVICE, name, value)
     except EOFError:
@@ -134,6 +136,36 @@ def store_keyring(name: str, value: str, env: Mapping[str, str] | None = None) -
         raise CredentialsError(
             f"Could not store the secret in the OS keyring ({type(exc).__name__}).", [_KEYRING_FIX]
         ) from None
+
+
+def _refuse_plaintext(env: Mapping[str, str]) -> None:
+    """Never store a secret in a keyring that writes it unencrypted (or drops it), unless
+    PYTHON_KEYRING_BACKEND names that keyring on purpose.
+
+    keyring picks such a backend by itself whenever one is installed (keyrings.alt comes with
+    many test set-ups) and nothing better is: the secret would then sit base64-encoded in a
+    plain file, and `connect` would say Connected.
+    """
+    try:
+        backend = keyring.get_keyring()
+    except (keyring.errors.KeyringError, RuntimeError):
+        return  # reported by the set call that follows
+    chained = getattr(backend, "backends", None)
+    writer = chained[0] if isinstance(chained, (list, tuple)) and chained else backend
+    kind = type(writer)
+    path = f"{kind.__module__}.{kind.__name__}"
+    unsafe = "plaintext" in kind.__name__.lower() or kind.__module__ == "keyring.backends.null"
+    if not unsafe or env.get("PYTHON_KEYRING_BACKEND", "").strip() == path:
+        return
+    where = getattr(writer, "file_path", "")
+    raise CredentialsError(
+        f"The keyring found ({path}) would keep the secret unencrypted"
+        f"{' in ' + str(where) if where else ' or not at all'}; nothing was stored. Set up an "
+        "encrypted one (pip install keyrings.cryptfile, then export PYTHON_KEYRING_BACKEND="
+        "keyrings.cryptfile.cryptfile.CryptFileKeyring and KEYRING_CRYPTFILE_PASSWORD), or "
+        f"keep the secrets in the environment variables. To use {kind.__name__} anyway, set "
+        f"PYTHON_KEYRING_BACKEND={path}."
+    )
 
 
 def _no_file_password() -> CredentialsError:
