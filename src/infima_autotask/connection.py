@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,12 @@ from infima_autotask.credentials import (
     AutotaskCredentials,
     store_keyring,
 )
-from infima_autotask.errors import ApiError, CredentialsError, InfimaAutotaskError
+from infima_autotask.errors import (
+    ApiError,
+    AuthenticationError,
+    CredentialsError,
+    InfimaAutotaskError,
+)
 from infima_autotask.history import History
 from infima_autotask.http import register_secret
 from infima_autotask.infima import InfimaClient
@@ -98,6 +105,24 @@ def config_for_connect(runtime: Runtime) -> Config:
     return load_config_or_default(runtime.config_path)
 
 
+@contextlib.contextmanager
+def _from_environment(runtime: Runtime, variable: str, value: str, what: str) -> Iterator[None]:
+    """A rejection of a secret that came from the environment names the variable: it wins
+    over anything typed, so "run connect again" alone could never help."""
+    try:
+        yield
+    except AuthenticationError as exc:
+        if runtime.env.get(variable) != value:
+            raise
+        raise AuthenticationError(
+            f"{exc.message.split('. ')[0]}. The {what} came from {variable} in the environment, "
+            f"which connect uses before asking: correct it, or unset it (unset {variable}) and "
+            "run connect again.",
+            status=exc.status,
+            errors=exc.errors,
+        ) from None
+
+
 def connect_autotask(
     runtime: Runtime, config: Config, username: str, integration_code: str, secret: str
 ) -> AutotaskConnection:
@@ -115,7 +140,8 @@ def connect_autotask(
         found = lookup_zone(http, username, runtime.zone_url())
         api_url, zone = found.url, found.name
     client = AutotaskClient(http, api_url, creds)
-    threshold = client.threshold()
+    with _from_environment(runtime, ENV_SECRET, secret, "Autotask secret"):
+        threshold = client.threshold()
     tenant_zone = read_tenant_zone(client, config.autotask.timezone)
     if runtime.env.get(ENV_SECRET) != secret:
         store_keyring(username, secret, runtime.env)
@@ -137,7 +163,8 @@ def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
     register_secret(api_key)
     config = config_for_connect(runtime)
     url = runtime.infima_url(config)
-    partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
+    with _from_environment(runtime, ENV_INFIMA_KEY, api_key, "INFIMA key"):
+        partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
     if runtime.env.get(ENV_INFIMA_KEY) != api_key:
         store_keyring(INFIMA_KEY_NAME, api_key, runtime.env)
     if not runtime.config_path.exists():

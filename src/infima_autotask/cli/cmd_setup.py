@@ -72,6 +72,7 @@ def connect(
         click.echo(f"INFIMA: Connected ({found.partner_name}, {found.url})")
         return
     config = setup.config_for_connect(runtime)
+    given = username
     username = username or runtime.env.get("INFIMA_AUTOTASK_USERNAME") or config.autotask.username
     code = (
         integration_code
@@ -86,6 +87,13 @@ def connect(
         "API tracking identifier (integration code)",
         "Pass --integration-code, or set INFIMA_AUTOTASK_INTEGRATION_CODE.",
     )
+    if given is None:
+        whence = (
+            "INFIMA_AUTOTASK_USERNAME"
+            if runtime.env.get("INFIMA_AUTOTASK_USERNAME") == username
+            else "the config"
+        )
+        warn(f"Autotask username: {username} (from {whence}; --username to use another)")
     secret = (
         _stdin_line("Autotask secret")
         if secret_stdin
