@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import sys
@@ -449,10 +450,12 @@ def test_status_autotask_unreachable_exits_3(invoke, stored_creds, infima_ok, co
     assert "INFIMA:           Connected" in result.stdout
 
 
-def test_status_not_configured_is_not_a_failure(invoke, memkeyring, requests_mock, config_path):
+def test_status_not_configured_fails_as_sync_would(invoke, memkeyring, requests_mock, config_path):
+    """sync cannot run without credentials (exit 2): status says so with the same code."""
     write_config(config_path, make_config(autotask={"username": None, "integration_code": None}))
     result = invoke("status")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: sync cannot run: something it needs is missing")
     assert "Autotask:         not configured: No Autotask API username" in result.stdout
     assert "INFIMA:           not configured: No INFIMA API key is stored" in result.stdout
     assert requests_mock.call_count == 0
@@ -463,11 +466,40 @@ def test_status_keyring_unavailable_shows_the_reason(invoke, requests_mock, conf
     keyring.set_keyring(backend())
     write_config(config_path, make_config())
     result = invoke("status")
-    assert result.exit_code == 3
-    assert "Autotask:         not connected: Could not read the OS keyring (" in result.stdout
-    assert "INFIMA:           not connected: Could not read the OS keyring (" in result.stdout
+    assert result.exit_code == 2  # a keyring problem is 2 everywhere (SPEC §5)
+    assert "Autotask:         credentials unreadable: Could not read the OS keyring (" in (
+        result.stdout
+    )
+    assert "INFIMA:           credentials unreadable: Could not read the OS keyring (" in (
+        result.stdout
+    )
     assert "PYTHON_KEYRING_BACKEND" in result.stdout
     assert requests_mock.call_count == 0
+
+
+def test_status_fails_when_the_secret_is_stored_under_another_username(
+    invoke, memkeyring, requests_mock, config_path
+):
+    keyring.set_password("infima-autotask", "someone-else@example.com", "s3cret")
+    keyring.set_password("infima-autotask", "infima-api-key", "k3y")
+    write_config(config_path, make_config())
+    requests_mock.get(re.compile(r".*/v1/partner$"), json={"partner_name": "Partner Co"})
+    result = invoke("status")
+    assert result.exit_code == 2, result.output
+    assert "Autotask:         not configured:" in result.stdout
+    assert "INFIMA:           Connected (Partner Co" in result.stdout
+
+
+def test_status_fails_when_the_state_folder_is_a_file(
+    invoke, stored_creds, requests_mock, config_path, tmp_path
+):
+    blocker = tmp_path / "state-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    write_config(config_path, make_config(state_dir=str(blocker / "inside")))
+    requests_mock.get(re.compile(".*"), status_code=404)
+    result = invoke("status")
+    assert result.exit_code == 2, result.output
+    assert "is not a folder" in result.stdout and "INFIMA_AUTOTASK_STATE_DIR" in result.stdout
 
 
 def test_status_missing_config(invoke, config_path):

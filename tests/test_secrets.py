@@ -260,7 +260,7 @@ def test_status_failing(check, invoke, requests_mock, stored_creds, config_path)
 def test_status_broken_keyring(check, invoke, requests_mock, config_path):
     keyring.set_keyring(DbusKeyring())
     write_config(config_path, make_config())
-    check(invoke, "status", exit_code=3)
+    check(invoke, "status", exit_code=2)
 
 
 # --- validate --------------------------------------------------------------------------

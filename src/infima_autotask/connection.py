@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from infima_autotask.autotask import AutotaskClient, lookup_zone
@@ -23,6 +25,7 @@ from infima_autotask.errors import (
     AuthenticationError,
     CredentialsError,
     InfimaAutotaskError,
+    StateError,
 )
 from infima_autotask.history import History
 from infima_autotask.http import register_secret
@@ -181,6 +184,7 @@ class StatusReport:
     infima: str
     last_run: str
     ok: bool = True
+    exit_code: int = 0  # what `sync` would exit with for the first problem found (SPEC §3)
 
     def lines(self) -> list[tuple[str, str]]:
         return [
@@ -196,16 +200,19 @@ class StatusReport:
         return dataclasses.asdict(self)
 
 
-def _probe(check: Any) -> tuple[str, bool]:
-    """Run one live check; a missing credential is 'not configured', any other error a failure."""
+def _probe(check: Any) -> tuple[str, int]:
+    """Run one live check: its text and the exit code `sync` would meet (0 when it works).
+
+    A missing credential (or one stored under another username) and an unusable keyring are
+    2, as for `sync`; a connection that fails is 3.
+    """
     try:
-        return str(check()), True
+        return str(check()), 0
     except CredentialsError as exc:
-        if "keyring" in exc.message.lower():
-            return f"not connected: {_reason(exc)}", False
-        return f"not configured: {_reason(exc)}", True
+        state = "credentials unreadable" if "keyring" in exc.message.lower() else "not configured"
+        return f"{state}: {_reason(exc)}", exc.exit_code
     except InfimaAutotaskError as exc:
-        return f"not connected: {_reason(exc)}", False
+        return f"not connected: {_reason(exc)}", exc.exit_code
 
 
 def _reason(exc: InfimaAutotaskError) -> str:
@@ -229,21 +236,38 @@ def status(runtime: Runtime) -> StatusReport:
         client = runtime.infima()
         return f"Connected ({client.partner_name()}, {client.base})"
 
-    autotask_text, autotask_ok = _probe(autotask)
-    infima_text, infima_ok = _probe(infima)
+    autotask_text, autotask_code = _probe(autotask)
+    infima_text, infima_code = _probe(infima)
+    state_text, state_code = _probe(lambda: _state_folder(state_dir))
     last = "never"
-    if (state_dir / "history.sqlite3").exists():
+    if state_code == 0 and (state_dir / "history.sqlite3").exists():
         with History(state_dir) as history:
             run = history.last_run()
         if run is not None:
             kind = "dry run" if run.dry_run else "sync"
             last = f"{run.period} {kind} at {run.started_at}: {run.outcome or 'unfinished'}"
+    codes = [autotask_code, infima_code, state_code]
+    # A missing credential or an unusable folder is fixed first, as sync would stop there.
+    code = 2 if 2 in codes else max(codes)
     return StatusReport(
         config_path=str(runtime.config_path),
-        state_dir=str(state_dir),
+        state_dir=state_text,
         mappings=len(config.mappings),
         autotask=autotask_text,
         infima=infima_text,
         last_run=last,
-        ok=autotask_ok and infima_ok,
+        ok=code == 0,
+        exit_code=code,
     )
+
+
+def _state_folder(state_dir: Path) -> str:
+    """The state folder, when `sync` can use it (it is created on the first run)."""
+    existing = next((p for p in (state_dir, *state_dir.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise StateError(
+            f"the state folder {state_dir} cannot be used: {existing} is "
+            f"{'not a folder' if existing and not existing.is_dir() else 'not writable'}. Set "
+            "INFIMA_AUTOTASK_STATE_DIR (or state_dir in the config) to a writable folder."
+        )
+    return str(state_dir)

@@ -10,7 +10,7 @@ import click
 from infima_autotask import connection as setup
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import Command, emit_json, get_runtime, json_option, warn
-from infima_autotask.errors import ApiError, CredentialsError
+from infima_autotask.errors import ApiError, CredentialsError, UsageError
 
 
 def _value(given: str | None, label: str, how: str, *, hide: bool = False) -> str:
@@ -145,6 +145,11 @@ def status(as_json: bool) -> None:
     else:
         for label, value in report.lines():
             click.echo(f"{label + ':':<18}{value}")
+    if report.exit_code == 2:
+        raise UsageError(
+            "sync cannot run: something it needs is missing or unusable (shown above). Fix it, "
+            "then run `infima-autotask status` again."
+        )
     if not report.ok:
         raise ApiError(
             "A connection failed (shown above). Fix it, then run `infima-autotask status` again."
