@@ -568,3 +568,25 @@ def test_default_config_path_is_the_app_folder(runner, tmp_path):
     expected = Path(click.get_app_dir("infima-autotask")) / "config.yaml"
     assert str(expected) in result.stderr
     assert str(tmp_path / "config-home") in str(expected)
+
+
+def test_validate_counts_one_mapping_in_the_singular(invoke, config_path):
+    one = {
+        "client_id": 101,
+        "account_id": 1,
+        "contract_id": 2,
+        "contract_service_id": 3,
+        "service_id": 4,
+    }
+    write_config(config_path, make_config([one]))
+    assert invoke("validate").stdout == "config OK: 1 mapping\n"
+
+
+def test_global_options_after_the_command_are_accepted(runner, tmp_path):
+    config = tmp_path / "elsewhere.yaml"
+    write_config(config, make_config())
+    result = runner.invoke(cli, ["validate", "--config", str(config), "-vv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "config OK: 0 mappings\n"
+    assert "config loaded from" in result.stderr  # -vv took effect
+    assert runner.invoke(cli, ["validate", f"--config={config}"]).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,41 @@ class _Cli(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # keep the order of the operator's month, not alphabetical
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Accept the global options after the command too (`sync -v`, `sync --config F`)."""
+        return super().parse_args(ctx, _globals_first(args, set(self.commands)))
+
+
+_VERBOSE = re.compile(r"-v+")
+
+
+def _globals_first(args: list[str], commands: set[str]) -> list[str]:
+    """``args`` with ``-v``/``--verbose``/``--config X`` found after the command moved before it.
+
+    No command has options of these names, so moving them changes nothing else.
+    """
+    position = next((i for i, arg in enumerate(args) if arg in commands), None)
+    if position is None:
+        return args
+    front, command, rest = args[:position], args[position], args[position + 1 :]
+    moved: list[str] = []
+    kept: list[str] = []
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        if arg == "--":
+            kept += rest[index:]
+            break
+        if _VERBOSE.fullmatch(arg) or arg == "--verbose" or arg.startswith("--config="):
+            moved.append(arg)
+        elif arg == "--config" and index + 1 < len(rest):
+            moved += rest[index : index + 2]
+            index += 1
+        else:
+            kept.append(arg)
+        index += 1
+    return [*front, *moved, command, *kept]
 
 
 def _setup_logging(verbose: int) -> None:

@@ -165,7 +165,8 @@ def validate() -> None:
       infima-autotask --config config.example.yaml validate
     """
     config = get_runtime().config
-    click.echo(f"config OK: {len(config.mappings)} mappings")
+    count = len(config.mappings)
+    click.echo(f"config OK: {count} mapping{'s' if count != 1 else ''}")
 
 
 COMMANDS: list[Any] = [connect, status, validate]
