@@ -851,3 +851,33 @@ def test_company_zero_is_a_real_account(invoke, setup, fake, requests_mock):
     result = invoke("sync", "--month", PERIOD)
     assert result.exit_code == 0, result.output
     assert [w["unitChange"] for w in writes(requests_mock)] == [2]
+
+
+def test_a_counts_file_with_an_impossible_count_is_an_error_line_not_a_traceback(
+    invoke, config_path, fake, stored_creds, tmp_path, requests_mock
+):
+    """99999999999999999999 users ended in an OverflowError after the run had begun."""
+    counts = tmp_path / "counts.csv"
+    counts.write_text(
+        "client_id,active_users,client_name\n"
+        "101,99999999999999999999,Acme\n"
+        "102,5\n"  # client_name is optional on every row
+        "103,x,Cobalt\n",
+        encoding="utf-8",
+    )
+    fake.add_client(101, 10)
+    write_config(
+        config_path,
+        make_config([mapping(101), mapping(102)], infima={"counts_file": str(counts)}),
+    )
+
+    result = invoke("sync", "--month", PERIOD)
+
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"Error: Counts file {counts} has 2 bad row(s)")
+    assert lines[1:] == [
+        "  line 2: active_users must be a whole number >= 0, got '99999999999999999999'",
+        "  line 4: active_users must be a whole number >= 0, got 'x'",
+    ]
+    assert writes(requests_mock) == []

@@ -209,17 +209,18 @@ class CountsFile:
             )
 
     def _add(self, row: list[str], width: int) -> str | None:
-        if len(row) != width:
-            return f"expected {width} columns, got {len(row)}"
+        # client_name is optional on every row, even when the header names it.
+        if not 2 <= len(row) <= width:
+            return f"expected {'2 or 3' if width == 3 else width} columns, got {len(row)}"
         client_text, users_text = row[0].strip(), row[1].strip()
-        if not _is_number(client_text) or int(client_text) <= 0:
+        if not _is_number(client_text) or not 0 < int(client_text) <= MAX_INT:
             return f"client_id must be a positive integer, got {client_text!r}"
-        if not _is_number(users_text):
+        if not _is_number(users_text) or int(users_text) > MAX_INT:
             return f"active_users must be a whole number >= 0, got {users_text!r}"
         client_id = int(client_text)
         if client_id in self._users:
             return f"client_id {client_id} appears twice"
-        name = row[2].strip() if width == 3 else ""
+        name = row[2].strip() if len(row) > 2 else ""
         self._counts[client_id] = InfimaClientInfo(client_id, name)
         self._users[client_id] = int(users_text)
         return None
