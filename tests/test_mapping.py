@@ -1213,7 +1213,7 @@ def test_check_without_mappings_makes_no_request(invoke, config_path, autotask):
     assert autotask.calls() == []
 
 
-def test_check_200_mappings_costs_a_handful_of_requests(invoke, config_path, autotask):
+def test_check_200_mappings_costs_a_handful_of_requests(invoke, config_path, autotask, tmp_path):
     mappings = []
     for n in range(200):
         account, contract, cs = 50000000 + n, 51000000 + n, 52000000 + n
@@ -1232,12 +1232,30 @@ def test_check_200_mappings_costs_a_handful_of_requests(invoke, config_path, aut
                 1000 + n, account, contract, cs, account_name=f"Client {n}", contract_name=f"C{n}"
             )
         )
-    write_config(config_path, make_config(mappings))
+    counts = tmp_path / "counts.csv"  # INFIMA's side of the 200 clients, without the API
+    counts.write_text(
+        "client_id,active_users\n" + "".join(f"{1000 + n},1\n" for n in range(200)),
+        encoding="utf-8",
+    )
+    write_config(config_path, make_config(mappings, infima={"counts_file": str(counts)}))
     result = invoke("list-mappings", "--check", "--json")
     assert result.exit_code == 1
     broken = [row for row in json.loads(result.stdout) if row["status"] != "ok"]
     assert len(broken) == 4 and all("renewal found" in row["status"] for row in broken)
     assert len(autotask.calls()) == 7  # picklist + 4 batched reads + 2 renewal queries
+
+
+def test_check_marks_a_client_infima_does_not_know(invoke, config_path, autotask, tmp_path):
+    counts = tmp_path / "counts.csv"
+    counts.write_text("client_id,active_users\n101,12\n", encoding="utf-8")
+    write_config(
+        config_path,
+        make_config([dict(BIRCH_MAPPING)], infima={"counts_file": str(counts)}),
+    )
+    result = invoke("list-mappings", "--check", "--json")
+    assert result.exit_code == 1
+    [row] = json.loads(result.stdout)
+    assert row["status"].startswith("INFIMA has no client 102; check it in INFIMA, or")
 
 
 # --- help ------------------------------------------------------------------------------

@@ -1211,12 +1211,19 @@ class CheckResult:
         return rows
 
 
-def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> CheckResult:
+def check_mappings(
+    config: Config,
+    client: AutotaskClient,
+    *,
+    today: date,
+    known_clients: set[int] | None = None,
+) -> CheckResult:
     """Validate every mapping live in batched reads and refresh names changed in Autotask.
 
     Requests: the contract picklists (status and billing period: one request), then one
     query (per 500 mappings) each for accounts, contracts, contract services and services;
-    two more for the renewal look-up, only when some contract has ended.
+    two more for the renewal look-up, only when some contract has ended. ``known_clients``
+    (INFIMA's client list, or the counts file's) marks a mapping of a client it lacks broken.
     """
     mappings = config.mappings
     if not mappings:
@@ -1248,6 +1255,12 @@ def check_mappings(config: Config, client: AutotaskClient, *, today: date) -> Ch
         contract = contracts.get(m.contract_id)
         cs = services.get(m.contract_service_id)
         status[m.client_id] = _check_one(m, account, contract, cs, active, today, successors)
+        unknown = known_clients is not None and m.client_id not in known_clients
+        if status[m.client_id] == "ok" and unknown:
+            status[m.client_id] = (
+                f"INFIMA has no client {m.client_id}; check it in INFIMA, or "
+                f"`{PROG} unmap {m.client_id}`"
+            )
         if contract is not None and contract.account_id == m.account_id:
             billing[m.client_id] = mapping_billing(m, contract, today, config.sync, months)
         fresh = _refresh(m, account, contract, cs, names)

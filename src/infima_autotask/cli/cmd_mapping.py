@@ -269,7 +269,10 @@ def list_mappings(check: bool, as_json: bool) -> None:
         if not rows and not as_json:
             warn(f"No mappings in {runtime.config_path} yet. {_HOW_TO_MAP}")
         return
-    result = lib.check_mappings(config, runtime.autotask(), today=lib.local_today(config))
+    known = {info.id for info in runtime.count_source().clients()}
+    result = lib.check_mappings(
+        config, runtime.autotask(), today=lib.local_today(config), known_clients=known
+    )
     if result.refreshed:
         save_config(result.config, runtime.config_path)
         runtime.set_config(result.config)
