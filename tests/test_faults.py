@@ -396,7 +396,9 @@ def test_sigkill_between_write_and_record(world: World) -> None:
 
     again = sync(world)
     assert again.exit_code == 0, again.output
-    assert "0 updated, 1 unchanged, 0 skipped, 0 held, 0 failed" in again.stderr
+    # The killed run's write is this month's change: reported updated, not unchanged.
+    assert "1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed" in again.stderr
+    assert "written by an interrupted run; confirmed now" in again.stdout
     assert world.adjustments() == 1  # no second write
     assert world.creates() == 1
     assert world.units()[ACME] == 12

@@ -176,7 +176,13 @@ def test_write_of_a_run_killed_moments_ago_is_given_time_to_land(
     assert writes(requests_mock) == []
     assert fake.row_of(101)["units"] == 12
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["items"][0]["status"] == "unchanged"
+    item = json.loads(result.stdout)["items"][0]
+    assert (item["status"], item["before"], item["change"]) == ("updated", 10, 2)
+    assert "written by an interrupted run; confirmed now" in item["message"]
+    # What it waited for is said, before the wait.
+    assert "stopped" in result.stderr and "before reading them, so none is sent twice" in (
+        result.stderr
+    )
     with History(state_dir) as history:
         resolved = next(i for i in history.items() if i.id == intent)
     assert (resolved.status, resolved.message) == ("updated", "confirmed after an interrupted run")

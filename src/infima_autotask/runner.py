@@ -60,6 +60,7 @@ from infima_autotask.sync import (
     FAILED,
     HELD,
     PLANNED,
+    UNCHANGED,
     UPDATED,
     PlanItem,
     UserCount,
@@ -223,9 +224,13 @@ def select_mappings(mappings: Sequence[Mapping], clients: Sequence[int]) -> list
 
 
 def run_sync(
-    runtime: Runtime, options: SyncOptions, *, progress: Progress | None = None
+    runtime: Runtime,
+    options: SyncOptions,
+    *,
+    progress: Progress | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> SyncReport:
-    """Run one sync (or dry run) for one period.
+    """Run one sync (or dry run) for one period; ``notice`` hears what the run waits for.
 
     Raises:
         UsageError: unmapped ``--client``, bad counts file, config or state folder (exit 2).
@@ -263,7 +268,9 @@ def run_sync(
             return report
         run_id = history.start_run(period=period, dry_run=options.dry_run, version=__version__)
         try:
-            _Run(runtime, history, run_id, day, mappings, options, report, progress).execute()
+            run = _Run(runtime, history, run_id, day, mappings, options, report, progress)
+            run.notice = notice
+            run.execute()
         except BaseException as exc:
             outcome = f"error: {exc.message}" if isinstance(exc, InfimaAutotaskError) else "aborted"
             with contextlib.suppress(InfimaAutotaskError, ValueError):
@@ -310,9 +317,11 @@ class _Run:
         self.options = options
         self.report = report
         self.progress = progress
+        self.notice: Callable[[str], None] | None = None
         self.autotask: AutotaskClient | None = None
         self._abort = threading.Event()
         self.zone = self.config.autotask.timezone
+        self._landed: dict[int, HistoryItem] = {}  # intents of a killed run found written
         # Every units read covers D - 1 (the day before a write dated D) to the month's end.
         self.window = (day - timedelta(days=1), next_month(day) - timedelta(days=1))
 
@@ -408,6 +417,7 @@ class _Run:
             successors=successors,
             yes=options.yes,
         )
+        items = [self._confirmed(item) for item in items]
         self.report.unmapped = self._unmapped(source, infima_clients)
         to_write = [item for item in items if item.status == PLANNED]
         self._check_threshold(autotask, len(to_write))
@@ -473,6 +483,24 @@ class _Run:
             else:
                 counts[client_id] = value
         return counts
+
+    def _confirmed(self, item: PlanItem) -> PlanItem:
+        """An interrupted run's write found in place shows as `updated` by this run's report,
+        not `unchanged`: it is this month's change, and the killed run never said so."""
+        intent = self._landed.get(item.client_id)
+        if (
+            intent is None
+            or item.status != UNCHANGED
+            or intent.contract_service_id != item.contract_service_id
+        ):
+            return item
+        return replace(
+            item,
+            status=UPDATED,
+            before=intent.before,
+            change=intent.change,
+            message=_join(item.message, "written by an interrupted run; confirmed now"),
+        )
 
     def _unmapped(
         self, source: CountSource, known: dict[int, InfimaClientInfo]
@@ -543,6 +571,12 @@ class _Run:
         if not recent:
             return
         log.info("waiting %.1fs for the writes of an interrupted run to settle", wait)
+        if self.notice is not None:
+            self.notice(
+                f"A run stopped {_age_seconds(pending[0].created_at, now):.0f} s ago while "
+                f"writing; waiting {wait:.0f} s for Autotask to finish its last writes before "
+                "reading them, so none is sent twice."
+            )
         time.sleep(wait)
         fresh = read_units_rows(
             autotask, recent, self.window[0], self.window[1] + timedelta(days=1)
@@ -568,6 +602,7 @@ class _Run:
             )
             if state == LANDED:
                 status, message = UPDATED, "confirmed after an interrupted run"
+                self._landed[intent.client_id] = intent
             elif state == BEFORE:
                 status, message = FAILED, "not applied by the interrupted run"
             elif state in (EARLY, LATE):

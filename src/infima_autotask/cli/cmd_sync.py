@@ -156,7 +156,10 @@ def sync(
     try:
         with _Bar() as bar, _sigterm_as_interrupt():
             report = run_sync(
-                get_runtime(), options, progress=bar if _common.show_progress() else None
+                get_runtime(),
+                options,
+                progress=bar if _common.show_progress() else None,
+                notice=None if quiet else warn,
             )
     except SyncInterrupted as stop:
         if stop.writing:
