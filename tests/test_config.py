@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infima_autotask import config as config_module
+from infima_autotask import fsutil
 from infima_autotask.config import (
     DEFAULT_INFIMA_URL,
     AutotaskSettings,
@@ -696,7 +697,7 @@ def test_save_replaces_via_os_replace(tmp_path, monkeypatch):
         assert Path(src).read_text(encoding="utf-8") == dump_config(_full_config())
         real_replace(src, dst)
 
-    monkeypatch.setattr(config_module.os, "replace", spy)
+    monkeypatch.setattr(fsutil.os, "replace", spy)
     save_config(_full_config(), path)
     assert calls == [(tmp_path, path)]
 
@@ -709,7 +710,7 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     def broken(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(config_module.os, "fsync", broken)
+    monkeypatch.setattr(fsutil.os, "fsync", broken)
     with pytest.raises(ConfigError) as info:
         save_config(Config(), path)
     assert info.value.message.startswith(f"Cannot write config file {path}: No space left")
@@ -765,7 +766,7 @@ def test_save_into_read_only_folder(tmp_path, monkeypatch):
     def denied(**kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(config_module.tempfile, "mkstemp", denied)  # root ignores chmod
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", denied)  # root ignores chmod
     with pytest.raises(ConfigError) as info:
         save_config(Config(), tmp_path / "config.yaml")
     assert info.value.message == (

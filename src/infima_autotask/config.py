@@ -6,15 +6,12 @@ Every problem in a file is collected and reported at once in a ``ConfigError`` w
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
 import math
-import os
-import tempfile
 import types
 import zoneinfo
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .errors import ConfigError
-from .fsutil import make_private_dirs
+from .fsutil import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -929,19 +926,6 @@ def dump_config(config: Config) -> str:
     )
 
 
-@contextlib.contextmanager
-def _temp_file(folder: Path, name: str) -> Iterator[tuple[int, str]]:
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    try:
-        yield fd, temp
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
 def save_config(config: Config, path: Path) -> None:
     """Write the config atomically (temp file, fsync, rename), mode 0600.
 
@@ -958,19 +942,8 @@ def save_config(config: Config, path: Path) -> None:
             problems,
         )
     text = dump_config(config).encode("utf-8")
-    # Keep a symlinked config (dotfiles) a symlink: replace the file it points to.
-    target = path.resolve() if path.is_symlink() else path
     try:
-        if target.is_dir():
-            raise IsADirectoryError(21, "Is a directory", str(target))
-        make_private_dirs(target.parent)
-        with _temp_file(target.parent, target.name) as (fd, temp):
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
+        write_atomically(path, text)
     except IsADirectoryError:
         raise ConfigError(
             f"Cannot write config file {path}: it is a directory. Pass --config with the "
@@ -981,15 +954,4 @@ def save_config(config: Config, path: Path) -> None:
             f"Cannot write config file {path}: {exc.strerror or exc}. Check that its folder "
             "is writable, or pass --config PATH."
         ) from None
-    _fsync_dir(target.parent)
     log.debug("config saved to %s (%d mappings)", path, len(config.mappings))
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename durable across a power loss; not possible on every platform.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
