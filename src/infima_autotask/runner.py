@@ -31,7 +31,6 @@ from infima_autotask.billing import (
     next_month,
     period_labels,
     shows,
-    wire_effective_date,
 )
 from infima_autotask.config import Mapping
 from infima_autotask.errors import (
@@ -55,6 +54,7 @@ from infima_autotask.model import (
     read_contracts,
     read_units_rows,
 )
+from infima_autotask.plan_file import PlannedWrite, ReviewedPlan, adjustment_body
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import (
     FAILED,
@@ -108,6 +108,7 @@ class SyncOptions:
     yes: bool = False
     counts_file: Path | None = None
     now: datetime | None = None
+    plan: ReviewedPlan | None = None  # write only what this reviewed dry run planned
 
 
 @dataclass
@@ -239,9 +240,15 @@ def run_sync(
     config = runtime.config
     now = options.now or clock()
     current = current_month(now, config.sync.timezone)
-    day = options.month or current
+    if options.plan is not None and options.month not in (None, options.plan.period):
+        raise UsageError(
+            f"The plan {options.plan.source} is for {period_label(options.plan.period)}; "
+            "leave out --month, or make a new plan for that month."
+        )
+    chosen = options.month or (options.plan.period if options.plan else None)
+    day = chosen or current
     period = period_label(day)
-    boundary = None if options.month else month_boundary(now, config.sync.timezone)
+    boundary = None if chosen else month_boundary(now, config.sync.timezone)
     if boundary is not None and not options.dry_run:
         raise UsageError(boundary)
     mappings = select_mappings(config.mappings, options.clients)
@@ -417,7 +424,7 @@ class _Run:
             successors=successors,
             yes=options.yes,
         )
-        items = [self._confirmed(item) for item in items]
+        items = [self._reviewed(self._confirmed(item)) for item in items]
         self.report.unmapped = self._unmapped(source, infima_clients)
         to_write = [item for item in items if item.status == PLANNED]
         self._check_threshold(autotask, len(to_write))
@@ -483,6 +490,24 @@ class _Run:
             else:
                 counts[client_id] = value
         return counts
+
+    def _reviewed(self, item: PlanItem) -> PlanItem:
+        """With ``--plan``: a write goes out only as it was reviewed; anything else is held."""
+        plan = self.options.plan
+        if plan is None or item.status != PLANNED:
+            return item
+        reviewed = plan.writes.get(item.client_id)
+        again = "review it with a new `infima-autotask sync --dry-run --plan-out FILE`"
+        if reviewed is None:
+            message = f"not written: not a change in the reviewed plan {plan.source}; {again}"
+        else:
+            changed = reviewed.differences(PlannedWrite.of(item))
+            if not changed:
+                return item
+            message = (
+                f"not written: changed since the reviewed plan ({'; '.join(changed)}); {again}"
+            )
+        return replace(item, status=HELD, message=message, after=item.before)
 
     def _confirmed(self, item: PlanItem) -> PlanItem:
         """An interrupted run's write found in place shows as `updated` by this run's report,
@@ -820,17 +845,7 @@ class _Run:
 
     def _send(self, autotask: AutotaskClient, write: _Write) -> tuple[str, str]:
         item = write.item
-        if item.effective is None:  # planning never plans a write without E
-            raise RuntimeError(f"client {item.client_id}: a write without an effective date")
-        body = {
-            "contractID": item.contract_id,
-            "contractServiceID": item.contract_service_id,
-            "serviceID": item.service_id,
-            "effectiveDate": wire_effective_date(item.effective, self.zone),
-            "unitChange": item.change,
-            "adjustedUnitPrice": item.unit_price,
-            "adjustedUnitCost": item.new_unit_cost,
-        }
+        body = adjustment_body(item, self.zone)
         try:
             write.adjustment_id = autotask.create(ADJUSTMENTS, body)
         except ApiRejected as exc:

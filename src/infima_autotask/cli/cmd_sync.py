@@ -26,6 +26,7 @@ from infima_autotask.cli._common import (
 )
 from infima_autotask.config import load_config_or_default
 from infima_autotask.errors import UsageError
+from infima_autotask.plan_file import ReviewedPlan, load_plan, save_plan
 from infima_autotask.runner import (
     HISTORY_COLUMNS,
     SyncInterrupted,
@@ -34,7 +35,16 @@ from infima_autotask.runner import (
     history_rows,
     run_sync,
 )
-from infima_autotask.sync import UPDATED, parse_month, period_label, summary_line
+from infima_autotask.runtime import Runtime
+from infima_autotask.sync import (
+    PLANNED,
+    SKIPPED,
+    UNCHANGED,
+    UPDATED,
+    parse_month,
+    period_label,
+    summary_line,
+)
 
 SYNC_COLUMNS = (
     "Client",
@@ -124,6 +134,22 @@ class _Bar:
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV client_id,active_users[,client_name] instead of the INFIMA API.",
 )
+@click.option(
+    "--plan-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="With --dry-run: save the plan (JSON, with each request) for review.",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write exactly the reviewed plan FILE; whatever changed since is held, not written.",
+)
+@click.option(
+    "--all", "show_all", is_flag=True, help="Show every row of a long table (unchanged too)."
+)
 @json_option
 @click.option(
     "-q",
@@ -139,24 +165,77 @@ def sync(
     if_due: bool,
     yes: bool,
     counts_file: Path | None,
+    plan_out: Path | None,
+    plan_file: Path | None,
+    show_all: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Set each mapped Contract Service's units for the month to the client's active users.
 
+    On a terminal, without --plan or --yes, the plan is shown and written only when you
+    agree; without a terminal (cron) it is written at once.
+
     \b
     Example:
       infima-autotask sync --dry-run               # the plan; nothing written
       infima-autotask sync                         # write, then print the result
+      infima-autotask sync --dry-run --plan-out plan.json && infima-autotask sync --plan plan.json
       infima-autotask sync --if-due --quiet        # daily catch-up line for cron
     """
     if detailed_exitcode and not dry_run:
         raise click.UsageError("--detailed-exitcode works only with --dry-run.")
-    options = SyncOptions(month, clients, if_due, dry_run, yes, counts_file)
+    if plan_out is not None and not dry_run:
+        raise click.UsageError("--plan-out works only with --dry-run.")
+    runtime = get_runtime()
+    reviewed = load_plan(plan_file) if plan_file is not None else None
+    ask = not (dry_run or reviewed or yes or as_json or quiet) and _common.can_prompt()
+    if ask:
+        preview = _run(runtime, SyncOptions(month, clients, if_due, True, yes, counts_file), quiet)
+        planned = preview.summary[PLANNED]
+        if planned:
+            _render(preview, as_json=False, show_all=show_all)
+            if not click.confirm(
+                f"Write {'this' if planned == 1 else 'these'} {planned} "
+                f"change{'s' if planned != 1 else ''} to Autotask?",
+                default=False,
+                err=True,
+            ):
+                warn("Nothing was written.")
+                return
+            reviewed = ReviewedPlan.of(
+                preview.items, parse_month(preview.period), "the plan shown above"
+            )
+    options = SyncOptions(month, clients, if_due, dry_run, yes, counts_file, plan=reviewed)
+    report = _run(runtime, options, quiet)
+    if report.interrupted:
+        _render(report, as_json=as_json, show_all=show_all)
+        written = report.summary[UPDATED]
+        changes = sum(1 for item in report.items if item.change or item.cost_changes)
+        warn(
+            f"Interrupted: {written} of {changes} changes written; the rest not sent; run "
+            "`infima-autotask sync` again to finish."
+        )
+        raise click.exceptions.Exit(INTERRUPTED)
+    if not (quiet and not report.needs_attention):
+        _render(report, as_json=as_json, show_all=show_all)
+    if plan_out is not None:
+        count = save_plan(plan_out, report.period, report.items, runtime.config.autotask.timezone)
+        warn(
+            f"Plan saved to {plan_out}: {count} change{'s' if count != 1 else ''}. Write exactly "
+            f"these with `infima-autotask sync --plan {plan_out}`."
+        )
+    code = report.exit_code(detailed=detailed_exitcode)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def _run(runtime: Runtime, options: SyncOptions, quiet: bool) -> SyncReport:
+    """One run of the library's sync, with Ctrl-C and SIGTERM turned into exit 130."""
     try:
         with _Bar() as bar, _sigterm_as_interrupt():
-            report = run_sync(
-                get_runtime(),
+            return run_sync(
+                runtime,
                 options,
                 progress=bar if _common.show_progress() else None,
                 notice=None if quiet else warn,
@@ -173,20 +252,6 @@ def sync(
     except KeyboardInterrupt:
         warn("Interrupted before any write: nothing was sent to Autotask.")
         raise click.exceptions.Exit(INTERRUPTED) from None
-    if report.interrupted:
-        _render(report, as_json=as_json)
-        written = report.summary[UPDATED]
-        changes = sum(1 for item in report.items if item.change or item.cost_changes)
-        warn(
-            f"Interrupted: {written} of {changes} changes written; the rest not sent; run "
-            "`infima-autotask sync` again to finish."
-        )
-        raise click.exceptions.Exit(INTERRUPTED)
-    if not (quiet and not report.needs_attention):
-        _render(report, as_json=as_json)
-    code = report.exit_code(detailed=detailed_exitcode)
-    if code:
-        raise click.exceptions.Exit(code)
 
 
 INTERRUPTED = 130  # SPEC §3: writes in flight finished and were recorded, nothing queued sent
@@ -210,11 +275,18 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _render(report: SyncReport, *, as_json: bool) -> None:
+LONG_TABLE = 20  # rows; a longer table shows only what needs reading (--all: every row)
+
+
+def _render(report: SyncReport, *, as_json: bool, show_all: bool = False) -> None:
     for text in report.warnings:
         warn(f"Warning: {text}")
     if report.unmapped:
         warn(f"Warning: {report.unmapped_warning}")
+    quiet_rows = (UNCHANGED, SKIPPED)
+    shown = report.items
+    if not show_all and len(shown) > LONG_TABLE:
+        shown = [item for item in report.items if item.status not in quiet_rows]
     if as_json:
         emit_json(report.as_json())
     elif report.items:
@@ -230,9 +302,13 @@ def _render(report: SyncReport, *, as_json: bool) -> None:
                 item.status,
                 item.message,
             ]
-            for item in report.items
+            for item in shown
         ]
         click.echo(tabulate(table, headers=SYNC_COLUMNS, disable_numparse=True))
+        hidden = len(report.items) - len(shown)
+        if hidden:
+            rows = f"{hidden} unchanged or skipped row{'s' if hidden != 1 else ''}"
+            warn(f"{rows} not shown; --all shows every row.")
     if report.nothing_due:
         warn(f"Period {report.period}: nothing due.")
     else:

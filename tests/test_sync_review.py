@@ -1,0 +1,174 @@
+"""Review before write: a saved plan written exactly as reviewed, and the question a terminal
+asks before writing (a real pseudo-terminal, with the console script as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+from datetime import date
+
+import pytest
+import yaml
+from conftest import make_config, write_config
+from fake_autotask import PERIOD, mapping, write_counts, writes
+from sandbox_cli import EXE, env_for, subprocess_env
+
+from infima_autotask.sandbox import Sandbox, data
+
+pytestmark = pytest.mark.usefixtures("no_backoff")
+
+
+def test_a_saved_plan_is_written_exactly_as_reviewed(
+    invoke, setup, fake, requests_mock, tmp_path, config_path, counts
+):
+    for client_id in (101, 102, 103):
+        fake.add_client(client_id, 10)
+    setup({101: 12, 102: 10, 103: 10})
+    plan = tmp_path / "plan.json"
+
+    dry = invoke("sync", "--month", PERIOD, "--dry-run", "--plan-out", str(plan))
+
+    assert dry.exit_code == 0, dry.output
+    assert f"Plan saved to {plan}: 1 change." in dry.stderr
+    document = json.loads(plan.read_text(encoding="utf-8"))
+    assert document["period"] == PERIOD
+    by_client = {item["client_id"]: item for item in document["items"]}
+    assert by_client[101]["request"]["unitChange"] == 2
+    assert by_client[102]["request"] is None
+    assert writes(requests_mock) == []
+
+    # Since the review: 101 gained a user, 103 changed; 102 is as reviewed (unchanged).
+    write_counts(tmp_path / "counts.csv", {101: 13, 102: 10, 103: 11})
+    result = invoke("sync", "--plan", str(plan), "--json")
+
+    assert result.exit_code == 1  # held items need a person
+    items = {item["client_id"]: item for item in json.loads(result.stdout)["items"]}
+    assert items[101]["status"] == "held"
+    assert (
+        "changed since the reviewed plan (users 12 -> 13; target 12 -> 13)"
+        in (items[101]["message"])
+    )
+    assert items[103]["status"] == "held"
+    assert "not a change in the reviewed plan" in items[103]["message"]
+    assert writes(requests_mock) == []
+
+    # Unchanged since the review: written exactly so.
+    write_counts(tmp_path / "counts.csv", {101: 12, 102: 10, 103: 10})
+    again = invoke("sync", "--plan", str(plan))
+    assert again.exit_code == 0, again.output
+    assert [(w["contractServiceID"], w["unitChange"]) for w in writes(requests_mock)] == [
+        (mapping(101)["contract_service_id"], 2)
+    ]
+
+
+def test_plan_options_are_checked(invoke, setup, fake, tmp_path):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    refused = invoke("sync", "--month", PERIOD, "--plan-out", str(tmp_path / "p.json"))
+    assert refused.exit_code == 2 and "--plan-out works only with --dry-run" in refused.stderr
+    junk = tmp_path / "junk.json"
+    junk.write_text("{}", encoding="utf-8")
+    bad = invoke("sync", "--plan", str(junk))
+    assert bad.exit_code == 2
+    assert bad.stderr.startswith(f"Error: {junk} is not a plan written by")
+    other = tmp_path / "other.json"
+    other.write_text(
+        json.dumps({"plan_version": 1, "period": "2026-11", "items": []}), encoding="utf-8"
+    )
+    mismatch = invoke("sync", "--plan", str(other), "--month", PERIOD)
+    assert mismatch.exit_code == 2 and "is for 2026-11" in mismatch.stderr
+
+
+def test_a_long_table_shows_what_needs_reading(invoke, setup, fake, requests_mock):
+    for client_id in range(101, 131):
+        fake.add_client(client_id, 10)
+    setup({client_id: 12 if client_id == 101 else 10 for client_id in range(101, 131)})
+
+    short = invoke("sync", "--month", PERIOD, "--dry-run")
+    everything = invoke("sync", "--month", PERIOD, "--dry-run", "--all")
+
+    assert len(short.stdout.splitlines()) == 3  # header, rule, the one change
+    assert "29 unchanged or skipped rows not shown; --all shows every row." in short.stderr
+    assert len(everything.stdout.splitlines()) == 32
+    assert len(json.loads(invoke("sync", "--month", PERIOD, "--json").stdout)["items"]) == 30
+
+
+# -- a real terminal -----------------------------------------------------------------------
+
+
+def _converse(env: dict[str, str], answer: str) -> str:
+    """Run `sync` on a pseudo-terminal, answer its question, return everything it printed."""
+    month = date.today().strftime("%Y-%m")
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [str(EXE), "sync", "--month", month],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        close_fds=True,
+    )
+    os.close(secondary)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the other end closed: the process is done
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not answered and b"to Autotask? [y/N]" in seen:
+                os.write(main, answer.encode() + b"\n")
+                answered = True
+            if proc.poll() is not None and not ready:
+                break
+        proc.wait(timeout=30)
+    finally:
+        os.close(main)
+    assert answered, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+@pytest.fixture
+def terminal_env(tmp_path):
+    with Sandbox() as sandbox:
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            make_config([data.seed_mapping(data.ACME_CLIENT_ID)], autotask={"api_url": None}),
+        )
+        doc = yaml.safe_load(config.read_text(encoding="utf-8"))
+        doc["autotask"] = {"timezone": "America/New_York"}
+        config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        env = {
+            **subprocess_env(tmp_path / "home"),
+            **env_for(sandbox, tmp_path / "state"),
+            "INFIMA_AUTOTASK_CONFIG": str(config),
+        }
+        yield sandbox, env
+
+
+def test_on_a_terminal_sync_shows_the_plan_and_asks_first(terminal_env):
+    sandbox, env = terminal_env
+
+    declined = _converse(env, "n")
+
+    assert "Acme Dental" in declined and "planned" in declined
+    assert "Write this 1 change to Autotask? [y/N]" in declined
+    assert "Nothing was written." in declined
+    assert sandbox.adjustments() == []
+
+    accepted = _converse(env, "y")
+
+    assert "updated" in accepted
+    assert len(sandbox.adjustments()) == 1
