@@ -1288,3 +1288,21 @@ def test_map_warns_when_the_account_shares_no_word_with_the_client(invoke, confi
     assert result.exit_code == 0, result.output
     assert "shares no word with the INFIMA client 'Acme Dental'" in result.stderr
     assert _mappings(config_path)[101]["account_id"] == BIRCH
+
+
+def test_a_map_that_changes_nothing_leaves_the_file_alone(invoke, cfg, autotask, config_path):
+    args = ["--account", str(BIRCH), "--contract", str(BIRCH_RS), "--contract-service"]
+    first = invoke("map", "102", *args, str(BIRCH_CS))  # refreshes the names once
+    assert "(1 changed, 1 mapping in all)" in first.stderr
+    raw = config_path.read_bytes()
+    result = invoke("map", "102", *args, str(BIRCH_CS))
+    assert result.exit_code == 0, result.output
+    assert "Nothing changed: the config already maps it so" in result.stderr
+    assert "changed," not in result.stderr
+    assert config_path.read_bytes() == raw
+
+
+def test_unmap_shows_the_overrides_it_drops(invoke, cfg, config_path):
+    result = invoke("unmap", "102")
+    assert result.exit_code == 0, result.output
+    assert "  its overrides were: --exclude-users 1 note: 'keep me'" in result.stdout

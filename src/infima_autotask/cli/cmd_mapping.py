@@ -208,15 +208,20 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
     if asked and not click.confirm("Map it anyway?", default=False, err=True):
         warn("Not mapped: the config was not changed.")
         raise click.exceptions.Exit(1)
-    save_config(result.config, runtime.config_path)
-    runtime.set_config(result.config)
+    changed = [change for change in result.changes if change.old != change.new]
+    if changed:
+        save_config(result.config, runtime.config_path)
+        runtime.set_config(result.config)
     if as_json:
         emit_json([change.row() for change in result.changes])
     else:
         for change in result.changes:
             click.echo("\n".join(change.lines()))
+    if not changed:
+        warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
+        return
     warn(
-        f"Config saved to {runtime.config_path} ({len(result.changes)} changed, "
+        f"Config saved to {runtime.config_path} ({len(changed)} changed, "
         f"{_mappings(len(result.config.mappings))} in all)."
     )
 
@@ -239,6 +244,10 @@ def unmap(client_id: int, as_json: bool) -> None:
         emit_json([lib.mapping_document(removed)])
     else:
         click.echo(f"Unmapped client {client_id}: was {lib.describe(removed)}")
+        kept = lib.overrides_text(removed)
+        if kept:
+            # They are gone from the config with the mapping: enough to put them back.
+            click.echo(f"  its overrides were: {kept}")
 
 
 @click.command("list-mappings", cls=Command)
