@@ -389,7 +389,7 @@ def test_a_change_dated_after_e_fails_the_units_row(doctor, config_path, sandbox
     assert code == 1, result.output
     status, detail = checks["client 101: units row"]
     assert status == "fail"
-    assert f"a change dated {second.isoformat()}, after {this.isoformat()}" in detail
+    assert f"dated {second.isoformat()}, after {this.isoformat()}" in detail
     assert "client 101: write" not in checks
 
 
@@ -409,4 +409,5 @@ def test_a_one_day_charge_the_day_before_e_fails_the_units_row(doctor, config_pa
     assert code == 1, result.output
     status, detail = checks["client 101: units row"]
     assert status == "fail"
-    assert f"a one-day change on {eve.isoformat()}, the day before" in detail
+    assert f"one-day change of contract service {data.ACME_CONTRACT_SERVICE_ID} on " in detail
+    assert f"on {eve.isoformat()}, the day before" in detail

@@ -60,10 +60,8 @@ from infima_autotask.sync import (
     chain_problem,
     clamp_target,
     current_month,
-    earlier_change,
     ended_contracts,
     exact,
-    later_change,
     mapping_schedule,
     no_effective_date,
     period_label,
@@ -436,32 +434,10 @@ def mapping_checks(
     effective = when.effective
     row = choose_row(rows, effective)
     checks.append(_period_check(label, when, row, effective))
-    row_problem = units_row_problem(cs.id, effective, row, when.prorate)
+    row_problem = units_row_problem(cs.id, rows, effective, when)
     units_ok = row is not None and row_problem is None
-    split = later_change(rows, effective, when)
-    early = earlier_change(rows, effective, when)
     if row is None or row_problem is not None:
         checks.append(Check.failed(f"{label}: units row", row_problem or "no units row"))
-    elif early is not None:
-        units_ok = False
-        checks.append(
-            Check.failed(
-                f"{label}: units row",
-                f"a one-day change on {early.isoformat()}, the day before "
-                f"{effective.isoformat()} (a write that landed a day early, or one made by "
-                "hand): reverse it by hand in Autotask; sync fails this client until then",
-            )
-        )
-    elif split is not None:
-        units_ok = False
-        checks.append(
-            Check.failed(
-                f"{label}: units row",
-                f"a change dated {split.isoformat()}, after {effective.isoformat()} and not a "
-                "billing period's start (a write that landed a day late, or one made by hand): "
-                "sync will not write on top of it; correct it in Autotask",
-            )
-        )
     else:
         checks.append(Check(f"{label}: units row", OK, _row_text(row)))
     ordered = _best_first(rows, row)

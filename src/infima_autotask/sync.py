@@ -381,27 +381,9 @@ def plan_one(
             f"starts on {effective.isoformat()}; map the client to its renewal with "
             f"`{_remap(mapping)}`",
         )
-    row_problem = units_row_problem(mapping.contract_service_id, effective, row, when.prorate)
+    row_problem = units_row_problem(mapping.contract_service_id, rows, effective, when)
     if row_problem is not None or row is None:
         return item(FAILED, row_problem or "no units row")
-    early = earlier_change(rows, effective, when)
-    if early is not None:
-        return item(
-            FAILED,
-            f"Autotask shows a one-day change of contract service {mapping.contract_service_id} "
-            f"on {early.isoformat()}, the day before {effective.isoformat()} (a write that "
-            "landed a day early, or one made by hand): reverse it by hand in Autotask, and set "
-            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)",
-        )
-    split = later_change(rows, effective, when)
-    if split is not None:
-        return item(
-            FAILED,
-            f"Autotask shows a change of contract service {mapping.contract_service_id} dated "
-            f"{split.isoformat()}, after {effective.isoformat()} and not a billing period's "
-            "start (a write that landed a day late, or one made by hand): a write now would "
-            "add to it; correct it in Autotask, then run sync again",
-        )
     if rates.price is None or rates.cost is None:
         return item(FAILED, NO_COST_VISIBILITY)
     if target is None or before is None:  # unreachable: users and row were checked above
@@ -449,21 +431,45 @@ def plan_one(
 
 
 def units_row_problem(
-    cs_id: int, effective: date, row: UnitsRow | None, prorate: bool
+    cs_id: int, rows: cabc.Sequence[UnitsRow], effective: date, when: Schedule
 ) -> str | None:
-    """Why the row covering E cannot take a write dated E: none, or (without prorate) one that
-    does not start on E, so a write would split a period. None when it can."""
+    """Why the rows cannot take a write dated E, or None when they can (sync fails the item;
+    doctor fails its units row):
+
+    - no row covers E, or (without prorate) the one covering E does not start on E, so a
+      write would split a period into a proration;
+    - a one-day change on E - 1 (a write that landed a day early) is still there;
+    - a change after E that no billing period explains (a late landing, an edit by hand),
+      which a write dated E would add to.
+    """
+    row = choose_row(rows, effective)
     if row is None:
         return (
             f"no units row of contract service {cs_id} covers {effective.isoformat()}; check "
             "the contract's dates and services in Autotask"
         )
-    if not prorate and row.start != effective:
+    if not when.prorate and row.start != effective:
         return (
             f"Autotask shows no billing period of contract service {cs_id} starting on "
             f"{effective.isoformat()} (the row covering it starts {row.start.isoformat()}); "
             "check the contract's billing period in Autotask, or set `prorate: true` on the "
             "mapping to write on the 1st (Autotask then prorates)"
+        )
+    early = earlier_change(rows, effective, when)
+    if early is not None:
+        return (
+            f"Autotask shows a one-day change of contract service {cs_id} on "
+            f"{early.isoformat()}, the day before {effective.isoformat()} (a write that landed "
+            "a day early, or one made by hand): reverse it by hand in Autotask, and set "
+            "autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
+        )
+    split = later_change(rows, effective, when)
+    if split is not None:
+        return (
+            f"Autotask shows a change of contract service {cs_id} dated {split.isoformat()}, "
+            f"after {effective.isoformat()} and not a billing period's start (a write that "
+            "landed a day late, or one made by hand): a write now would add to it; correct it "
+            "in Autotask, then run sync again"
         )
     return None
 
