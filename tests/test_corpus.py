@@ -9,8 +9,8 @@ CliRunner with ``catch_exceptions=False``, so an unexpected exception fails the 
 requests-mock and checks: only ``Error:`` blocks and SPEC §3 exit codes, never a traceback,
 and never a ``ContractServiceAdjustments`` POST for a client whose data was bad.
 
-Examples per property: 1,000 by default (profile ``local``), 200 when ``CI`` is set (profile
-``ci``); choose with ``HYPOTHESIS_PROFILE=ci|local``.
+Examples per property: 200 by default (profile ``ci``, a quick run); the deep run is
+``HYPOTHESIS_PROFILE=local`` (1,000).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _HEALTH = [
 ]
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=_HEALTH)
 settings.register_profile("local", max_examples=1000, deadline=None, suppress_health_check=_HEALTH)
-PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "local")
+PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 # Applied per test (not loaded globally) so other modules keep hypothesis' defaults.
 PROFILE = settings(settings.get_profile(PROFILE_NAME))
 
