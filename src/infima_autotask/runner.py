@@ -1,11 +1,14 @@
 """The monthly sync around the pure planner: lock, history, reads, guard, writes, verification.
 
-Order of a run (SPEC §8, §9): take the lock and open the history (both refuse before anything
-is sent); list INFIMA clients; start counting users in the background while contracts,
-contract services and units rows are read in batches (the two are independent); close intents
-left open by a killed run; wait for the counts; plan; read ThresholdInformation; write each
-change once (at most three in flight), recording an intent before and the outcome after; then
-verify every written item in one batched read.
+Order of a run (SPEC §8, §9): refuse a month that has not begun in sync.timezone; take the
+lock and open the history (both refuse before anything is sent); list INFIMA clients; start
+counting users in the background while contracts, contract services, the contract picklists
+and units rows (D - 1 to the month's end) are read in batches; close intents left open by a
+killed run; wait for the counts; plan; read ThresholdInformation; send the first write alone
+and read it back; write the rest once each (at most three in flight), recording an intent
+before and the outcome after; then verify every written item in one batched read. Where a
+write landed is judged by one rule (:func:`landing`) everywhere; Ctrl-C or SIGTERM stops
+before anything queued is sent.
 """
 
 from __future__ import annotations
