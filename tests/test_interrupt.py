@@ -111,3 +111,29 @@ def test_a_signal_before_the_writes_sends_nothing(month_of_writes):
     assert "Interrupted before any write: nothing was sent to Autotask." in err
     assert "Traceback" not in err
     assert sandbox.adjustments() == []
+
+
+def test_a_signal_during_the_wait_after_an_unknown_outcome_never_resends(month_of_writes):
+    """The first create is answered 503 (outcome unknown): the tool waits up to a minute for
+    Autotask to settle before re-reading and, if nothing shows, sending once more. A signal in
+    that wait must end it at once and send nothing more; the open intent is the next run's."""
+    sandbox, env, state = month_of_writes
+    sandbox.faults.add("ContractServiceAdjustments", "503")
+    proc = spawn(env)
+    deadline = time.monotonic() + 60
+    while not any(r.path.endswith("ContractServiceAdjustments") for r in sandbox.requests):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(0.3)  # inside the settle wait now
+
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+
+    assert time.monotonic() - started < 10, "the wait was not cut short"
+    assert proc.returncode == 130, err
+    creates = [r for r in sandbox.requests if r.path.endswith("ContractServiceAdjustments")]
+    assert len(creates) == 1 and sandbox.adjustments() == []
+    with sqlite3.connect(state / "history.sqlite3") as db:
+        open_intents = db.execute("SELECT COUNT(*) FROM items WHERE status = 'writing'")
+        assert open_intents.fetchone()[0] == 1  # the next run re-reads it first

@@ -172,3 +172,41 @@ def test_on_a_terminal_sync_shows_the_plan_and_asks_first(terminal_env):
 
     assert "updated" in accepted
     assert len(sandbox.adjustments()) == 1
+
+
+def test_what_is_written_after_the_question_is_only_what_was_shown(
+    invoke, setup, fake, requests_mock, monkeypatch, tmp_path
+):
+    """The preview showed nothing to write; a count that changes before the real run must be
+    held, not written unasked."""
+    from infima_autotask.cli import cmd_sync
+
+    monkeypatch.setattr("infima_autotask.cli._common.can_prompt", lambda: True)
+    fake.add_client(101, 10)
+    setup({101: 10})
+    real_run = cmd_sync.run_sync
+
+    def counts_change_after_the_preview(runtime, options, **kwargs):
+        report = real_run(runtime, options, **kwargs)
+        if options.dry_run:
+            write_counts(tmp_path / "counts.csv", {101: 11})
+        return report
+
+    monkeypatch.setattr(cmd_sync, "run_sync", counts_change_after_the_preview)
+    result = invoke("sync", "--month", PERIOD, "--json")
+
+    assert writes(requests_mock) == []
+    [item] = json.loads(result.stdout)["items"]
+    assert item["status"] == "held" and "not a change in the reviewed plan" in item["message"]
+
+
+def test_ctrl_c_at_the_question_writes_nothing_and_exits_130(
+    invoke, setup, fake, requests_mock, monkeypatch
+):
+    monkeypatch.setattr("infima_autotask.cli._common.can_prompt", lambda: True)
+    fake.add_client(101, 10)
+    setup({101: 12})
+    result = invoke("sync", "--month", PERIOD, input="")  # end of input, as Ctrl-C ends it
+    assert result.exit_code == 130
+    assert "Nothing was written." in result.stderr
+    assert writes(requests_mock) == []

@@ -881,3 +881,33 @@ def test_a_counts_file_with_an_impossible_count_is_an_error_line_not_a_traceback
         "  line 4: active_users must be a whole number >= 0, got 'x'",
     ]
     assert writes(requests_mock) == []
+
+
+def test_a_plan_made_before_midnight_in_the_billing_zone_is_refused_too(
+    invoke, setup, fake, requests_mock, monkeypatch, utc_server, tmp_path
+):
+    """A dry run warned; its plan carries the wrong month: `--plan` must not write it."""
+    at(monkeypatch, CRON_HOUR)
+    fake.add_client(101, 10)
+    setup({101: 12}, sync={"timezone": "America/Los_Angeles"})
+    plan = tmp_path / "plan.json"
+    invoke("sync", "--dry-run", "--plan-out", str(plan))
+
+    result = invoke("sync", "--plan", str(plan))
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: It is 2026-11-30 22:00 in sync.timezone")
+    assert writes(requests_mock) == []
+
+
+def test_a_billing_zone_ahead_of_the_server_writes_its_month(
+    invoke, setup, fake, requests_mock, monkeypatch, utc_server
+):
+    """20:00 UTC on 30 November is 07:00 on 1 December in Sydney: December has begun there."""
+    at(monkeypatch, datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc))
+    fake.add_client(101, 10)
+    setup({101: 12}, sync={"timezone": "Australia/Sydney"})
+    result = invoke("sync")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("Period 2026-12:")
+    assert len(writes(requests_mock)) == 1

@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
@@ -127,6 +128,7 @@ class SyncReport:
     relation: str = ""  # "past" or "future" for an explicit --month other than this one
     interrupted: bool = False  # Ctrl-C or SIGTERM stopped the writes (exit 130)
     writing: bool = False  # the write phase began: a create may have been sent
+    writes_planned: int = 0  # the changes this run set out to write
 
     @property
     def summary(self) -> dict[str, int]:
@@ -190,7 +192,8 @@ def month_boundary(now: datetime, zone: str | None) -> str | None:
     on the 1st is still the 30th in Los Angeles) and would write the previous month.
     """
     ours, server = current_month(now, zone), current_month(now, None)
-    if zone is None or ours == server:
+    # Ahead of the server (Sydney on a UTC server), the month has begun there: it is right.
+    if zone is None or ours >= server:
         return None
     local = now.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
     return (
@@ -251,7 +254,8 @@ def run_sync(
     chosen = options.month or (options.plan.period if options.plan else None)
     day = chosen or current
     period = period_label(day)
-    boundary = None if chosen else month_boundary(now, config.sync.timezone)
+    # A plan's month is checked like a default one: it was a default when it was made.
+    boundary = None if options.month else month_boundary(now, config.sync.timezone)
     if boundary is not None and not options.dry_run:
         raise UsageError(boundary)
     mappings = select_mappings(config.mappings, options.clients)
@@ -686,6 +690,7 @@ class _Run:
         total = len(writes)
         stage = "Writing to Autotask"
         self.report.writing = bool(writes)
+        self.report.writes_planned = len(writes)
         first: _Write | None = None  # the write that opened the gate, verified alone
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
             try:
@@ -710,19 +715,29 @@ class _Run:
                 self._wait(futures, stage=stage, done=total - len(remaining), total=total)
             except KeyboardInterrupt:
                 self._abort.set()
-                # Requests in flight finish; queued ones never start.
-                pool.shutdown(wait=True, cancel_futures=True)
                 self.report.interrupted = True
+                if self.notice is not None:
+                    self.notice(
+                        "Stopping: nothing more is sent; waiting for the writes in flight to "
+                        "finish and be recorded."
+                    )
+                with _signals_deferred():
+                    # Requests in flight finish; queued ones never start.
+                    pool.shutdown(wait=True, cancel_futures=True)
         # The first write is read back again with the rest: SPEC §9 counts ceil(k/500) reads.
         sent = [w for w in writes if w.sent and w.final is None and w is not first]
-        if first is not None and first.final is None and not sent and not self.report.interrupted:
-            self._finish(first, UPDATED, first.item.message)  # the gate opened on the last write
-        elif first is not None and first.final is None:
-            self._verify(autotask, [first, *sent], confirmed=first)
-        else:
-            self._verify(autotask, sent)
-        if self.report.interrupted:
-            self._not_sent([w for w in writes if w.final is None])
+        with _signals_deferred() if self.report.interrupted else contextlib.nullcontext():
+            if first is not None and first.final is None and not sent:
+                if self.report.interrupted:
+                    self._verify(autotask, [first], confirmed=first)
+                else:
+                    self._finish(first, UPDATED, first.item.message)  # gate opened on the last
+            elif first is not None and first.final is None:
+                self._verify(autotask, [first, *sent], confirmed=first)
+            else:
+                self._verify(autotask, sent)
+            if self.report.interrupted:
+                self._not_sent([w for w in writes if w.final is None and w.intent_id == 0])
         return {write.item.client_id: write.final for write in writes if write.final is not None}
 
     def _wait(
@@ -801,9 +816,22 @@ class _Run:
             if kind == "rejected":
                 self._finish(write, FAILED, _refusal(item, detail))
                 return
-            if write.settle:
+            if write.settle and not self._abort.is_set():
                 log.info("client %d: waiting %.1fs before re-reading", item.client_id, write.settle)
-                time.sleep(write.settle)
+                self._abort.wait(write.settle)  # Ctrl-C ends the wait
+            if self._abort.is_set():
+                # Interrupted: never send again now. The intent stays open, so the next sync
+                # waits for this create to settle and re-reads before anything else.
+                write.final = replace(
+                    item,
+                    status=FAILED,
+                    after=item.before,
+                    message=(
+                        f"outcome unknown ({detail}) and the run was interrupted before it could "
+                        "re-read; the next `infima-autotask sync` re-reads Autotask first"
+                    ),
+                )
+                return
             state, landing = self._reread(autotask, item)
             if state == "applied":
                 note = "applied (confirmed by re-reading after an unknown outcome)"
@@ -1071,6 +1099,22 @@ def _refusal(item: PlanItem, detail: str) -> str:
             "this change by hand in Autotask"
         )
     return f"{REFUSED}: {detail}"
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ignore further Ctrl-C and SIGTERM while the writes already sent finish and are recorded:
+    a second Ctrl-C must not leave a create in flight unrecorded (exit 130's promise)."""
+    try:
+        previous = [(s, signal.signal(s, signal.SIG_IGN)) for s in (signal.SIGINT, signal.SIGTERM)]
+    except ValueError:  # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous:
+            signal.signal(number, handler)
 
 
 def _written(write: _Write) -> str:

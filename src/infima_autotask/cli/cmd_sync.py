@@ -189,29 +189,35 @@ def sync(
         raise click.UsageError("--plan-out works only with --dry-run.")
     runtime = get_runtime()
     reviewed = load_plan(plan_file) if plan_file is not None else None
-    ask = not (dry_run or reviewed or yes or as_json or quiet) and _common.can_prompt()
+    ask = not (dry_run or reviewed or yes) and _common.can_prompt()
     if ask:
         preview = _run(runtime, SyncOptions(month, clients, if_due, True, yes, counts_file), quiet)
         planned = preview.summary[PLANNED]
         if planned:
-            _render(preview, as_json=False, show_all=show_all)
-            if not click.confirm(
+            # With --json, stdout keeps its one document: the plan goes to the terminal.
+            _render(preview, as_json=False, show_all=show_all, to_stderr=as_json)
+            question = (
                 f"Write {'this' if planned == 1 else 'these'} {planned} "
-                f"change{'s' if planned != 1 else ''} to Autotask?",
-                default=False,
-                err=True,
-            ):
+                f"change{'s' if planned != 1 else ''} to Autotask?"
+            )
+            try:
+                agreed = click.confirm(question, default=False, err=True)
+            except click.Abort:  # Ctrl-C or end of input at the question
+                warn("Nothing was written.")
+                raise click.exceptions.Exit(INTERRUPTED) from None
+            if not agreed:
                 warn("Nothing was written.")
                 return
-            reviewed = ReviewedPlan.of(
-                preview.items, parse_month(preview.period), "the plan shown above"
-            )
+        # Exactly what was shown: with nothing planned, anything found since is held.
+        reviewed = ReviewedPlan.of(
+            preview.items, parse_month(preview.period), "the plan shown above"
+        )
     options = SyncOptions(month, clients, if_due, dry_run, yes, counts_file, plan=reviewed)
     report = _run(runtime, options, quiet)
     if report.interrupted:
         _render(report, as_json=as_json, show_all=show_all)
         written = report.summary[UPDATED]
-        changes = sum(1 for item in report.items if item.change or item.cost_changes)
+        changes = report.writes_planned
         warn(
             f"Interrupted: {written} of {changes} changes written; the rest not sent; run "
             "`infima-autotask sync` again to finish."
@@ -278,7 +284,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 LONG_TABLE = 20  # rows; a longer table shows only what needs reading (--all: every row)
 
 
-def _render(report: SyncReport, *, as_json: bool, show_all: bool = False) -> None:
+def _render(
+    report: SyncReport, *, as_json: bool, show_all: bool = False, to_stderr: bool = False
+) -> None:
     for text in report.warnings:
         warn(f"Warning: {text}")
     if report.unmapped:
@@ -304,7 +312,7 @@ def _render(report: SyncReport, *, as_json: bool, show_all: bool = False) -> Non
             ]
             for item in shown
         ]
-        click.echo(tabulate(table, headers=SYNC_COLUMNS, disable_numparse=True))
+        click.echo(tabulate(table, headers=SYNC_COLUMNS, disable_numparse=True), err=to_stderr)
         hidden = len(report.items) - len(shown)
         if hidden:
             rows = f"{hidden} unchanged or skipped row{'s' if hidden != 1 else ''}"
