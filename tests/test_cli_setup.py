@@ -590,3 +590,35 @@ def test_global_options_after_the_command_are_accepted(runner, tmp_path):
     assert result.stdout == "config OK: 0 mappings\n"
     assert "config loaded from" in result.stderr  # -vv took effect
     assert runner.invoke(cli, ["validate", f"--config={config}"]).exit_code == 0
+
+
+def test_a_value_that_looks_like_a_global_option_stays_with_its_option(runner, tmp_path):
+    """`map --from-csv -v` names a file called -v; `--config sync sync` is a config named sync."""
+    from infima_autotask.cli import _globals_first
+    from infima_autotask.cli import cli as group
+
+    commands = group.commands
+    assert _globals_first(["map", "--from-csv", "-v"], commands) == ["map", "--from-csv", "-v"]
+    assert _globals_first(["--config", "sync", "sync", "-v"], commands) == [
+        "--config",
+        "sync",
+        "-v",
+        "sync",
+    ]
+    assert _globals_first(["sync", "--month", "2026-12", "-vv"], commands) == [
+        "-vv",
+        "sync",
+        "--month",
+        "2026-12",
+    ]
+
+
+def test_status_fails_when_the_counts_file_cannot_be_read(
+    invoke, stored_creds, requests_mock, config_path, tmp_path
+):
+    missing = tmp_path / "nowhere.csv"
+    write_config(config_path, make_config(infima={"counts_file": str(missing)}))
+    requests_mock.get(re.compile(".*"), status_code=404)
+    result = invoke("status")
+    assert result.exit_code == 2
+    assert "Cannot read the counts file" in result.stdout

@@ -1305,4 +1305,4 @@ def test_a_map_that_changes_nothing_leaves_the_file_alone(invoke, cfg, autotask,
 def test_unmap_shows_the_overrides_it_drops(invoke, cfg, config_path):
     result = invoke("unmap", "102")
     assert result.exit_code == 0, result.output
-    assert "  its overrides were: --exclude-users 1 note: 'keep me'" in result.stdout
+    assert "  its overrides were: exclude_users: 1, note: 'keep me'" in result.stdout

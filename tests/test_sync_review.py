@@ -210,3 +210,21 @@ def test_ctrl_c_at_the_question_writes_nothing_and_exits_130(
     assert result.exit_code == 130
     assert "Nothing was written." in result.stderr
     assert writes(requests_mock) == []
+
+
+def test_a_plan_is_held_when_the_date_it_would_send_changed_since(
+    invoke, setup, fake, requests_mock, tmp_path, config_path
+):
+    """autotask.timezone changed after the review: the same day, sent at another hour."""
+    fake.add_client(101, 10)
+    setup({101: 12})
+    plan = tmp_path / "plan.json"
+    invoke("sync", "--month", PERIOD, "--dry-run", "--plan-out", str(plan))
+    setup({101: 12}, autotask={"timezone": "America/New_York"})
+
+    result = invoke("sync", "--plan", str(plan), "--json")
+
+    [item] = json.loads(result.stdout)["items"]
+    assert item["status"] == "held"
+    assert "sent date 2026-12-01T12:00:00Z -> 2026-12-01T14:30:00Z" in item["message"]
+    assert writes(requests_mock) == []

@@ -232,7 +232,8 @@ def status(runtime: Runtime) -> StatusReport:
 
     def infima() -> str:
         if config.infima.counts_file:
-            return f"counts file {config.infima.counts_file} (INFIMA API not used)"
+            clients = runtime.count_source().clients()  # a file sync could not read fails here
+            return f"counts file {config.infima.counts_file}: {len(clients)} clients"
         client = runtime.infima()
         return f"Connected ({client.partner_name()}, {client.base})"
 

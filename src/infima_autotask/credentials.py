@@ -151,11 +151,14 @@ def _refuse_plaintext(env: Mapping[str, str]) -> None:
     except (keyring.errors.KeyringError, RuntimeError):
         return  # reported by the set call that follows
     chained = getattr(backend, "backends", None)
-    writer = chained[0] if isinstance(chained, (list, tuple)) and chained else backend
+    # A chain stores in the first member that takes it: any unsafe member may end up holding it.
+    members = list(chained) if isinstance(chained, (list, tuple)) and chained else [backend]
+    writer = next((m for m in members if _unencrypted(m)), None)
+    if writer is None:
+        return
     kind = type(writer)
     path = f"{kind.__module__}.{kind.__name__}"
-    unsafe = "plaintext" in kind.__name__.lower() or kind.__module__ == "keyring.backends.null"
-    if not unsafe or env.get("PYTHON_KEYRING_BACKEND", "").strip() == path:
+    if env.get("PYTHON_KEYRING_BACKEND", "").strip() == path:
         return
     where = getattr(writer, "file_path", "")
     raise CredentialsError(
@@ -166,6 +169,11 @@ def _refuse_plaintext(env: Mapping[str, str]) -> None:
         f"keep the secrets in the environment variables. To use {kind.__name__} anyway, set "
         f"PYTHON_KEYRING_BACKEND={path}."
     )
+
+
+def _unencrypted(backend: object) -> bool:
+    kind = type(backend)
+    return "plaintext" in kind.__name__.lower() or kind.__module__ == "keyring.backends.null"
 
 
 def _no_file_password() -> CredentialsError:

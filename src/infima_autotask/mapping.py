@@ -677,24 +677,17 @@ def describe(mapping: Mapping) -> str:
     )
 
 
-_OVERRIDES = ("exclude_users", "min_units", "max_units", "unit_cost", "overwrite_cost", "prorate")
-
-
 def overrides_text(mapping: Mapping) -> str:
-    """The mapping's overrides as `map` options (and its note), or "" when it has none."""
-    parts = []
-    for key in _OVERRIDES:
-        value = getattr(mapping, key)
-        if value is None or (key == "exclude_users" and value == 0) or key == "overwrite_cost":
-            continue  # overwrite_cost: --unit-cost sets it
-        option = f"--{key.replace('_', '-')}"
-        if key == "prorate":
-            parts.append(option if value else "--no-prorate")
-        else:
-            parts.append(f"{option} {value:g}" if isinstance(value, float) else f"{option} {value}")
-    if mapping.note:
-        parts.append(f"note: {mapping.note!r}")
-    return " ".join(parts)
+    """The mapping's overrides as they stand in the config (exact values), or "" for none."""
+    parts = [
+        f"{key}: {value!r}"
+        for key in ("exclude_users", "min_units", "max_units", "unit_cost", "overwrite_cost")
+        + ("prorate", "enabled", "note")
+        if (value := getattr(mapping, key)) is not None
+        and not (key == "exclude_users" and value == 0)
+        and not (key == "enabled" and value is True)
+    ]
+    return ", ".join(parts)
 
 
 def mapping_document(mapping: Mapping) -> Row:

@@ -50,9 +50,10 @@ class PlannedWrite:
     effective: str | None
     unit_price: float | None
     unit_cost: float | None
+    sent_date: str | None  # the effectiveDate text: a changed autotask.timezone changes it
 
     @classmethod
-    def of(cls, item: PlanItem) -> PlannedWrite:
+    def of(cls, item: PlanItem, zone: str | None) -> PlannedWrite:
         return cls(
             contract_service_id=item.contract_service_id,
             users=item.users,
@@ -61,12 +62,13 @@ class PlannedWrite:
             effective=item.effective.isoformat() if item.effective else None,
             unit_price=item.unit_price,
             unit_cost=item.new_unit_cost,
+            sent_date=wire_effective_date(item.effective, zone) if item.effective else None,
         )
 
     def differences(self, now: PlannedWrite) -> list[str]:
         """What changed since the review, in words (empty when nothing did)."""
         found = []
-        for name in ("contract_service_id", "users", "before", "target", "effective"):
+        for name in ("contract_service_id", "users", "before", "target", "effective", "sent_date"):
             old, new = getattr(self, name), getattr(now, name)
             if old != new:
                 found.append(f"{name.replace('_', ' ')} {old} -> {new}")
@@ -88,8 +90,10 @@ class ReviewedPlan:
     writes: Mapping[int, PlannedWrite]
 
     @classmethod
-    def of(cls, items: Iterable[PlanItem], period: date, source: str) -> ReviewedPlan:
-        planned = {i.client_id: PlannedWrite.of(i) for i in items if i.status == PLANNED}
+    def of(
+        cls, items: Iterable[PlanItem], period: date, source: str, zone: str | None
+    ) -> ReviewedPlan:
+        planned = {i.client_id: PlannedWrite.of(i, zone) for i in items if i.status == PLANNED}
         return cls(source, period, planned)
 
 
@@ -146,6 +150,7 @@ def load_plan(path: Path) -> ReviewedPlan:
                 effective=str(entry["effective_date"]),
                 unit_price=_number(entry["unit_price"]),
                 unit_cost=_number(entry["unit_cost"]),
+                sent_date=str(entry["request"]["effectiveDate"]),
             )
     except (KeyError, TypeError, ValueError, UsageError):
         raise UsageError(f"{bad}: an item is missing a value or has a wrong one.") from None

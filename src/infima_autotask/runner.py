@@ -508,7 +508,7 @@ class _Run:
         if reviewed is None:
             message = f"not written: not a change in the reviewed plan {plan.source}; {again}"
         else:
-            changed = reviewed.differences(PlannedWrite.of(item))
+            changed = reviewed.differences(PlannedWrite.of(item, self.zone))
             if not changed:
                 return item
             message = (

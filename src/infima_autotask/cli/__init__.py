@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,21 +46,38 @@ class _Cli(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Accept the global options after the command too (`sync -v`, `sync --config F`)."""
-        return super().parse_args(ctx, _globals_first(args, set(self.commands)))
+        return super().parse_args(ctx, _globals_first(args, self.commands))
 
 
 _VERBOSE = re.compile(r"-v+")
 
 
-def _globals_first(args: list[str], commands: set[str]) -> list[str]:
+def _takes_value(command: click.Command) -> set[str]:
+    """The command's option names that are followed by a value."""
+    return {
+        name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+
+
+def _globals_first(args: list[str], commands: Mapping[str, click.Command]) -> list[str]:
     """``args`` with ``-v``/``--verbose``/``--config X`` found after the command moved before it.
 
-    No command has options of these names, so moving them changes nothing else.
+    The command is the first word that is not the value of ``--config``; after it, a word that
+    is the value of one of the command's own options (a file named ``-v``) is left alone. No
+    command has options of these names, so moving them changes nothing else.
     """
-    position = next((i for i, arg in enumerate(args) if arg in commands), None)
+    position = None
+    for index, arg in enumerate(args):
+        if arg in commands and (index == 0 or args[index - 1] != "--config"):
+            position = index
+            break
     if position is None:
         return args
     front, command, rest = args[:position], args[position], args[position + 1 :]
+    valued = _takes_value(commands[command])
     moved: list[str] = []
     kept: list[str] = []
     index = 0
@@ -68,6 +86,10 @@ def _globals_first(args: list[str], commands: set[str]) -> list[str]:
         if arg == "--":
             kept += rest[index:]
             break
+        if arg in valued and index + 1 < len(rest):
+            kept += rest[index : index + 2]  # the option and its value, whatever it looks like
+            index += 2
+            continue
         if _VERBOSE.fullmatch(arg) or arg == "--verbose" or arg.startswith("--config="):
             moved.append(arg)
         elif arg == "--config" and index + 1 < len(rest):

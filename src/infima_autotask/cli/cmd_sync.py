@@ -210,7 +210,10 @@ def sync(
                 return
         # Exactly what was shown: with nothing planned, anything found since is held.
         reviewed = ReviewedPlan.of(
-            preview.items, parse_month(preview.period), "the plan shown above"
+            preview.items,
+            parse_month(preview.period),
+            "the plan shown above",
+            runtime.config.autotask.timezone,
         )
     options = SyncOptions(month, clients, if_due, dry_run, yes, counts_file, plan=reviewed)
     report = _run(runtime, options, quiet)
