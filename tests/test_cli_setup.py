@@ -412,6 +412,8 @@ def test_status_both_connected(invoke, stored_creds, infima_ok, tmp_path, config
         f"Config:           {config_path}",
         f"State folder:     {state}",
         "Mappings:         2",
+        "Time zones:       this month is counted in the server zone; writes are dated for no "
+        "tenant zone (UTC noon)",
         "Last sync:        never",
     ]
 
@@ -622,3 +624,25 @@ def test_status_fails_when_the_counts_file_cannot_be_read(
     result = invoke("status")
     assert result.exit_code == 2
     assert "Cannot read the counts file" in result.stdout
+
+
+def test_status_names_the_time_zones_and_times_in_utc(
+    invoke, stored_creds, requests_mock, config_path, state_dir
+):
+    from infima_autotask.history import History
+
+    write_config(
+        config_path,
+        make_config(sync={"timezone": "America/New_York"}, autotask={"timezone": "Europe/London"}),
+    )
+    with History(state_dir) as history:
+        history.start_run(period="2026-12", dry_run=False, version="0.1.0")
+    requests_mock.get(re.compile(".*"), status_code=404)
+    result = invoke("status")
+    assert (
+        "Time zones:       this month is counted in America/New_York; writes are dated for "
+        "Europe/London" in result.stdout
+    )
+    assert re.search(
+        r"Last sync: +2026-12 sync at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: ", result.stdout
+    )

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,7 @@ class StatusReport:
     autotask: str
     infima: str
     last_run: str
+    zones: str = ""
     ok: bool = True
     exit_code: int = 0  # what `sync` would exit with for the first problem found (SPEC §3)
 
@@ -193,6 +195,7 @@ class StatusReport:
             ("Config", self.config_path),
             ("State folder", self.state_dir),
             ("Mappings", "-" if self.mappings is None else str(self.mappings)),
+            ("Time zones", self.zones),
             ("Last sync", self.last_run),
         ]
 
@@ -246,7 +249,8 @@ def status(runtime: Runtime) -> StatusReport:
             run = history.last_run()
         if run is not None:
             kind = "dry run" if run.dry_run else "sync"
-            last = f"{run.period} {kind} at {run.started_at}: {run.outcome or 'unfinished'}"
+            when = _utc_stamp(run.started_at)
+            last = f"{run.period} {kind} at {when}: {run.outcome or 'unfinished'}"
     codes = [autotask_code, infima_code, state_code]
     # A missing credential or an unusable folder is fixed first, as sync would stop there.
     code = 2 if 2 in codes else max(codes)
@@ -257,9 +261,24 @@ def status(runtime: Runtime) -> StatusReport:
         autotask=autotask_text,
         infima=infima_text,
         last_run=last,
+        zones=(
+            f"this month is counted in {config.sync.timezone or 'the server zone'}; writes "
+            f"are dated for {config.autotask.timezone or 'no tenant zone (UTC noon)'}"
+        ),
         ok=code == 0,
         exit_code=code,
     )
+
+
+def _utc_stamp(text: str) -> str:
+    """A history time as ``2026-12-01T06:00:00Z``."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _state_folder(state_dir: Path) -> str:
