@@ -73,8 +73,12 @@ def test_a_signal_during_the_writes_sends_nothing_queued(month_of_writes, signum
     written = len(sandbox.adjustments())
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    # Only the creates already in flight (at most 3) went out after the signal.
-    assert at_signal <= written <= at_signal + 3 < CLIENTS
+    # Only creates in flight went out after the signal: at most 3 when it is handled, and the
+    # child may start up to 3 more in the moment between our count and its handler (30 ms per
+    # request here). A run that kept sending would write all 120.
+    assert at_signal <= written <= at_signal + 6 < CLIENTS // 2
+    time.sleep(0.2)
+    assert len(sandbox.adjustments()) == written  # nothing arrives after the exit
     assert f"Interrupted: {written} of {CLIENTS} changes written; the rest not sent" in err
     assert out.count("not sent: the run was interrupted") == CLIENTS - written
     # Every write that went out was recorded with its outcome; no intent left open.

@@ -100,7 +100,12 @@ def test_sync_writes_one_adjustment_per_change_and_verifies(invoke, setup, fake,
     assert lines["101"][2:9] == [str(cs_id(101)), "2026-12-01", "12", "10", "12", "+2", "updated"]
     assert lines["102"][2:9] == [str(cs_id(102)), "2026-12-01", "5", "5", "5", "0", "unchanged"]
     assert lines["103"][2:9] == [str(cs_id(103)), "2026-12-01", "6", "7", "6", "-1", "updated"]
-    assert result.stderr == "Period 2026-12: 2 updated, 1 unchanged, 0 skipped, 0 held, 0 failed\n"
+    assert result.stderr == (
+        "Period 2026-12: 2 updated, 1 unchanged, 0 skipped, 0 held, 0 failed\n"
+        "Money change written: +4.50 a period at the unit prices.\n"
+    )
+    # The Detail of each write: the money it moves, at what unit price, on which line.
+    assert "+9.00 at 4.50 a unit; Acme LLC / INFIMA SAT" in result.stdout
     assert SECRET not in result.output and API_KEY not in result.output
 
 
@@ -203,6 +208,7 @@ def test_dry_run_writes_nothing_and_detailed_exitcode(invoke, setup, fake, reque
     assert result.stderr == (
         "Period 2026-12: 1 planned, 1 unchanged, 0 skipped, 0 held, 0 failed "
         "(dry run: nothing written)\n"
+        "Money change planned: +9.00 a period at the unit prices.\n"
     )
     plain = invoke("sync", "--month", PERIOD, "--dry-run")
     assert plain.exit_code == 0
@@ -506,6 +512,7 @@ def test_a_failing_client_does_not_stop_the_others(
         "Warning: INFIMA clients without a mapping (not synced): Client 104 (104), "
         "Client 105 (105)",
         "Period 2026-12: 2 updated, 0 unchanged, 0 skipped, 0 held, 1 failed",
+        "Money change written: +0.00 a period at the unit prices.",  # +2 and -2 at 4.50
     ]
     # INFIMA budget: one client list plus one user list per synced client; no fetch of 104/105
     infima_calls = [r for r in requests_mock.request_history if r.url.startswith(INFIMA)]
@@ -823,6 +830,7 @@ def test_progress_bar_only_when_stderr_is_a_terminal(invoke, setup, fake, monkey
     assert "Counting INFIMA users" in shown.stderr and "Writing to Autotask" in shown.stderr
     assert shown.stderr.endswith(
         "Period 2026-12: 1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed\n"
+        "Money change written: +9.00 a period at the unit prices.\n"
     )
     assert "Writing" not in shown.stdout
 

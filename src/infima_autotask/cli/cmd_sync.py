@@ -41,6 +41,7 @@ from infima_autotask.sync import (
     SKIPPED,
     UNCHANGED,
     UPDATED,
+    PlanItem,
     parse_month,
     period_label,
     summary_line,
@@ -311,7 +312,7 @@ def _render(
                 _cell(item.after),
                 signed(item.change),
                 item.status,
-                item.message,
+                _detail(item),
             ]
             for item in shown
         ]
@@ -328,6 +329,22 @@ def _render(
                 report.period, report.summary, dry_run=report.dry_run, relation=report.relation
             )
         )
+        moving = [item for item in report.items if item.writes and item.change]
+        if moving and not as_json:
+            total = sum(item.money_change for item in moving)
+            done = "planned" if report.dry_run else "written"
+            warn(f"Money change {done}: {total:+.2f} a period at the unit prices.")
+
+
+def _detail(item: PlanItem) -> str:
+    """The item's message, then the money a write moves and the line's account and service."""
+    parts = [item.message] if item.message else []
+    if item.writes and item.change and item.unit_price is not None:
+        parts.append(f"{item.money_change:+.2f} at {item.unit_price:.2f} a unit")
+    names = " / ".join(name for name in (item.account_name, item.service_name) if name)
+    if names:
+        parts.append(names)
+    return "; ".join(parts)
 
 
 def _cell(value: int | None) -> str:
