@@ -297,6 +297,22 @@ def iana_zone(text: str | None) -> str | None:
     return name
 
 
+def same_offsets(a: str, b: str, start: date) -> bool:
+    """Two zones that date writes alike: the same UTC offset at noon (the moment
+    :func:`wire_effective_date` reads it) on every day of the year from ``start``."""
+    if a == b:
+        return True
+    za, zb = ZoneInfo(a), ZoneInfo(b)
+    for n in range(366):
+        day = start + timedelta(days=n)
+        if (
+            datetime.combine(day, time(12), tzinfo=za).utcoffset()
+            != datetime.combine(day, time(12), tzinfo=zb).utcoffset()
+        ):
+            return False
+    return True
+
+
 # --- the date sent -------------------------------------------------------------------------
 
 

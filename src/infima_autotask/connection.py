@@ -7,12 +7,12 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from infima_autotask.autotask import AutotaskClient, lookup_zone
-from infima_autotask.billing import iana_zone
+from infima_autotask.billing import iana_zone, same_offsets
 from infima_autotask.config import Config, load_config_or_default, save_config
 from infima_autotask.credentials import (
     ENV_INFIMA_KEY,
@@ -28,7 +28,7 @@ from infima_autotask.errors import (
     InfimaAutotaskError,
     StateError,
 )
-from infima_autotask.history import History
+from infima_autotask.history import History, display_time
 from infima_autotask.http import register_secret
 from infima_autotask.infima import InfimaClient
 from infima_autotask.model import read_location_timezone
@@ -56,8 +56,11 @@ class TenantZone:
 
     @property
     def differs(self) -> bool:
-        """The config names another zone; it is kept (``doctor`` compares them)."""
-        return self.zone is not None and self.configured not in (None, self.zone)
+        """The config names a zone that dates writes otherwise; it is kept (SPEC §6), and
+        `doctor` fails it, by the same rule (``billing.same_offsets``)."""
+        if self.zone is None or self.configured is None:
+            return False
+        return not same_offsets(self.zone, self.configured, date.today())
 
 
 def read_tenant_zone(client: AutotaskClient, configured: str | None) -> TenantZone:
@@ -249,7 +252,7 @@ def status(runtime: Runtime) -> StatusReport:
             run = history.last_run()
         if run is not None:
             kind = "dry run" if run.dry_run else "sync"
-            when = _utc_stamp(run.started_at)
+            when = display_time(run.started_at)
             last = f"{run.period} {kind} at {when}: {run.outcome or 'unfinished'}"
     codes = [autotask_code, infima_code, state_code]
     # A missing credential or an unusable folder is fixed first, as sync would stop there.
@@ -268,17 +271,6 @@ def status(runtime: Runtime) -> StatusReport:
         ok=code == 0,
         exit_code=code,
     )
-
-
-def _utc_stamp(text: str) -> str:
-    """A history time as ``2026-12-01T06:00:00Z``."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _state_folder(state_dir: Path) -> str:

@@ -15,9 +15,8 @@ import logging
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from infima_autotask.autotask import AutotaskClient
 from infima_autotask.billing import (
@@ -26,6 +25,7 @@ from infima_autotask.billing import (
     iana_zone,
     next_month,
     period_labels,
+    same_offsets,
     same_rate,
     unit_rates,
     wire_effective_date,
@@ -206,20 +206,6 @@ def infima_connection(runtime: Runtime, config: Config) -> tuple[Check, _Infima 
 # --- the tenant's time zone ----------------------------------------------------------------
 
 
-def same_offsets(a: str, b: str, start: date) -> bool:
-    """Two zones with the same UTC offset at noon on every day of the year from ``start``
-    (the moment ``wire_effective_date`` reads the offset)."""
-    za, zb = ZoneInfo(a), ZoneInfo(b)
-    for n in range(366):
-        day = start + timedelta(days=n)
-        if (
-            datetime.combine(day, time(12), tzinfo=za).utcoffset()
-            != datetime.combine(day, time(12), tzinfo=zb).utcoffset()
-        ):
-            return False
-    return True
-
-
 def zone_check(
     tenant_text: str | None, configured: str | None, *, today: date, read_error: str = ""
 ) -> Check:
@@ -230,7 +216,7 @@ def zone_check(
         f"{tenant_text} ({tenant})" if tenant and tenant_text and tenant != tenant_text else tenant
     )
     if tenant is not None and configured is not None:
-        if tenant == configured or same_offsets(tenant, configured, today):
+        if same_offsets(tenant, configured, today):
             return Check(
                 name,
                 OK,

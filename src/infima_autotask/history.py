@@ -156,6 +156,17 @@ class RunRecord:
     summary: dict[str, int]
 
 
+def display_time(stamp: str) -> str:
+    """A stored time as every command shows it: ``2026-12-01T06:00:00Z`` (naive is UTC)."""
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 

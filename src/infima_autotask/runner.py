@@ -35,6 +35,7 @@ from infima_autotask.billing import (
     next_month,
     period_labels,
     shows,
+    within_cent,
 )
 from infima_autotask.config import Mapping
 from infima_autotask.errors import (
@@ -45,7 +46,14 @@ from infima_autotask.errors import (
     ThresholdError,
     UsageError,
 )
-from infima_autotask.history import DB_NAME, History, HistoryItem, ItemRecord, SyncLock
+from infima_autotask.history import (
+    DB_NAME,
+    History,
+    HistoryItem,
+    ItemRecord,
+    SyncLock,
+    display_time,
+)
 from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, InfimaClientInfo
 from infima_autotask.model import (
     Contract,
@@ -639,8 +647,8 @@ class _Run:
                 status, message = FAILED, "not applied by the interrupted run"
             elif state in (EARLY, LATE):
                 status = FAILED
-                message = "interrupted run: " + _landing_message(
-                    state, found, effective, intent.before, f"{intent.target}"
+                message = "interrupted run: " + _moved_message(
+                    state, found, effective, intent.before
                 )
             else:
                 shown = _describe(choose_row(found, effective), effective)
@@ -709,7 +717,12 @@ class _Run:
                     if write.final is not None and write.final.status == UPDATED:
                         break
                     if first is None and not _refused(write.final):
-                        self._hold_rest(remaining, write.item)
+                        self._hold(
+                            remaining,
+                            f"not written: the first write of this run, client "
+                            f"{write.item.client_id}, did not verify; fix what its Detail says, "
+                            "then run `sync` again",
+                        )
                         remaining = []
                 futures = [pool.submit(self._apply, autotask, write) for write in remaining]
                 self._wait(futures, stage=stage, done=total - len(remaining), total=total)
@@ -737,7 +750,10 @@ class _Run:
             else:
                 self._verify(autotask, sent)
             if self.report.interrupted:
-                self._not_sent([w for w in writes if w.final is None and w.intent_id == 0])
+                self._hold(
+                    [w for w in writes if w.final is None and w.intent_id == 0],
+                    "not sent: the run was interrupted; run `sync` again to finish",
+                )
         return {write.item.client_id: write.final for write in writes if write.final is not None}
 
     def _wait(
@@ -762,9 +778,8 @@ class _Run:
         if errors:
             raise errors[0]
 
-    def _not_sent(self, rest: list[_Write]) -> None:
-        """Writes an interrupt stopped before they were sent: held, and said so."""
-        message = "not sent: the run was interrupted; run `sync` again to finish"
+    def _hold(self, rest: list[_Write], message: str) -> None:
+        """Writes never sent (the first write did not verify, or an interrupt): held, said so."""
         for write in rest:
             write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
         self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
@@ -780,15 +795,6 @@ class _Run:
                 "check Autotask"
             )
         return landing_problem(item, rows.get(item.contract_service_id, []))
-
-    def _hold_rest(self, rest: list[_Write], first: PlanItem) -> None:
-        message = (
-            f"not written: the first write of this run, client {first.client_id}, did not "
-            "verify; fix what its Detail says, then run `sync` again"
-        )
-        for write in rest:
-            write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
-        self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
 
     def _apply(self, autotask: AutotaskClient, write: _Write) -> None:
         if self._abort.is_set():
@@ -898,20 +904,13 @@ class _Run:
             log.warning("client %d: re-read failed: %s", item.client_id, exc)
             return "error", ""
         found = rows.get(item.contract_service_id, [])
-        problem = landing_problem(item, found)
-        if problem is None:
+        state = _item_landing(item, found)
+        if state == LANDED:
             return "applied", ""
-        state = landing(
-            found,
-            item.effective or self.day,
-            before=item.before,
-            target=item.target,
-            rates=item.rates,
-            before_rates=item.before_rates,
-            day_before=item.day_before,
-        )
         # Sent again only when nothing of it shows anywhere: a late landing is not "before".
-        return ("before", "") if state == BEFORE else ("other", problem)
+        if state == BEFORE:
+            return "before", ""
+        return "other", _landing_message(state, found, item)
 
     def _verify(
         self, autotask: AutotaskClient, writes: list[_Write], *, confirmed: _Write | None = None
@@ -1014,26 +1013,40 @@ def landing_problem(item: PlanItem, rows: Sequence[UnitsRow]) -> str | None:
     prorated write splits it). A change on E - 1 or E + 1 is named with the one-day charge
     it left and the fix.
     """
-    effective = item.effective
-    if effective is None or item.target is None:
-        return "nothing to verify: no effective date"
-    state = landing(
+    state = _item_landing(item, rows)
+    return None if state == LANDED else _landing_message(state, rows, item)
+
+
+def _item_landing(item: PlanItem, rows: Sequence[UnitsRow]) -> str:
+    """:func:`landing` of a planned write (``other`` when it has no E or target)."""
+    if item.effective is None or item.target is None:
+        return OTHER
+    return landing(
         rows,
-        effective,
+        item.effective,
         before=item.before,
         target=item.target,
         rates=item.rates,
         before_rates=item.before_rates,
         day_before=item.day_before,
     )
-    if state == LANDED:
-        return None
-    return _landing_message(state, rows, effective, item.before, _expected(item))
 
 
-def _landing_message(
-    state: str, rows: Sequence[UnitsRow], effective: date, before: int | None, expected: str
+def _landing_message(state: str, rows: Sequence[UnitsRow], item: PlanItem) -> str:
+    effective = item.effective
+    if effective is None:
+        return "nothing to verify: no effective date"
+    shown = _describe(choose_row(rows, effective), effective)
+    moved = _moved_message(state, rows, effective, item.before)
+    return moved or f"{shown}, expected {_expected(item)}"
+
+
+def _moved_message(
+    state: str, rows: Sequence[UnitsRow], effective: date | None, before: int | None
 ) -> str:
+    """The message of a write Autotask dated a day early or late ("" for other states)."""
+    if effective is None or state not in (EARLY, LATE):
+        return ""
     day = timedelta(days=1)
     fix = "then set autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
     if state == EARLY:
@@ -1043,13 +1056,11 @@ def _landing_message(
             f"{effective.isoformat()}: the one-day charge on {(effective - day).isoformat()} "
             f"({_describe(early)}) must be reversed by hand in Autotask; {fix}"
         )
-    if state == LATE:
-        return (
-            f"Autotask dated the change {(effective + day).isoformat()}, a day after "
-            f"{effective.isoformat()}: {effective.isoformat()} is still billed at {before} "
-            f"units, a one-day charge to correct by hand in Autotask; {fix}"
-        )
-    return f"{_describe(choose_row(rows, effective), effective)}, expected {expected}"
+    return (
+        f"Autotask dated the change {(effective + day).isoformat()}, a day after "
+        f"{effective.isoformat()}: {effective.isoformat()} is still billed at {before} "
+        f"units, a one-day charge to correct by hand in Autotask; {fix}"
+    )
 
 
 def _unchanged(now: UnitsRow | None, planned: UnitsRow | None, effective: date) -> bool:
@@ -1061,13 +1072,9 @@ def _unchanged(now: UnitsRow | None, planned: UnitsRow | None, effective: date) 
         and now.start == planned.start
         and now.units == planned.units
         and effective - timedelta(days=1) <= now.end <= max(planned.end, effective)
-        and _same_money(now.price, planned.price)
-        and _same_money(now.cost, planned.cost)
+        and within_cent(now.price, planned.price)
+        and within_cent(now.cost, planned.cost)
     )
-
-
-def _same_money(a: float | None, b: float | None) -> bool:
-    return a is b if a is None or b is None else abs(a - b) <= 0.005
 
 
 def _refused(item: PlanItem | None) -> bool:
@@ -1239,7 +1246,7 @@ def history_rows(
             detail = _join("dry run", detail)
         rows.append(
             {
-                "Time": _timestamp(item.created_at),
+                "Time": display_time(item.created_at),
                 "Period": item.period,
                 "Effective": item.effective_date,
                 "Client ID": item.client_id,
@@ -1252,11 +1259,3 @@ def history_rows(
             }
         )
     return rows
-
-
-def _timestamp(text: str) -> str:
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
