@@ -83,12 +83,25 @@ def stored_creds(memkeyring):
 
 
 @pytest.fixture
-def invoke(runner, config_path):
+def seams():
+    """What ``invoke`` hands the CLI as its outside world (click's ``obj``): fixtures set
+    ``clock``, ``retry`` or ``sleep`` here instead of patching the tool's modules."""
+    return {}
+
+
+@pytest.fixture
+def invoke(runner, config_path, seams):
     """Run the real CLI with --config pointing at the test's config file."""
+    from infima_autotask.runtime import Seams
 
     def run(*args, input=None, env=None):
         return runner.invoke(
-            cli, ["--config", str(config_path), *args], input=input, env=env, catch_exceptions=False
+            cli,
+            ["--config", str(config_path), *args],
+            input=input,
+            env=env,
+            obj=Seams(**seams),
+            catch_exceptions=False,
         )
 
     return run
@@ -99,13 +112,11 @@ def invoke(runner, config_path):
 
 
 @pytest.fixture
-def no_backoff(monkeypatch):
-    """Retries without waiting: HttpClient binds time.sleep at import, so shrink the delays."""
+def no_backoff(seams):
+    """Retries without waiting."""
     from infima_autotask.http import RetryPolicy
 
-    monkeypatch.setattr(
-        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.0)
-    )
+    seams["retry"] = lambda: RetryPolicy(base_delay=0.0, max_delay=0.0)
 
 
 @pytest.fixture
@@ -115,7 +126,7 @@ def state_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def fake(requests_mock, monkeypatch):
+def fake(requests_mock, seams):
     """A fake Autotask (``fake_autotask.FakeAutotask``) answering every request of a sync.
 
     Its data is for 2026-12 (``fake_autotask.PERIOD``): the run's clock stands at noon UTC on
@@ -125,9 +136,7 @@ def fake(requests_mock, monkeypatch):
 
     from fake_autotask import FakeAutotask
 
-    monkeypatch.setattr(
-        "infima_autotask.runner.clock", lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
-    )
+    seams["clock"] = lambda: datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
     return FakeAutotask().install(requests_mock)
 
 

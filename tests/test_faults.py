@@ -63,7 +63,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -74,9 +74,9 @@ import yaml
 from click.testing import CliRunner, Result
 from sandbox_cli import EXE, subprocess_env
 
-from infima_autotask import runtime as runtime_module
 from infima_autotask.cli import cli
 from infima_autotask.http import HttpClient, RetryPolicy
+from infima_autotask.runtime import Seams
 from infima_autotask.sandbox import Sandbox, data
 
 FAULTS_INJECTED = 36
@@ -116,6 +116,8 @@ class World:
     state: Path
     env: dict[str, str]
     config_bytes: bytes = b""
+    # Retries without the real backoff; tests swap in a shorter timeout where they need one.
+    seams: Seams = field(default_factory=lambda: Seams(retry=_fast_retry))
 
     def write_config(self, clients: tuple[int, ...] = ALL, **sync: Any) -> None:
         mappings = [m for m in data.seed_mappings(THIS_MONTH) if m["client_id"] in clients]
@@ -135,7 +137,9 @@ class World:
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
         """The real CLI in this process; an unexpected exception fails the test."""
-        return CliRunner().invoke(cli, list(args), env=env or self.env, catch_exceptions=False)
+        return CliRunner().invoke(
+            cli, list(args), env=env or self.env, obj=self.seams, catch_exceptions=False
+        )
 
     def subprocess_env(self) -> dict[str, str]:
         return {**subprocess_env(self.tmp / "home"), **self.env}
@@ -200,7 +204,6 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setattr(runtime_module, "RetryPolicy", _fast_retry)
     with Sandbox() as sandbox:
         config = tmp_path / "config.yaml"
         state = tmp_path / "state"
@@ -415,8 +418,9 @@ def test_write_timed_out_and_applied_late(world: World, monkeypatch: pytest.Monk
     Expected: the tool waits before re-reading (SPEC §8's re-read must see the late write),
     finds the target: updated, exactly one create and one adjustment, exit 0. Before the
     fix the re-read came at once, saw ``before`` and re-sent: two adjustments, 14 units."""
-    monkeypatch.setattr(runtime_module, "HttpClient", partial(HttpClient, timeout=(5.0, 0.6)))
-    monkeypatch.setattr(runtime_module, "RetryPolicy", lambda: _fast_retry(max_delay=5.0))
+    world.seams = Seams(
+        http=partial(HttpClient, timeout=(5.0, 0.6)), retry=lambda: _fast_retry(max_delay=5.0)
+    )
     result = sync_acme_with_write_fault(world, "timeout", retry_after=0.9)
     assert result.exit_code == 0, result.output
     item = item_of(result, ACME)
@@ -430,7 +434,7 @@ def test_write_timed_out_and_applied_late(world: World, monkeypatch: pytest.Monk
 def test_read_timed_out(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fault: the units-row read gets no answer within the read timeout (0.6 s here).
     Expected: retried; 2 updated, exit 0."""
-    monkeypatch.setattr(runtime_module, "HttpClient", partial(HttpClient, timeout=(5.0, 0.6)))
+    world.seams = replace(world.seams, http=partial(HttpClient, timeout=(5.0, 0.6)))
     world.sandbox.faults.add("ContractServiceUnits", "timeout", retry_after=0.9)
     result = sync(world)
     assert_clean_run(world, result)

@@ -27,12 +27,6 @@ from conftest import (
 from keyring.backend import KeyringBackend
 
 # Imported so that every module logger exists before the `logs` fixture hooks into them.
-import infima_autotask.autotask
-import infima_autotask.connection
-import infima_autotask.credentials
-import infima_autotask.http
-import infima_autotask.infima
-import infima_autotask.runtime
 from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.http import RetryPolicy
 
@@ -89,10 +83,9 @@ def logs(caplog):
 
 
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch):
+def fast_retries(seams):
     """The CLI's clients sleep for real; keep the retried 503 below a tenth of a second."""
-    fast = functools.partial(RetryPolicy, max_attempts=3, base_delay=0.01, max_delay=0.02)
-    monkeypatch.setattr(infima_autotask.runtime, "RetryPolicy", fast)
+    seams["retry"] = functools.partial(RetryPolicy, max_attempts=3, base_delay=0.01, max_delay=0.02)
 
 
 @pytest.fixture

@@ -154,15 +154,13 @@ def test_budget_and_in_chunks_at_501_mappings_and_501_changes(invoke, setup, fak
 
 
 def test_write_of_a_run_killed_moments_ago_is_given_time_to_land(
-    invoke, setup, fake, requests_mock, state_dir, monkeypatch
+    invoke, setup, fake, requests_mock, state_dir, seams
 ):
     """Defect: a run killed mid-send (stopped while Autotask hung) and started again at once
     read the units row before Autotask had applied the killed run's create, called it "not
     applied" and sent it again: billed twice once the first create landed. A fresh intent now
     gets the same settle wait as an unknown outcome within a run before it is re-read."""
-    monkeypatch.setattr(
-        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=0.5)
-    )
+    seams["retry"] = lambda: RetryPolicy(base_delay=0.0, max_delay=0.5)
     fake.add_client(101, 10)
     setup({101: 12})
     intent = record_intent(state_dir, 101, before=10, target=12)
@@ -189,13 +187,11 @@ def test_write_of_a_run_killed_moments_ago_is_given_time_to_land(
 
 
 def test_old_intent_not_applied_is_resolved_without_waiting(
-    invoke, setup, fake, requests_mock, state_dir, monkeypatch
+    invoke, setup, fake, requests_mock, state_dir, seams
 ):
     """Checked correct with the wait: an intent older than the settle time is read once, found
     not applied, and the current row is planned and written (once) in the same run."""
-    monkeypatch.setattr(
-        "infima_autotask.runtime.RetryPolicy", lambda: RetryPolicy(base_delay=0.0, max_delay=30.0)
-    )
+    seams["retry"] = lambda: RetryPolicy(base_delay=0.0, max_delay=30.0)
     fake.add_client(101, 10)
     setup({101: 12})
     record_intent(state_dir, 101, before=10, target=12)

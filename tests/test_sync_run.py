@@ -646,7 +646,7 @@ def test_second_sync_while_one_holds_the_lock_is_exit_3(
 # -- output -----------------------------------------------------------------------------------
 
 
-def test_json_document_shape(invoke, setup, fake):
+def test_json_document_shape(invoke, setup, fake, seams):
     fake.add_client(101, 10)
     fake.add_client(102, 8, startDate="2026-11-15T00:00:00")  # period not starting on 2026-12-01
     setup({101: 12, 102: 9})
@@ -725,9 +725,9 @@ def utc_server():
     time.tzset()
 
 
-def at(monkeypatch, when: datetime) -> None:
+def at(seams, when: datetime) -> None:
     """Move the run's clock."""
-    monkeypatch.setattr("infima_autotask.runner.clock", lambda: when)
+    seams["clock"] = lambda: when
 
 
 # 06:00 UTC on 1 December: the README's old cron hour; still 30 November in the Americas.
@@ -735,9 +735,9 @@ CRON_HOUR = datetime(2026, 12, 1, 6, 0, tzinfo=timezone.utc)
 
 
 def test_month_defaults_to_the_current_month_in_the_configured_zone(
-    invoke, setup, fake, requests_mock, monkeypatch, utc_server
+    invoke, setup, fake, requests_mock, seams, utc_server
 ):
-    at(monkeypatch, datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc))  # 22:00 in New York
+    at(seams, datetime(2026, 12, 1, 3, 0, tzinfo=timezone.utc))  # 22:00 in New York
     fake.add_client(101, 10)
     setup({101: 12}, sync={"timezone": "Europe/Berlin"})
     assert invoke("sync", "--dry-run").stderr.startswith("Period 2026-12:")
@@ -748,11 +748,11 @@ def test_month_defaults_to_the_current_month_in_the_configured_zone(
 
 
 def test_a_cron_run_before_midnight_in_the_billing_zone_writes_nothing(
-    invoke, setup, fake, requests_mock, monkeypatch, utc_server
+    invoke, setup, fake, requests_mock, seams, utc_server
 ):
     """UTC server, Los Angeles billing, cron at 06:00 on the 1st: 22:00 on the 30th there.
     Without --month, a real run refuses (exit 2); a dry run warns; nothing is sent."""
-    at(monkeypatch, CRON_HOUR)
+    at(seams, CRON_HOUR)
     fake.add_client(101, 10)
     setup({101: 12}, sync={"timezone": "America/Los_Angeles"})
 
@@ -772,7 +772,7 @@ def test_a_cron_run_before_midnight_in_the_billing_zone_writes_nothing(
     assert writes(requests_mock) == []
 
     # After midnight there, the same line syncs December.
-    at(monkeypatch, datetime(2026, 12, 1, 8, 5, tzinfo=timezone.utc))
+    at(seams, datetime(2026, 12, 1, 8, 5, tzinfo=timezone.utc))
     later = invoke("sync")
     assert later.exit_code == 0, later.output
     assert later.stderr.startswith("Period 2026-12:")
@@ -782,9 +782,9 @@ def test_a_cron_run_before_midnight_in_the_billing_zone_writes_nothing(
     ("month", "named"), [("2026-11", "a past month"), ("2027-01", "a future month")]
 )
 def test_an_explicit_other_month_is_named_in_the_summary(
-    invoke, setup, fake, requests_mock, monkeypatch, utc_server, month, named
+    invoke, setup, fake, requests_mock, seams, utc_server, month, named
 ):
-    at(monkeypatch, CRON_HOUR)
+    at(seams, CRON_HOUR)
     fake.add_client(101, 10)
     setup({101: 10}, sync={"timezone": "Europe/London"})
     result = invoke("sync", "--month", month, "--dry-run")
@@ -892,10 +892,10 @@ def test_a_counts_file_with_an_impossible_count_is_an_error_line_not_a_traceback
 
 
 def test_a_plan_made_before_midnight_in_the_billing_zone_is_refused_too(
-    invoke, setup, fake, requests_mock, monkeypatch, utc_server, tmp_path
+    invoke, setup, fake, requests_mock, seams, utc_server, tmp_path
 ):
     """A dry run warned; its plan carries the wrong month: `--plan` must not write it."""
-    at(monkeypatch, CRON_HOUR)
+    at(seams, CRON_HOUR)
     fake.add_client(101, 10)
     setup({101: 12}, sync={"timezone": "America/Los_Angeles"})
     plan = tmp_path / "plan.json"
@@ -909,10 +909,10 @@ def test_a_plan_made_before_midnight_in_the_billing_zone_is_refused_too(
 
 
 def test_a_billing_zone_ahead_of_the_server_writes_its_month(
-    invoke, setup, fake, requests_mock, monkeypatch, utc_server
+    invoke, setup, fake, requests_mock, seams, utc_server
 ):
     """20:00 UTC on 30 November is 07:00 on 1 December in Sydney: December has begun there."""
-    at(monkeypatch, datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc))
+    at(seams, datetime(2026, 11, 30, 20, 0, tzinfo=timezone.utc))
     fake.add_client(101, 10)
     setup({101: 12}, sync={"timezone": "Australia/Sydney"})
     result = invoke("sync")

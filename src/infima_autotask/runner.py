@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
@@ -31,17 +29,13 @@ from infima_autotask import __version__
 from infima_autotask.autotask import AutotaskClient
 from infima_autotask.billing import (
     Rates,
-    extended,
     next_month,
     period_labels,
     shows,
-    within_cent,
 )
 from infima_autotask.config import Mapping
 from infima_autotask.errors import (
     ApiError,
-    ApiRejected,
-    ApiUnavailable,
     InfimaAutotaskError,
     ThresholdError,
     UsageError,
@@ -50,11 +44,11 @@ from infima_autotask.history import (
     DB_NAME,
     History,
     HistoryItem,
-    ItemRecord,
     SyncLock,
     display_time,
 )
 from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, InfimaClientInfo
+from infima_autotask.landing import Landing, describe_row, landing, moved_message
 from infima_autotask.model import (
     Contract,
     Successor,
@@ -66,7 +60,7 @@ from infima_autotask.model import (
     read_contracts,
     read_units_rows,
 )
-from infima_autotask.plan_file import PlannedWrite, ReviewedPlan, adjustment_body
+from infima_autotask.plan_file import PlannedWrite, ReviewedPlan
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import (
     FAILED,
@@ -80,20 +74,15 @@ from infima_autotask.sync import (
     ended_contracts,
     exact,
     mapping_schedule,
-    money,
     period_label,
     plan,
     summary,
 )
+from infima_autotask.writer import Progress, Writer, join, record, settle_ceiling
 
 log = logging.getLogger(__name__)
 
-ADJUSTMENTS = "ContractServiceAdjustments"
-WRITE_THREADS = 3  # Autotask's thread limit per endpoint; the client's semaphore agrees
 MAX_LISTED_UNMAPPED = 20
-
-# (stage label, done, total): lets the CLI draw a progress bar without the library knowing.
-Progress = Callable[[str, int, int], None]
 
 HISTORY_COLUMNS = (
     "Time",
@@ -109,9 +98,9 @@ HISTORY_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SyncOptions:
-    """What the operator asked for; ``now`` replaces the clock (tests)."""
+    """What the operator asked for."""
 
     month: date | None = None
     clients: tuple[int, ...] = ()
@@ -119,7 +108,6 @@ class SyncOptions:
     dry_run: bool = False
     yes: bool = False
     counts_file: Path | None = None
-    now: datetime | None = None
     plan: ReviewedPlan | None = None  # write only what this reviewed dry run planned
 
 
@@ -187,11 +175,6 @@ class SyncInterrupted(KeyboardInterrupt):
         self.writing = writing
 
 
-def clock() -> datetime:
-    """Now, in UTC: the one clock of a run (tests move it to the edge of a month)."""
-    return datetime.now(timezone.utc)
-
-
 def month_boundary(now: datetime, zone: str | None) -> str | None:
     """Why a run without --month must not write now, or None.
 
@@ -252,7 +235,7 @@ def run_sync(
         LockHeldError, ThresholdError, ApiError: before per-client work (exit 3).
     """
     config = runtime.config
-    now = options.now or clock()
+    now = runtime.clock()
     current = current_month(now, config.sync.timezone)
     if options.plan is not None and options.month not in (None, options.plan.period):
         raise UsageError(
@@ -305,18 +288,6 @@ def run_sync(
         return report
 
 
-@dataclass
-class _Write:
-    """One changed item on its way through the write path."""
-
-    item: PlanItem
-    intent_id: int = 0
-    adjustment_id: int | None = None
-    sent: bool = False  # accepted by Autotask: verify in the batched read
-    final: PlanItem | None = None
-    settle: float = 0.0  # seconds to wait before re-reading after an unknown outcome
-
-
 class _Run:
     def __init__(
         self,
@@ -341,7 +312,6 @@ class _Run:
         self.progress = progress
         self.notice: Callable[[str], None] | None = None
         self.autotask: AutotaskClient | None = None
-        self._abort = threading.Event()
         self.zone = self.config.autotask.timezone
         self._landed: dict[int, HistoryItem] = {}  # intents of a killed run found written
         # Every units read covers D - 1 (the day before a write dated D) to the month's end.
@@ -444,14 +414,27 @@ class _Run:
         to_write = [item for item in items if item.status == PLANNED]
         self._check_threshold(autotask, len(to_write))
         if options.dry_run:
-            self.history.record_items(self.run_id, [_record(item) for item in items])
+            self.history.record_items(self.run_id, [record(item) for item in items])
             self.report.items = items
             return
         self.history.record_items(
-            self.run_id, [_record(item) for item in items if item.status != PLANNED]
+            self.run_id, [record(item) for item in items if item.status != PLANNED]
         )
-        finals = self._write_all(autotask, to_write)
-        self.report.items = [finals.get(item.client_id, item) for item in items]
+        self.report.writing = bool(to_write)
+        self.report.writes_planned = len(to_write)
+        writer = Writer(
+            autotask,
+            self.history,
+            run_id=self.run_id,
+            zone=self.zone,
+            window=self._window,
+            wait=self.runtime.seams.sleep,
+            progress=self.progress,
+            notice=self.notice,
+        )
+        result = writer.write_all(to_write)
+        self.report.interrupted = result.interrupted
+        self.report.items = [result.finals.get(item.client_id, item) for item in items]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -539,7 +522,7 @@ class _Run:
             status=UPDATED,
             before=intent.before,
             change=intent.change,
-            message=_join(item.message, "written by an interrupted run; confirmed now"),
+            message=join(item.message, "written by an interrupted run; confirmed now"),
         )
 
     def _unmapped(
@@ -593,7 +576,7 @@ class _Run:
         outcome within a run, wait until such an intent is :func:`_settle_ceiling` seconds old,
         then re-read those units rows (replacing them in ``rows``) before resolving.
         """
-        ceiling = _settle_ceiling(autotask)
+        ceiling = settle_ceiling(autotask)
         now = datetime.now(timezone.utc)  # elapsed time, not the billing clock
         wait = 0.0
         recent: list[int] = []
@@ -617,7 +600,7 @@ class _Run:
                 f"writing; waiting {wait:.0f} s for Autotask to finish its last writes before "
                 "reading them, so none is sent twice."
             )
-        time.sleep(wait)
+        (self.runtime.seams.sleep or time.sleep)(wait)
         fresh = read_units_rows(
             autotask, recent, self.window[0], self.window[1] + timedelta(days=1)
         )
@@ -640,18 +623,18 @@ class _Run:
                 target=intent.target,
                 rates=Rates(intent.price, intent.cost),
             )
-            if state == LANDED:
+            if state is Landing.LANDED:
                 status, message = UPDATED, "confirmed after an interrupted run"
                 self._landed[intent.client_id] = intent
-            elif state == BEFORE:
+            elif state is Landing.BEFORE:
                 status, message = FAILED, "not applied by the interrupted run"
-            elif state in (EARLY, LATE):
+            elif state in (Landing.EARLY, Landing.LATE):
                 status = FAILED
-                message = "interrupted run: " + _moved_message(
+                message = "interrupted run: " + moved_message(
                     state, found, effective, intent.before
                 )
             else:
-                shown = _describe(choose_row(found, effective), effective)
+                shown = describe_row(choose_row(found, effective), effective)
                 status = FAILED
                 message = f"{shown} since an interrupted run; units changed since"
             log.info("intent %d of client %d: %s", intent.id, intent.client_id, message)
@@ -680,454 +663,6 @@ class _Run:
             f"{text} Nothing was written; run again later, or raise sync.max_api_usage_percent."
         )
 
-    # -- writes -------------------------------------------------------------------------
-
-    def _write_all(self, autotask: AutotaskClient, items: list[PlanItem]) -> dict[int, PlanItem]:
-        """Write every planned item once; SPEC §8 "The first write" gates the rest.
-
-        With two or more writes, writes are sent alone and verified one by one until one
-        verifies (a rejected one is that item's failure only); if one does not verify,
-        nothing more is written and the rest are held. The rest then go out at most three at
-        a time and are verified in one batched read.
-
-        Ctrl-C (or SIGTERM, which the CLI turns into the same) stops at once: the requests in
-        flight finish, nothing queued is sent, what was sent is verified and recorded, and the
-        rest are held as not sent (SPEC §3, exit 130).
-        """
-        writes = [_Write(item) for item in items]
-        total = len(writes)
-        stage = "Writing to Autotask"
-        self.report.writing = bool(writes)
-        self.report.writes_planned = len(writes)
-        first: _Write | None = None  # the write that opened the gate, verified alone
-        with ThreadPoolExecutor(WRITE_THREADS) as pool:
-            try:
-                remaining = list(writes)
-                while total >= 2 and remaining and first is None:
-                    write = remaining.pop(0)
-                    # In a thread like the rest, so Ctrl-C lets this request finish too.
-                    self._wait([pool.submit(self._apply, autotask, write)])
-                    if write.sent:
-                        problem = self._check_alone(autotask, write)
-                        if problem is None:
-                            first = write
-                        else:
-                            self._finish(write, FAILED, problem)
-                    self._tick(stage, total - len(remaining), total)
-                    if write.final is not None and write.final.status == UPDATED:
-                        break
-                    if first is None and not _refused(write.final):
-                        self._hold(
-                            remaining,
-                            f"not written: the first write of this run, client "
-                            f"{write.item.client_id}, did not verify; fix what its Detail says, "
-                            "then run `sync` again",
-                        )
-                        remaining = []
-                futures = [pool.submit(self._apply, autotask, write) for write in remaining]
-                self._wait(futures, stage=stage, done=total - len(remaining), total=total)
-            except KeyboardInterrupt:
-                self._abort.set()
-                self.report.interrupted = True
-                if self.notice is not None:
-                    self.notice(
-                        "Stopping: nothing more is sent; waiting for the writes in flight to "
-                        "finish and be recorded."
-                    )
-                with _signals_deferred():
-                    # Requests in flight finish; queued ones never start.
-                    pool.shutdown(wait=True, cancel_futures=True)
-        # The first write is read back again with the rest: SPEC §9 counts ceil(k/500) reads.
-        sent = [w for w in writes if w.sent and w.final is None and w is not first]
-        with _signals_deferred() if self.report.interrupted else contextlib.nullcontext():
-            if first is not None and first.final is None and not sent:
-                if self.report.interrupted:
-                    self._verify(autotask, [first], confirmed=first)
-                else:
-                    self._finish(first, UPDATED, first.item.message)  # gate opened on the last
-            elif first is not None and first.final is None:
-                self._verify(autotask, [first, *sent], confirmed=first)
-            else:
-                self._verify(autotask, sent)
-            if self.report.interrupted:
-                self._hold(
-                    [w for w in writes if w.final is None and w.intent_id == 0],
-                    "not sent: the run was interrupted; run `sync` again to finish",
-                )
-        return {write.item.client_id: write.final for write in writes if write.final is not None}
-
-    def _wait(
-        self,
-        futures: list[Future[None]],
-        *,
-        stage: str = "",
-        done: int = 0,
-        total: int = 0,
-    ) -> None:
-        """Wait for each write in turn; a failure in a thread (the history) stops the run
-        after every thread has stopped, and Ctrl-C reaches the caller at once."""
-        errors: list[Exception] = []
-        for count, future in enumerate(futures, start=done + 1):
-            try:
-                future.result()
-            except Exception as exc:  # noqa: PERF203 - re-raised below, after the others
-                errors.append(exc)
-                self._abort.set()
-            if stage:
-                self._tick(stage, count, total)
-        if errors:
-            raise errors[0]
-
-    def _hold(self, rest: list[_Write], message: str) -> None:
-        """Writes never sent (the first write did not verify, or an interrupt): held, said so."""
-        for write in rest:
-            write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
-        self.history.record_items(self.run_id, [_record(w.final) for w in rest if w.final])
-
-    def _check_alone(self, autotask: AutotaskClient, write: _Write) -> str | None:
-        """The first write's own read-back: None when it landed, else why not."""
-        item = write.item
-        try:
-            rows = read_units_rows(autotask, [item.contract_service_id], *self._window([item]))
-        except ApiError as exc:
-            return (
-                f"{_written(write)} but the verification read failed ({exc.message}); "
-                "check Autotask"
-            )
-        return landing_problem(item, rows.get(item.contract_service_id, []))
-
-    def _apply(self, autotask: AutotaskClient, write: _Write) -> None:
-        if self._abort.is_set():
-            return
-        try:
-            self._apply_one(autotask, write)
-        except BaseException:
-            # A history failure must stop the other threads before their next write.
-            self._abort.set()
-            raise
-
-    def _apply_one(self, autotask: AutotaskClient, write: _Write) -> None:
-        item = write.item
-        # Committed before the request leaves: a kill after the send is found next run.
-        write.intent_id = self.history.record_intent(self.run_id, _record(item))
-        for attempt in (1, 2):
-            kind, detail = self._send(autotask, write)
-            if kind == "sent":
-                write.sent = True
-                return
-            if kind == "rejected" and attempt == 2 and DUPLICATE_DATE in detail.lower():
-                # Refused as a second adjustment that day: the first send did land after all.
-                self._after_duplicate(autotask, write, detail)
-                return
-            if kind == "rejected":
-                self._finish(write, FAILED, _refusal(item, detail))
-                return
-            if write.settle and not self._abort.is_set():
-                log.info("client %d: waiting %.1fs before re-reading", item.client_id, write.settle)
-                self._abort.wait(write.settle)  # Ctrl-C ends the wait
-            if self._abort.is_set():
-                # Interrupted: never send again now. The intent stays open, so the next sync
-                # waits for this create to settle and re-reads before anything else.
-                write.final = replace(
-                    item,
-                    status=FAILED,
-                    after=item.before,
-                    message=(
-                        f"outcome unknown ({detail}) and the run was interrupted before it could "
-                        "re-read; the next `infima-autotask sync` re-reads Autotask first"
-                    ),
-                )
-                return
-            state, landing = self._reread(autotask, item)
-            if state == "applied":
-                note = "applied (confirmed by re-reading after an unknown outcome)"
-                self._finish(write, UPDATED, _join(item.message, note))
-                return
-            if state == "before" and attempt == 1:
-                log.info(
-                    "client %d: not applied after %s; sending once more", item.client_id, detail
-                )
-                continue
-            if state == "before":
-                self._finish(
-                    write,
-                    FAILED,
-                    f"outcome unknown; check Autotask (sent twice, neither confirmed: {detail})",
-                )
-            elif state == "error":
-                self._finish(
-                    write,
-                    FAILED,
-                    f"outcome unknown ({detail}) and the re-read failed; check Autotask",
-                )
-            else:
-                self._finish(write, FAILED, f"outcome unknown ({detail}); {landing}")
-            return
-
-    def _after_duplicate(self, autotask: AutotaskClient, write: _Write, detail: str) -> None:
-        """The resend of an unknown outcome was refused as a same-day duplicate."""
-        state, landing_text = self._reread(autotask, write.item)
-        if state == "applied":
-            note = "applied by the first send (the second was refused as a same-day duplicate)"
-            self._finish(write, UPDATED, _join(write.item.message, note))
-            return
-        shown = landing_text or "the re-read did not show it"
-        self._finish(
-            write,
-            FAILED,
-            f"outcome unknown: the second send was refused as a same-day duplicate ({detail}), "
-            f"so the first one probably landed ({shown}); check Autotask, and do not enter the "
-            "change again by hand",
-        )
-
-    def _send(self, autotask: AutotaskClient, write: _Write) -> tuple[str, str]:
-        item = write.item
-        body = adjustment_body(item, self.zone)
-        try:
-            write.adjustment_id = autotask.create(ADJUSTMENTS, body)
-        except ApiRejected as exc:
-            return "rejected", "; ".join(exc.errors) or exc.message
-        except ApiError as exc:  # timeout, connection, 429, 5xx without errors: unknown
-            write.settle = _settle_seconds(autotask, exc)
-            # Not a warning: the re-read settles it, and the item's status and Detail report
-            # it; a warning line would break --quiet on a run that ends all updated.
-            log.info("client %d: write outcome unknown: %s", item.client_id, exc)
-            return "unknown", exc.message
-        return "sent", ""
-
-    def _reread(self, autotask: AutotaskClient, item: PlanItem) -> tuple[str, str]:
-        """After an unknown outcome: ``applied``, ``before``, ``other`` or ``error``, and what
-        Autotask shows when it is neither."""
-        try:
-            rows = read_units_rows(autotask, [item.contract_service_id], *self._window([item]))
-        except ApiError as exc:
-            log.warning("client %d: re-read failed: %s", item.client_id, exc)
-            return "error", ""
-        found = rows.get(item.contract_service_id, [])
-        state = _item_landing(item, found)
-        if state == LANDED:
-            return "applied", ""
-        # Sent again only when nothing of it shows anywhere: a late landing is not "before".
-        if state == BEFORE:
-            return "before", ""
-        return "other", _landing_message(state, found, item)
-
-    def _verify(
-        self, autotask: AutotaskClient, writes: list[_Write], *, confirmed: _Write | None = None
-    ) -> None:
-        """One batched read of every written item's units rows (SPEC §8 "Verification").
-
-        ``confirmed`` was verified alone already: a failed batch read leaves it updated.
-        """
-        if not writes:
-            return
-        try:
-            rows = read_units_rows(
-                autotask,
-                [write.item.contract_service_id for write in writes],
-                *self._window([write.item for write in writes]),
-            )
-        except ApiError as exc:
-            for write in writes:
-                if write is confirmed:
-                    self._finish(write, UPDATED, write.item.message)
-                    continue
-                self._finish(
-                    write,
-                    FAILED,
-                    f"{_written(write)} but the verification read failed ({exc.message}); "
-                    "check Autotask",
-                )
-            return
-        for write in writes:
-            item = write.item
-            problem = landing_problem(item, rows.get(item.contract_service_id, []))
-            if problem is None:
-                self._finish(write, UPDATED, item.message)
-            else:
-                self._finish(write, FAILED, problem)
-
-    def _finish(self, write: _Write, status: str, message: str) -> None:
-        item = write.item
-        after = item.target if status == UPDATED else item.before
-        final = replace(
-            item, status=status, message=message, after=after, adjustment_id=write.adjustment_id
-        )
-        self.history.complete_item(
-            write.intent_id,
-            status=status,
-            after=after,
-            message=message,
-            adjustment_id=write.adjustment_id,
-        )
-        write.final = final
-
-
-LANDED, EARLY, LATE, BEFORE, OTHER = "landed", "early", "late", "before", "other"
-_UNSEEN = UnitsRow(0, 0, 0, None, date.min, date.min, 0, None, None, posted=False)
-
-
-def landing(
-    rows: Sequence[UnitsRow],
-    effective: date,
-    *,
-    before: int | None,
-    target: int | None,
-    rates: Rates,
-    before_rates: Rates | None = None,
-    day_before: UnitsRow | None = _UNSEEN,
-) -> str:
-    """Where a write of ``before`` -> ``target`` dated E shows in the rows read back.
-
-    ``early``: the row covering E - 1 is not the one planning saw (``day_before``) or, when
-    that is not known (an interrupted run's intent), a row starts on E - 1, a day this tool
-    never dates a write. ``landed``: the row covering E shows the target at the written rates.
-    ``late``: it still shows ``before`` and a row starting E + 1 shows the target. ``before``:
-    nothing of the write is there (at ``before_rates`` when given). ``other``: anything else.
-    """
-    day = timedelta(days=1)
-    early = choose_row(rows, effective - day)
-    if day_before is _UNSEEN:
-        moved = early is not None and early.start == effective - day
-    else:
-        moved = not _unchanged(early, day_before, effective)
-    if moved:
-        return EARLY
-    row = choose_row(rows, effective)
-    if shows(row, target, rates):
-        return LANDED
-    if row is None or row.units != before:
-        return OTHER
-    if any(r.start == effective + day and shows(r, target, rates) for r in rows):
-        return LATE
-    if before_rates is None or shows(row, before, before_rates):
-        return BEFORE
-    return OTHER
-
-
-def landing_problem(item: PlanItem, rows: Sequence[UnitsRow]) -> str | None:
-    """Why the rows read back do not show the item's write landed on E, or None when it did.
-
-    Landed means: the row covering E shows the target at the written rates, and the row
-    covering E - 1 is the one planning saw (its end may shorten to E - 1 or E when a
-    prorated write splits it). A change on E - 1 or E + 1 is named with the one-day charge
-    it left and the fix.
-    """
-    state = _item_landing(item, rows)
-    return None if state == LANDED else _landing_message(state, rows, item)
-
-
-def _item_landing(item: PlanItem, rows: Sequence[UnitsRow]) -> str:
-    """:func:`landing` of a planned write (``other`` when it has no E or target)."""
-    if item.effective is None or item.target is None:
-        return OTHER
-    return landing(
-        rows,
-        item.effective,
-        before=item.before,
-        target=item.target,
-        rates=item.rates,
-        before_rates=item.before_rates,
-        day_before=item.day_before,
-    )
-
-
-def _landing_message(state: str, rows: Sequence[UnitsRow], item: PlanItem) -> str:
-    effective = item.effective
-    if effective is None:
-        return "nothing to verify: no effective date"
-    shown = _describe(choose_row(rows, effective), effective)
-    moved = _moved_message(state, rows, effective, item.before)
-    return moved or f"{shown}, expected {_expected(item)}"
-
-
-def _moved_message(
-    state: str, rows: Sequence[UnitsRow], effective: date | None, before: int | None
-) -> str:
-    """The message of a write Autotask dated a day early or late ("" for other states)."""
-    if effective is None or state not in (EARLY, LATE):
-        return ""
-    day = timedelta(days=1)
-    fix = "then set autotask.timezone to the tenant's time zone (`infima-autotask doctor` shows it)"
-    if state == EARLY:
-        early = choose_row(rows, effective - day)
-        return (
-            f"Autotask dated the change {(effective - day).isoformat()}, a day before "
-            f"{effective.isoformat()}: the one-day charge on {(effective - day).isoformat()} "
-            f"({_describe(early)}) must be reversed by hand in Autotask; {fix}"
-        )
-    return (
-        f"Autotask dated the change {(effective + day).isoformat()}, a day after "
-        f"{effective.isoformat()}: {effective.isoformat()} is still billed at {before} "
-        f"units, a one-day charge to correct by hand in Autotask; {fix}"
-    )
-
-
-def _unchanged(now: UnitsRow | None, planned: UnitsRow | None, effective: date) -> bool:
-    """The row covering E - 1 is the one planning saw (its end may move back to E - 1 or E)."""
-    if now is None or planned is None:
-        return now is None and planned is None
-    return (
-        now.id == planned.id
-        and now.start == planned.start
-        and now.units == planned.units
-        and effective - timedelta(days=1) <= now.end <= max(planned.end, effective)
-        and within_cent(now.price, planned.price)
-        and within_cent(now.cost, planned.cost)
-    )
-
-
-def _refused(item: PlanItem | None) -> bool:
-    """Autotask refused the write: nothing landed, so the next write may go alone."""
-    return item is not None and item.status == FAILED and item.message.startswith(REFUSED)
-
-
-REFUSED = "Autotask refused the change"
-MOVED = "Autotask moved the date of the change"
-DUPLICATE_DATE = "duplicate data into contract_service_period"
-POSTED_PERIOD = "already approved and posted"
-
-
-def _refusal(item: PlanItem, detail: str) -> str:
-    """The message of a rejected write; a same-day duplicate says it needs a person, and a
-    refusal to touch a posted period (planning saw E's period open) says the date moved."""
-    if POSTED_PERIOD in detail.lower() and item.effective is not None:
-        return (
-            f"{MOVED}: Autotask refused it as a change to an approved and posted period "
-            f"({detail}), but the period from {item.effective.isoformat()} is open, so "
-            "Autotask dated it earlier; nothing was written. Set autotask.timezone to the "
-            "tenant's time zone (`infima-autotask doctor` shows it), then run sync again"
-        )
-    if DUPLICATE_DATE in detail.lower():
-        day = item.effective.isoformat() if item.effective else "that day"
-        return (
-            f"{REFUSED}: it already has an adjustment of contract service "
-            f"{item.contract_service_id} dated {day} and takes no second one ({detail}); make "
-            "this change by hand in Autotask"
-        )
-    return f"{REFUSED}: {detail}"
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ignore further Ctrl-C and SIGTERM while the writes already sent finish and are recorded:
-    a second Ctrl-C must not leave a create in flight unrecorded (exit 130's promise)."""
-    try:
-        previous = [(s, signal.signal(s, signal.SIG_IGN)) for s in (signal.SIGINT, signal.SIGTERM)]
-    except ValueError:  # not the main thread: nothing to defer
-        yield
-        return
-    try:
-        yield
-    finally:
-        for number, handler in previous:
-            signal.signal(number, handler)
-
-
-def _written(write: _Write) -> str:
-    """``written (adjustment 38000001)``, or ``written`` when Autotask sent no id."""
-    return f"written (adjustment {write.adjustment_id})" if write.adjustment_id else "written"
-
 
 def _intent_day(intent: HistoryItem, day: date) -> date:
     """An open intent's effective date (D for intents from before 0.2, which wrote on D)."""
@@ -1142,11 +677,6 @@ def _intent_row(intent: HistoryItem, rows: dict[int, list[UnitsRow]], day: date)
     return choose_row(rows.get(cs_id, []), _intent_day(intent, day))
 
 
-def _settle_ceiling(autotask: AutotaskClient) -> float:
-    """The longest wait for a create whose outcome is unknown (see :func:`_settle_seconds`)."""
-    return min(autotask.http.retry.max_delay, autotask.http.timeout[1])
-
-
 def _age_seconds(stamp: str, now: datetime) -> float:
     """Seconds since a history timestamp; unreadable stamps count as old."""
     try:
@@ -1156,70 +686,6 @@ def _age_seconds(stamp: str, now: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return (now - when).total_seconds()
-
-
-def _settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
-    """How long to let Autotask finish a create whose outcome is unknown before re-reading.
-
-    A create that timed out, lost its connection or got a gateway error may still be running
-    behind the gateway; a re-read at once would miss it and the resend would bill twice. So
-    wait the read loop's longest backoff, capped by the read timeout (60 s: with the 60 s
-    already spent on a timeout, longer than ASP.NET's default 110 s execution timeout). A 429
-    was refused before any work: only its Retry-After is honoured. A bare 500 is the server's
-    own finished answer: no wait.
-    """
-    ceiling = _settle_ceiling(autotask)
-    if not isinstance(exc, ApiUnavailable):
-        return 0.0
-    if exc.status == 429:
-        return min(exc.retry_after or 0.0, ceiling)
-    if exc.status is None or exc.status in (502, 503, 504):
-        return ceiling
-    return 0.0
-
-
-def _describe(row: UnitsRow | None, day: date | None = None) -> str:
-    if row is None:
-        covering = f" covering {day.isoformat()}" if day else ""
-        return f"Autotask shows no units row{covering}"
-    return (
-        f"Autotask shows {row.units} units at {money(row.price)}/{money(row.cost)} "
-        f"from {row.start.isoformat()}"
-    )
-
-
-def _expected(item: PlanItem) -> str:
-    target = item.target or 0
-    rates = item.rates
-    return (
-        f"{item.target} at {money(extended(target, rates.price))}/"
-        f"{money(extended(target, rates.cost))}"
-    )
-
-
-def _join(*parts: str) -> str:
-    return "; ".join(part for part in parts if part)
-
-
-def _record(item: PlanItem) -> ItemRecord:
-    """The history row of an item; ``cost`` is the cost in force after it (intended for writes)."""
-    return ItemRecord(
-        client_id=item.client_id,
-        client_name=item.client_name or None,
-        contract_id=item.contract_id,
-        contract_service_id=item.contract_service_id,
-        users=item.users,
-        target=item.target,
-        before=item.before,
-        after=item.after,
-        change=item.change,
-        price=item.rates.price,
-        cost=item.rates.cost,
-        status=item.status,
-        message=item.message,
-        adjustment_id=item.adjustment_id,
-        effective_date=item.effective.isoformat() if item.effective else None,
-    )
 
 
 def history_rows(
@@ -1241,9 +707,9 @@ def history_rows(
     for item in items:
         detail = item.message
         if item.status == "writing":
-            detail = _join(detail, "write outcome not yet known: the next sync re-reads Autotask")
+            detail = join(detail, "write outcome not yet known: the next sync re-reads Autotask")
         if item.dry_run:
-            detail = _join("dry run", detail)
+            detail = join("dry run", detail)
         rows.append(
             {
                 "Time": display_time(item.created_at),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from infima_autotask.autotask import AutotaskClient, lookup_zone
@@ -28,6 +30,26 @@ def default_state_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "infima-autotask"
 
 
+def utc_now() -> datetime:
+    """Now, in UTC: the one clock deciding which month a run is for."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Seams:
+    """What a command takes from the outside world, replaceable as a whole (tests pass their
+    own through click's ``obj``: ``CliRunner().invoke(cli, args, obj=Seams(clock=...))``).
+
+    ``sleep`` None: real waiting (backoff with ``time.sleep``, a write's settle wait ended
+    early by Ctrl-C).
+    """
+
+    clock: Callable[[], datetime] = utc_now
+    sleep: Callable[[float], None] | None = None
+    retry: Callable[[], RetryPolicy] = RetryPolicy
+    http: Callable[..., HttpClient] = HttpClient
+
+
 class Runtime:
     """Config, credentials and API clients for one command, each made on first use."""
 
@@ -36,12 +58,12 @@ class Runtime:
         config_path: Path,
         *,
         env: Mapping[str, str] | None = None,
-        sleep: Callable[[float], None] | None = None,
+        seams: Seams | None = None,
     ) -> None:
         self.config_path = config_path
         self.env: Mapping[str, str] = os.environ if env is None else env
-        self._retry = RetryPolicy()
-        self._sleep = sleep
+        self.seams = seams or Seams()
+        self._retry = self.seams.retry()
         self._config: Config | None = None
         self._autotask: AutotaskClient | None = None
         self._infima: InfimaClient | None = None
@@ -62,12 +84,11 @@ class Runtime:
         configured = self.env.get(ENV_STATE_DIR) or (config or self.config).state_dir
         return Path(configured).expanduser() if configured else default_state_dir(self.env)
 
+    def clock(self) -> datetime:
+        return self.seams.clock()
+
     def new_http(self, service: str) -> HttpClient:
-        http = (
-            HttpClient(service, retry=self._retry, sleep=self._sleep)
-            if self._sleep
-            else HttpClient(service, retry=self._retry)
-        )
+        http = self.seams.http(service, retry=self._retry, sleep=self.seams.sleep)
         self._http.append(http)
         return http
 

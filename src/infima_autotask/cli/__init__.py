@@ -15,7 +15,7 @@ from infima_autotask.cli import cmd_demo, cmd_doctor, cmd_mapping, cmd_setup, cm
 from infima_autotask.cli._common import show_error, split_example, write_block
 from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.http import RedactSecrets
-from infima_autotask.runtime import ENV_CONFIG, Runtime
+from infima_autotask.runtime import ENV_CONFIG, Runtime, Seams
 
 APP_NAME = "infima-autotask"
 
@@ -142,7 +142,9 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
       infima-autotask connect               # then: connect --infima, map, sync --dry-run
     """
     _setup_logging(verbose)
-    runtime = Runtime(config_path.expanduser())
+    # A caller (a test) may hand in its own clock, sleep and HTTP client as click's ``obj``.
+    seams = ctx.obj if isinstance(ctx.obj, Seams) else None
+    runtime = Runtime(config_path.expanduser(), seams=seams)
     ctx.obj = runtime
     ctx.call_on_close(runtime.close)
 

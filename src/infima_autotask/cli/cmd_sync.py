@@ -6,6 +6,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -190,9 +191,17 @@ def sync(
         raise click.UsageError("--plan-out works only with --dry-run.")
     runtime = get_runtime()
     reviewed = load_plan(plan_file) if plan_file is not None else None
+    options = SyncOptions(
+        month=month,
+        clients=clients,
+        if_due=if_due,
+        dry_run=dry_run,
+        yes=yes,
+        counts_file=counts_file,
+    )
     ask = not (dry_run or reviewed or yes) and _common.can_prompt()
     if ask:
-        preview = _run(runtime, SyncOptions(month, clients, if_due, True, yes, counts_file), quiet)
+        preview = _run(runtime, replace(options, dry_run=True), quiet)
         planned = preview.summary[PLANNED]
         if planned:
             # With --json, stdout keeps its one document: the plan goes to the terminal.
@@ -216,8 +225,7 @@ def sync(
             "the plan shown above",
             runtime.config.autotask.timezone,
         )
-    options = SyncOptions(month, clients, if_due, dry_run, yes, counts_file, plan=reviewed)
-    report = _run(runtime, options, quiet)
+    report = _run(runtime, replace(options, plan=reviewed), quiet)
     if report.interrupted:
         _render(report, as_json=as_json, show_all=show_all)
         written = report.summary[UPDATED]
