@@ -53,10 +53,12 @@ def parse_whole(
     digits = body[len(sign) :]
     if not digits or not _DIGITS.issuperset(digits):
         raise NotWholeNumberError(f"{text!r} is not a whole number (digits 0-9 only)")
-    # Checked before int(): a few thousand digits make int() itself raise (CPython >= 3.11).
-    if len(digits.lstrip("0")) > len(str(max(abs(low), abs(high)))):
+    # Without leading zeros and checked before int(): a few thousand digits, even zeros,
+    # make int() itself raise (CPython >= 3.11).
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(max(abs(low), abs(high)))):
         raise _out_of_range(text, low, high)
-    number = -int(digits) if sign == "-" else int(digits)
+    number = -int(significant) if sign == "-" else int(significant)
     if not low <= number <= high:
         raise _out_of_range(text, low, high)
     return number
