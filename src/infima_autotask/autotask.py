@@ -23,6 +23,7 @@ from infima_autotask.errors import (
     UnsafeUrlError,
 )
 from infima_autotask.http import HttpClient, check_url_safe
+from infima_autotask.whole_number import MAX_INT, WholeNumberError, whole_from_json
 
 log = logging.getLogger(__name__)
 
@@ -167,17 +168,12 @@ def chunks(values: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
 
 
 def _count(value: Any) -> int:
-    """A whole number of 0 or more that fits SQLite (threshold counts).
+    """A count Autotask sends as a number or as text (threshold counts); 0 or more.
 
     Raises:
-        ValueError: anything else (bool, negative, fractional, NaN, huge, text).
+        WholeNumberError: anything else (bool, negative, fractional, NaN, huge, ``"²"``).
     """
-    if isinstance(value, bool):
-        raise ValueError(value)
-    number = int(value)  # OverflowError for infinity, ValueError for NaN and text
-    if (number != value and not isinstance(value, str)) or not 0 <= number <= 2**63 - 1:
-        raise ValueError(value)
-    return number
+    return whole_from_json(value, floats=True, text=True)
 
 
 class AutotaskClient:
@@ -223,7 +219,7 @@ class AutotaskClient:
                 limit=_count(body["externalRequestThreshold"]),
                 timeframe_minutes=_count(body.get("requestThresholdTimeframe") or 60),
             )
-        except (TypeError, KeyError, ValueError, OverflowError, AttributeError):
+        except (TypeError, KeyError, AttributeError, WholeNumberError):
             threshold = None
         if threshold is None or threshold.limit <= 0:
             raise BadResponseError(
@@ -303,7 +299,11 @@ class AutotaskClient:
             log.info("%s create accepted (HTTP %d), answer unreadable", entity, exc.status)
             return None
         item_id = answer.get("itemId") if isinstance(answer, dict) else None
-        return item_id if isinstance(item_id, int) and not isinstance(item_id, bool) else None
+        try:
+            # The id goes into the history: outside 64 bits it would fail there, after the write.
+            return whole_from_json(item_id, low=-MAX_INT)
+        except WholeNumberError:
+            return None
 
     def picklist(self, entity: str, field: str) -> dict[int, str]:
         """The ``value -> label`` picklist of one field (``entityInformation/fields``)."""
@@ -327,8 +327,9 @@ class AutotaskClient:
             values = info.get("picklistValues")
             for item in values if isinstance(values, list) else []:
                 try:
-                    found[name][int(item["value"])] = str(item["label"])
-                except (TypeError, KeyError, ValueError):
+                    value = whole_from_json(item["value"], low=-MAX_INT, floats=True, text=True)
+                    found[name][value] = str(item["label"])
+                except (TypeError, KeyError, WholeNumberError):
                     continue
         return found
 

@@ -20,13 +20,12 @@ import yaml
 
 from .errors import ConfigError
 from .fsutil import write_atomically
+from .whole_number import MAX_INT
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INFIMA_URL = "https://app.infimasecapis.com"
 CONFIG_VERSION = 1
-# IDs and counts are stored in SQLite (history), whose integers are signed 64-bit.
-MAX_INT = 2**63 - 1
 
 _VALIDATE_HINT = "fix them and run `infima-autotask validate`."
 _NOT_FOUND_HINT = "Run `infima-autotask connect` to create it, or pass --config PATH."

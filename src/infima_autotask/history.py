@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import LockHeldError, StateError
 from .fsutil import make_private_dirs
+from .whole_number import WholeNumberError, parse_whole
 
 log = logging.getLogger(__name__)
 
@@ -712,7 +713,6 @@ class SyncLock:
 
 def _read_pid(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
+        return parse_whole(os.pread(fd, 32, 0).decode("ascii", "replace"), low=1, spaces=True)
+    except (OSError, WholeNumberError):
         return None
-    return int(text) if text.isdigit() and int(text) > 0 else None

@@ -15,9 +15,14 @@ from typing import Any, Protocol
 
 import requests
 
-from infima_autotask.config import MAX_INT
 from infima_autotask.errors import AuthenticationError, BadResponseError, UsageError
 from infima_autotask.http import HttpClient, check_url_safe, register_secret
+from infima_autotask.whole_number import (
+    WholeNumberError,
+    parse_whole,
+    strip_spaces,
+    whole_from_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +138,12 @@ class InfimaClient:
     def clients(self) -> list[InfimaClientInfo]:
         found = []
         for item in self._pages("/v1/clients"):
-            client_id = item.get("id")
-            if (
-                not isinstance(client_id, int)
-                or isinstance(client_id, bool)
-                or not 0 < client_id <= MAX_INT
-            ):
-                raise BadResponseError("INFIMA listed a client without a usable numeric id.")
+            try:
+                client_id = whole_from_json(item.get("id"), low=1)
+            except WholeNumberError:
+                raise BadResponseError(
+                    "INFIMA listed a client without a usable numeric id."
+                ) from None
             name = item.get("client_name")
             # A lone surrogate ("\ud800" in JSON) would break the terminal and the config.
             text = name.encode("utf-8", "replace").decode("utf-8") if isinstance(name, str) else ""
@@ -153,11 +157,6 @@ class InfimaClient:
         return count_active_users(
             self.users(client_id), count_without_status=self.count_without_status
         )
-
-
-def _is_number(text: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also accepts ``²``, which ``int`` rejects."""
-    return text.isascii() and text.isdigit()
 
 
 class CountsFile:
@@ -212,17 +211,19 @@ class CountsFile:
         # client_name is optional on every row, even when the header names it.
         if not 2 <= len(row) <= width:
             return f"expected {'2 or 3' if width == 3 else width} columns, got {len(row)}"
-        client_text, users_text = row[0].strip(), row[1].strip()
-        if not _is_number(client_text) or not 0 < int(client_text) <= MAX_INT:
-            return f"client_id must be a positive integer, got {client_text!r}"
-        if not _is_number(users_text) or int(users_text) > MAX_INT:
-            return f"active_users must be a whole number >= 0, got {users_text!r}"
-        client_id = int(client_text)
+        try:
+            client_id = parse_whole(row[0], low=1, spaces=True)
+        except WholeNumberError:
+            return f"client_id must be a positive integer, got {strip_spaces(row[0])!r}"
+        try:
+            users = parse_whole(row[1], spaces=True)
+        except WholeNumberError:
+            return f"active_users must be a whole number >= 0, got {strip_spaces(row[1])!r}"
         if client_id in self._users:
             return f"client_id {client_id} appears twice"
         name = row[2].strip() if len(row) > 2 else ""
         self._counts[client_id] = InfimaClientInfo(client_id, name)
-        self._users[client_id] = int(users_text)
+        self._users[client_id] = users
         return None
 
     def clients(self) -> list[InfimaClientInfo]:

@@ -33,7 +33,7 @@ from infima_autotask.billing import (
     schedule,
     unit_rates,
 )
-from infima_autotask.config import MAX_INT, Config, Mapping, SyncSettings
+from infima_autotask.config import Config, Mapping, SyncSettings
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
 from infima_autotask.infima import INFIMA_THREADS, CountSource, InfimaClientInfo
@@ -57,6 +57,7 @@ from infima_autotask.model import (
     read_units_rows,
 )
 from infima_autotask.sync import local_date, mapping_schedule
+from infima_autotask.whole_number import WholeNumberError, parse_whole, strip_spaces
 
 log = logging.getLogger(__name__)
 
@@ -991,13 +992,13 @@ def read_mapping_csv(path: Path) -> tuple[list[CsvRow], list[tuple[int, str]]]:
             continue
         values: list[int] = []
         for name, cell in zip(CSV_COLUMNS, cells, strict=True):
-            text = cell.strip()
             low = 0 if name in _ZERO_ALLOWED else 1
-            if not text.isdigit() or not low <= int(text) <= MAX_INT:
+            try:
+                values.append(parse_whole(cell, low=low, spaces=True))
+            except WholeNumberError:
                 kind = "0 or a positive integer" if low == 0 else "a positive integer"
-                problems.append((line, f"{name} must be {kind}, got {text!r}"))
+                problems.append((line, f"{name} must be {kind}, got {strip_spaces(cell)!r}"))
                 break
-            values.append(int(text))
         else:
             rows.append(CsvRow(line, *values))
     return rows, problems

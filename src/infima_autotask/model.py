@@ -20,8 +20,13 @@ from infima_autotask.autotask import (
     in_filter,
     parse_date,
 )
-from infima_autotask.config import MAX_INT
 from infima_autotask.errors import BadResponseError
+from infima_autotask.whole_number import (
+    MAX_INT,
+    NotWholeNumberError,
+    OutOfRangeError,
+    whole_from_json,
+)
 
 CONTRACT_FIELDS = (
     "companyID",
@@ -110,14 +115,14 @@ def _int(record: Record, key: str, *, required: bool = True) -> Any:
     in the history, after a write.
     """
     value = record.get(key)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT:
-        return value
+    try:
+        return whole_from_json(value, low=-MAX_INT, floats=True)
+    except OutOfRangeError:
+        problem = "a number out of range"
+    except NotWholeNumberError:
+        problem = type(value).__name__
     if required:
-        raise BadResponseError(
-            f"Autotask sent a record without a usable {key} (got {_kind(value)})."
-        )
+        raise BadResponseError(f"Autotask sent a record without a usable {key} (got {problem}).")
     return None
 
 
@@ -127,12 +132,6 @@ def _id(record: Record, key: str, *, lowest: int = 1) -> int:
     if value < lowest:
         raise BadResponseError(f"Autotask sent a record with {key} {value}.")
     return value
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return "a number out of range"
-    return type(value).__name__
 
 
 def _float(record: Record, key: str) -> float | None:

@@ -20,6 +20,7 @@ from infima_autotask.billing import wire_effective_date
 from infima_autotask.errors import UsageError
 from infima_autotask.fsutil import write_atomically
 from infima_autotask.sync import PLANNED, PlanItem, parse_month
+from infima_autotask.whole_number import whole_from_json
 
 PLAN_VERSION = 1
 
@@ -142,25 +143,19 @@ def load_plan(path: Path) -> ReviewedPlan:
         for entry in document["items"]:
             if entry["status"] != PLANNED:
                 continue
-            writes[_int(entry["client_id"])] = PlannedWrite(
-                contract_service_id=_int(entry["contract_service_id"]),
-                users=_int(entry["users"]),
-                before=_int(entry["before"]),
-                target=_int(entry["target"]),
+            writes[whole_from_json(entry["client_id"])] = PlannedWrite(
+                contract_service_id=whole_from_json(entry["contract_service_id"]),
+                users=whole_from_json(entry["users"]),
+                before=whole_from_json(entry["before"]),
+                target=whole_from_json(entry["target"]),
                 effective=str(entry["effective_date"]),
                 unit_price=_number(entry["unit_price"]),
                 unit_cost=_number(entry["unit_cost"]),
                 sent_date=str(entry["request"]["effectiveDate"]),
             )
-    except (KeyError, TypeError, ValueError, UsageError):
+    except (KeyError, TypeError, ValueError, UsageError):  # WholeNumberError is a ValueError
         raise UsageError(f"{bad}: an item is missing a value or has a wrong one.") from None
     return ReviewedPlan(str(path), period, writes)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(value)
-    return value
 
 
 def _number(value: Any) -> float:

@@ -7,6 +7,7 @@ everything in, and carries out the items whose status is ``planned``.
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -17,6 +18,7 @@ from infima_autotask.billing import Rates, Schedule, same_rate, schedule, unit_r
 from infima_autotask.config import Mapping, SyncSettings
 from infima_autotask.errors import UsageError
 from infima_autotask.model import Contract, ContractService, Successor, UnitsRow, choose_row
+from infima_autotask.whole_number import WholeNumberError, parse_whole, strip_spaces
 
 UPDATED = "updated"
 UNCHANGED = "unchanged"
@@ -28,7 +30,8 @@ STATUSES = (UPDATED, UNCHANGED, PLANNED, SKIPPED, HELD, FAILED)
 
 NO_COST_VISIBILITY = "the API user cannot see costs: grant cost visibility"
 
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+# [0-9], not \d: \d also matches other scripts' digits (٢٠٢٦), which int() then reads.
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 
 def parse_month(text: str) -> date:
@@ -37,10 +40,11 @@ def parse_month(text: str) -> date:
     Raises:
         UsageError: not a ``YYYY-MM`` month.
     """
-    match = _MONTH.fullmatch(text.strip())
-    if match is None or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1:
-        raise UsageError(f"expected a month like 2026-12 (YYYY-MM), got {text!r}.")
-    return date(int(match.group(1)), int(match.group(2)), 1)
+    match = _MONTH.fullmatch(strip_spaces(text))
+    with contextlib.suppress(WholeNumberError):
+        if match:
+            return date(parse_whole(match[1], low=1), parse_whole(match[2], low=1, high=12), 1)
+    raise UsageError(f"expected a month like 2026-12 (YYYY-MM), got {text!r}.")
 
 
 def local_date(now: datetime, zone: str | None) -> date:

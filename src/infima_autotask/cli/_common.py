@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from tabulate import tabulate
 
-from infima_autotask.config import MAX_INT
 from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.runtime import Runtime
+from infima_autotask.whole_number import NotWholeNumberError, OutOfRangeError, parse_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,17 +84,14 @@ class _Whole(_ParamType):
         self.low = low
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            number = value
-        else:
-            text = str(value).strip()
-            if not text.lstrip("-").isdigit():
-                self.fail(f"{value!r} is not a whole number.", param, ctx)
-            number = int(text)
-        if not self.low <= number <= MAX_INT:
+        # A minus sign is read so that -1 is told it is out of range, not that it is no number.
+        try:
+            return parse_whole(str(value), low=self.low, signs="-", spaces=True)
+        except NotWholeNumberError:
+            self.fail(f"{value!r} is not a whole number.", param, ctx)
+        except OutOfRangeError:
             kind = "a positive whole number" if self.low else "a whole number of 0 or more"
             self.fail(f"{value!r} is not {kind}.", param, ctx)
-        return number
 
 
 ID = _Whole("ID", 1)

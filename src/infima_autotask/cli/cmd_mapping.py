@@ -22,6 +22,7 @@ from infima_autotask.cli._common import (
     warn,
 )
 from infima_autotask.config import save_config
+from infima_autotask.whole_number import WholeNumberError, parse_whole
 
 _HOW_TO_MAP = (
     "Find the IDs with `infima-autotask list-clients` and `infima-autotask search-accounts NAME "
@@ -116,14 +117,18 @@ def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
     click.echo(f"Choose the {kind}:", err=True)
     for number, candidate in enumerate(candidates, start=1):
         click.echo(f"  {number}) {candidate.line()}", err=True)
-    by_id = {str(candidate.id): candidate for candidate in candidates}
+    by_id = {candidate.id: candidate for candidate in candidates}
     last = len(candidates)
     while True:
-        answer = str(click.prompt(f"{kind.capitalize()} number (1-{last})", err=True)).strip()
-        if answer.isdigit() and 1 <= int(answer) <= last:
-            return candidates[int(answer) - 1]
-        if answer in by_id:
-            return by_id[answer]
+        answer = str(click.prompt(f"{kind.capitalize()} number (1-{last})", err=True))
+        try:
+            chosen: int | None = parse_whole(answer, low=1, spaces=True)
+        except WholeNumberError:
+            chosen = None
+        if chosen is not None and chosen <= last:
+            return candidates[chosen - 1]
+        if chosen in by_id:
+            return by_id[chosen]
         click.echo(f"Type a number from 1 to {last} (Ctrl-C to stop; nothing is saved).", err=True)
 
 
