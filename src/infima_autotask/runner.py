@@ -37,6 +37,7 @@ from infima_autotask.billing import (
     shows,
     within_cent,
 )
+from infima_autotask.chain import Successor, find_successors
 from infima_autotask.config import Mapping
 from infima_autotask.errors import (
     ApiError,
@@ -57,10 +58,8 @@ from infima_autotask.history import (
 from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, InfimaClientInfo
 from infima_autotask.model import (
     Contract,
-    Successor,
     UnitsRow,
     choose_row,
-    find_successors,
     read_contract_picklists,
     read_contract_services,
     read_contracts,
@@ -419,7 +418,7 @@ class _Run:
         finally:
             # After a failed read, user lists not yet started are never sent.
             pool.shutdown(wait=True, cancel_futures=True)
-        ended = ended_contracts(self.mappings, contracts, services, self.day)
+        ended = ended_contracts(self.mappings, contracts, services, self.day, active)
         successors: dict[tuple[int, int], Successor] = {}
         if ended:
             try:
