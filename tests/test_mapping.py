@@ -650,7 +650,7 @@ FIND_ACCOUNT = (
 
 def _choose_contract(client, account):
     return (
-        "choose one of the account's Recurring Service contracts with "
+        "choose one of the account's active Recurring Service contracts with "
         f"`infima-autotask map {client} --account {account}`."
     )
 
@@ -721,8 +721,7 @@ REFUSALS = [
     ),
     (
         ["101", "--account", str(ACME), "--contract-service", "29688888"],
-        "Error: Contract service 29688888 not found in Autotask; "
-        f"{_choose_service(ACME_RS)}",
+        f"Error: Contract service 29688888 not found in Autotask; {_choose_service(ACME_RS)}",
     ),
     (
         ["101", "--account", str(BIRCH), "--contract-service", str(BIRCH_CS)],
@@ -1171,7 +1170,7 @@ def test_check_refreshes_renamed_records(invoke, config_path, autotask):
 
 
 CHOOSE_ACME = (
-    "choose one of the account's Recurring Service contracts with "
+    "choose one of the account's active Recurring Service contracts with "
     f"`infima-autotask map 101 --account {ACME}`"
 )
 
@@ -1234,6 +1233,25 @@ def test_check_broken_statuses(invoke, config_path, autotask, change, status):
     assert result.exit_code == 1
     rows = {row["client_id"]: row for row in json.loads(result.stdout)}
     assert rows[101]["status"] == status
+
+
+def test_check_seeks_renewals_only_for_chains_broken_by_the_ended_contract(
+    invoke, config_path, autotask
+):
+    """An inactive account is what the status names: no renewal look-up for its ended contract
+    (the two queries used to be sent and their answer never shown)."""
+    write_config(
+        config_path,
+        make_config([_mapping(104, DELTA, DELTA_OLD, DELTA_OLD_CS, contract_name="Delta 2025")]),
+    )
+    for record in autotask.data["Companies"]:
+        if record["id"] == DELTA:
+            record["isActive"] = False
+    result = invoke("list-mappings", "--check", "--json")
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert row["status"].startswith(f"account {DELTA} (Delta Veterinary Group) is inactive")
+    assert len(autotask.calls()) == 5  # picklist + 4 batched reads
 
 
 def test_check_without_mappings_makes_no_request(invoke, config_path, autotask):

@@ -7,9 +7,9 @@ from datetime import date, datetime, timezone
 
 import pytest
 
+from infima_autotask.chain import Successor
 from infima_autotask.config import Mapping, SyncSettings
 from infima_autotask.errors import UsageError
-from infima_autotask.chain import Successor
 from infima_autotask.model import Contract, ContractService, UnitsRow
 from infima_autotask.sync import (
     NO_COST_VISIBILITY,
@@ -274,7 +274,7 @@ def test_no_row_covering_d_fails():
 # -- broken chains ------------------------------------------------------------------------
 
 CHOOSE = (
-    "choose one of the account's Recurring Service contracts with "
+    "choose one of the account's active Recurring Service contracts with "
     "`infima-autotask map 101 --account 29683501`"
 )
 RENEWAL = Successor(

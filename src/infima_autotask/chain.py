@@ -29,6 +29,7 @@ from infima_autotask.model import (
 )
 
 RECURRING_SERVICE = 7  # Contracts.contractType; the only value Autotask documents
+USABLE_CONTRACT = "active Recurring Service contract"  # the rule in words, for messages
 
 _MAP = "infima-autotask map"
 
@@ -59,7 +60,7 @@ _Unread = Literal[Unread.UNREAD]
 
 @dataclass(frozen=True)
 class Successor:
-    """A renewal: another active Recurring Service contract of the account with the service."""
+    """A renewal: another usable contract of the same account carrying the same service."""
 
     contract: Contract
     contract_service: ContractService
@@ -278,7 +279,7 @@ def fix_text(verdict: ChainVerdict) -> str:
     """What to do about it: the exact ``map`` command where there is one."""
     ref = verdict.ref
     remap = f"`{_MAP} {ref.client_id} --account {ref.account_id}`"
-    choose_contract = f"choose one of the account's Recurring Service contracts with {remap}"
+    choose_contract = f"choose one of the account's {USABLE_CONTRACT}s with {remap}"
     find_account = (
         f"`infima-autotask search-accounts NAME`, then run `{_MAP} {ref.client_id} --account ID`"
     )

@@ -34,6 +34,7 @@ from infima_autotask.billing import (
     unit_rates,
 )
 from infima_autotask.chain import (
+    USABLE_CONTRACT,
     ChainRef,
     ChainVerdict,
     chain_text,
@@ -258,8 +259,8 @@ def search_accounts(
 ) -> SearchResult:
     """Companies whose name contains ``query``; ``limit`` 0 means all (every page).
 
-    With ``contracts``, the active Recurring Service contracts of the accounts shown, their
-    contract services, service names, this month's units and per-unit rates, one batched
+    With ``contracts``, the usable contracts (``chain.usable_contract``) of the accounts shown,
+    their contract services, service names, this month's units and per-unit rates, one batched
     query per entity for all accounts. ``config`` (its ``prorate`` settings) decides which
     units row a sync would start from.
 
@@ -821,9 +822,8 @@ def map_client(
         ]
         if not options:
             raise UsageError(
-                f"Account {account.id}{_named(account.name)} has no active Recurring Service "
-                "contract. Create one in Autotask with the INFIMA service on it, then run map "
-                "again."
+                f"Account {account.id}{_named(account.name)} has no {USABLE_CONTRACT}. Create "
+                "one in Autotask with the INFIMA service on it, then run map again."
             )
         by_id = {contract.id: contract for contract in options}
         chosen = _choose(
@@ -831,8 +831,7 @@ def map_client(
             [Candidate(contract.id, _contract_label(contract)) for contract in options],
             pick,
             notes,
-            f"Account {account.id}{_named(account.name)} has {len(options)} active "
-            "Recurring Service contracts",
+            f"Account {account.id}{_named(account.name)} has {len(options)} {USABLE_CONTRACT}s",
             "--contract",
             say,
         )
