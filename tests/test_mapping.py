@@ -643,7 +643,25 @@ def _error_line(result):
     return next(line for line in result.stderr.splitlines() if line.startswith("Error: "))
 
 
-CHOOSE_CONTRACT = "Leave out --contract to choose from the account's Recurring Service contracts."
+FIND_ACCOUNT = (
+    "`infima-autotask search-accounts NAME`, then run `infima-autotask map 101 --account ID`."
+)
+
+
+def _choose_contract(client, account):
+    return (
+        "choose one of the account's active Recurring Service contracts with "
+        f"`infima-autotask map {client} --account {account}`."
+    )
+
+
+def _choose_service(contract):
+    return (
+        "choose one of the contract's services with "
+        f"`infima-autotask map 101 --account {ACME} --contract {contract}`."
+    )
+
+
 REFUSALS = [
     (
         ["999", "--account", str(ACME)],
@@ -652,13 +670,12 @@ REFUSALS = [
     ),
     (
         ["101", "--account", "29680000"],
-        "Error: Account 29680000 not found in Autotask. Find the account ID with "
-        "`infima-autotask search-accounts NAME`.",
+        f"Error: Account 29680000 not found in Autotask; find the account ID with {FIND_ACCOUNT}",
     ),
     (
         ["101", "--account", str(HOLDINGS)],
-        f"Error: Account {HOLDINGS} (Acme Holdings) is inactive in Autotask. Reactivate it, or "
-        "find an active account with `infima-autotask search-accounts NAME`.",
+        f"Error: Account {HOLDINGS} (Acme Holdings) is inactive in Autotask; reactivate it in "
+        f"Autotask, or find an active account with {FIND_ACCOUNT}",
     ),
     (
         ["101", "--account", str(FOXTROT)],
@@ -667,27 +684,27 @@ REFUSALS = [
     ),
     (
         ["101", "--account", str(ACME), "--contract", "29689999"],
-        f"Error: Contract 29689999 not found in Autotask. {CHOOSE_CONTRACT}",
+        f"Error: Contract 29689999 not found in Autotask; {_choose_contract(101, ACME)}",
     ),
     (
         ["101", "--account", str(ACME), "--contract", str(BIRCH_RS)],
         f"Error: Contract {BIRCH_RS} (Birch Managed 2026) belongs to account {BIRCH}, not to "
-        f"account {ACME} (Acme Dental LLC). {CHOOSE_CONTRACT}",
+        f"account {ACME} (Acme Dental LLC); {_choose_contract(101, ACME)}",
     ),
     (
         ["101", "--account", str(ACME), "--contract", str(ACME_BLOCK)],
         f"Error: Contract {ACME_BLOCK} (Block Hours) is not a Recurring Service contract "
-        f"(contractType 3); the INFIMA service must be on one. {CHOOSE_CONTRACT}",
+        f"(contractType 3); the INFIMA service must be on one; {_choose_contract(101, ACME)}",
     ),
     (
         ["101", "--account", str(ACME), "--contract", str(ACME_INACTIVE)],
         f"Error: Contract {ACME_INACTIVE} (Old Managed Services) is not active in Autotask "
-        f"(status 0). Activate it in Autotask, or: {CHOOSE_CONTRACT}",
+        f"(status 0); activate it in Autotask, or {_choose_contract(101, ACME)}",
     ),
     (
         ["104", "--account", str(DELTA), "--contract", str(DELTA_OLD)],
-        f"Error: Contract {DELTA_OLD} (Delta 2025) ended on 2026-10-31. Map its renewal "
-        f"instead. {CHOOSE_CONTRACT}",
+        f"Error: Contract {DELTA_OLD} (Delta 2025) ended on 2026-10-31; map its renewal: "
+        f"{_choose_contract(104, DELTA)}",
     ),
     (
         [
@@ -700,13 +717,11 @@ REFUSALS = [
             str(BIRCH_CS),
         ],  # fmt: skip
         f"Error: Contract service {BIRCH_CS} belongs to contract {BIRCH_RS}, not to contract "
-        f"{ACME_RS} (Managed Services 2026). Leave out --contract-service to choose from the "
-        "contract's services.",
+        f"{ACME_RS} (Managed Services 2026); {_choose_service(ACME_RS)}",
     ),
     (
         ["101", "--account", str(ACME), "--contract-service", "29688888"],
-        "Error: Contract service 29688888 not found in Autotask. Leave out --contract-service "
-        "to choose from the contract's services.",
+        f"Error: Contract service 29688888 not found in Autotask; {_choose_service(ACME_RS)}",
     ),
     (
         ["101", "--account", str(BIRCH), "--contract-service", str(BIRCH_CS)],
@@ -1089,8 +1104,9 @@ def test_check_ended_contract_prints_the_renewal_command(invoke, config_path, au
     rows = {row["client_id"]: row for row in json.loads(result.stdout)}
     assert rows[101]["status"] == "ok"
     assert rows[104]["status"] == (
-        f"contract {DELTA_OLD} ended on 2026-10-31; renewal found: `infima-autotask map 104 "
-        f"--account {DELTA} --contract {DELTA_NEW} --contract-service {DELTA_NEW_CS}`"
+        f"contract {DELTA_OLD} (Delta 2025) ended on 2026-10-31; re-map to its renewal with "
+        f"`infima-autotask map 104 --account {DELTA} --contract {DELTA_NEW} "
+        f"--contract-service {DELTA_NEW_CS}`"
     )
     assert set(rows[104]) == {
         "client_id", "client", "account", "contract", "contract_service", "writes_dated",
@@ -1153,47 +1169,60 @@ def test_check_refreshes_renamed_records(invoke, config_path, autotask):
     assert stat.S_IMODE(os.stat(config_path).st_mode) == 0o600
 
 
+CHOOSE_ACME = (
+    "choose one of the account's active Recurring Service contracts with "
+    f"`infima-autotask map 101 --account {ACME}`"
+)
+
+
 @pytest.mark.parametrize(
     ("change", "status"),
     [
         (
             lambda d: d["Companies"][0].update(isActive=False),
-            f"account {ACME} inactive: reactivate it in Autotask, or re-map with "
-            "`infima-autotask map 101 --account ID`",
+            f"account {ACME} (Acme Dental LLC) is inactive in Autotask; reactivate it in "
+            "Autotask, or find an active account with `infima-autotask search-accounts NAME`, "
+            "then run `infima-autotask map 101 --account ID`",
         ),
         (
             lambda d: d["Companies"].pop(0),
-            f"account {ACME} not found: find it with `infima-autotask search-accounts NAME`, "
-            "then `infima-autotask map 101 --account ID`",
+            f"account {ACME} not found in Autotask; find the account ID with `infima-autotask "
+            "search-accounts NAME`, then run `infima-autotask map 101 --account ID`",
         ),
         (
             lambda d: d["Contracts"][0].update(status=0),
-            f"contract {ACME_RS} inactive: activate it in Autotask, or re-map with "
-            f"`infima-autotask map 101 --account {ACME}`",
+            f"contract {ACME_RS} (Managed Services 2026) is not active in Autotask (status 0); "
+            f"activate it in Autotask, or {CHOOSE_ACME}",
         ),
         (
             lambda d: d["Contracts"][0].update(contractType=3),
-            f"contract {ACME_RS} is not Recurring Service: re-map with "
-            f"`infima-autotask map 101 --account {ACME}`",
+            f"contract {ACME_RS} (Managed Services 2026) is not a Recurring Service contract "
+            f"(contractType 3); the INFIMA service must be on one; {CHOOSE_ACME}",
         ),
         (
             lambda d: d["Contracts"].pop(0),
-            f"contract {ACME_RS} not found: re-map with `infima-autotask map 101 --account {ACME}`",
+            f"contract {ACME_RS} not found in Autotask; {CHOOSE_ACME}",
         ),
         (
             lambda d: d["Contracts"][0].update(companyID=BIRCH),
-            f"contract {ACME_RS} belongs to account {BIRCH}: re-map with "
-            f"`infima-autotask map 101 --account {ACME}`",
+            f"contract {ACME_RS} (Managed Services 2026) belongs to account {BIRCH}, not to "
+            f"account {ACME} (Acme Dental LLC); {CHOOSE_ACME}",
         ),
         (
             lambda d: d["ContractServices"].pop(0),
-            f"contract service {ACME_CS} gone from contract {ACME_RS}: re-map with "
+            f"contract service {ACME_CS} not found in Autotask; choose one of the contract's "
+            f"services with `infima-autotask map 101 --account {ACME} --contract {ACME_RS}`",
+        ),
+        (
+            lambda d: d["ContractServices"][0].update(contractID=BIRCH_RS),
+            f"contract service {ACME_CS} belongs to contract {BIRCH_RS}, not to contract "
+            f"{ACME_RS} (Managed Services 2026); choose one of the contract's services with "
             f"`infima-autotask map 101 --account {ACME} --contract {ACME_RS}`",
         ),
         (
             lambda d: d["Contracts"][0].update(endDate="2026-11-10T00:00:00"),
-            f"contract {ACME_RS} ended on 2026-11-10, no renewal carrying service {SAT} found: "
-            f"create it in Autotask, then re-map with `infima-autotask map 101 --account {ACME}`",
+            f"contract {ACME_RS} (Managed Services 2026) ended on 2026-11-10; no renewal "
+            f"carrying service {SAT} was found: renew it in Autotask, then {CHOOSE_ACME}",
         ),
     ],
 )
@@ -1204,6 +1233,25 @@ def test_check_broken_statuses(invoke, config_path, autotask, change, status):
     assert result.exit_code == 1
     rows = {row["client_id"]: row for row in json.loads(result.stdout)}
     assert rows[101]["status"] == status
+
+
+def test_check_seeks_renewals_only_for_chains_broken_by_the_ended_contract(
+    invoke, config_path, autotask
+):
+    """An inactive account is what the status names: no renewal look-up for its ended contract
+    (the two queries used to be sent and their answer never shown)."""
+    write_config(
+        config_path,
+        make_config([_mapping(104, DELTA, DELTA_OLD, DELTA_OLD_CS, contract_name="Delta 2025")]),
+    )
+    for record in autotask.data["Companies"]:
+        if record["id"] == DELTA:
+            record["isActive"] = False
+    result = invoke("list-mappings", "--check", "--json")
+    assert result.exit_code == 1
+    (row,) = json.loads(result.stdout)
+    assert row["status"].startswith(f"account {DELTA} (Delta Veterinary Group) is inactive")
+    assert len(autotask.calls()) == 5  # picklist + 4 batched reads
 
 
 def test_check_without_mappings_makes_no_request(invoke, config_path, autotask):
@@ -1241,7 +1289,7 @@ def test_check_200_mappings_costs_a_handful_of_requests(invoke, config_path, aut
     result = invoke("list-mappings", "--check", "--json")
     assert result.exit_code == 1
     broken = [row for row in json.loads(result.stdout) if row["status"] != "ok"]
-    assert len(broken) == 4 and all("renewal found" in row["status"] for row in broken)
+    assert len(broken) == 4 and all("re-map to its renewal with" in row["status"] for row in broken)
     assert len(autotask.calls()) == 7  # picklist + 4 batched reads + 2 renewal queries
 
 

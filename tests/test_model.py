@@ -8,6 +8,7 @@ import pytest
 from conftest import API_URL, BASE, CODE, SECRET, USERNAME
 
 from infima_autotask.autotask import AutotaskClient
+from infima_autotask.chain import find_successors
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.errors import BadResponseError
 from infima_autotask.http import HttpClient
@@ -15,7 +16,6 @@ from infima_autotask.model import (
     Contract,
     UnitsRow,
     choose_row,
-    find_successors,
     parse_account,
     parse_contract,
     parse_contract_service,

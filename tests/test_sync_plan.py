@@ -7,9 +7,10 @@ from datetime import date, datetime, timezone
 
 import pytest
 
+from infima_autotask.chain import Successor
 from infima_autotask.config import Mapping, SyncSettings
 from infima_autotask.errors import UsageError
-from infima_autotask.model import Contract, ContractService, Successor, UnitsRow
+from infima_autotask.model import Contract, ContractService, UnitsRow
 from infima_autotask.sync import (
     NO_COST_VISIBILITY,
     PlanItem,
@@ -272,6 +273,10 @@ def test_no_row_covering_d_fails():
 
 # -- broken chains ------------------------------------------------------------------------
 
+CHOOSE = (
+    "choose one of the account's active Recurring Service contracts with "
+    "`infima-autotask map 101 --account 29683501`"
+)
 RENEWAL = Successor(
     contract=replace(CONTRACT, id=29690011, start=date(2026, 11, 1), end=date(2027, 10, 31)),
     contract_service=ContractService(id=29690450, contract_id=29690011, service_id=30012),
@@ -283,41 +288,42 @@ RENEWAL = Successor(
     [
         (
             {"contract": None},
-            "contract 29684001 not found in Autotask; re-map with "
-            "`infima-autotask map 101 --account 29683501`",
+            f"contract 29684001 not found in Autotask; {CHOOSE}",
         ),
         (
             {"contract": replace(CONTRACT, contract_type=1)},
-            "contract 29684001 is not a Recurring Service contract; re-map with "
-            "`infima-autotask map 101 --account 29683501`",
+            "contract 29684001 (Managed Services 2026) is not a Recurring Service contract "
+            f"(contractType 1); the INFIMA service must be on one; {CHOOSE}",
         ),
         (
             {"contract": replace(CONTRACT, status=0)},
-            "contract 29684001 is not active in Autotask; re-activate it, or re-map with "
-            "`infima-autotask map 101 --account 29683501`",
+            "contract 29684001 (Managed Services 2026) is not active in Autotask (status 0); "
+            f"activate it in Autotask, or {CHOOSE}",
         ),
         (
             {"contract": replace(CONTRACT, end=date(2026, 10, 31)), "successors": {}},
-            "contract 29684001 ended 2026-10-31 and no renewal carrying its service was found; "
-            "renew it in Autotask, then `infima-autotask map 101 --account 29683501`",
+            "contract 29684001 (Managed Services 2026) ended on 2026-10-31; no renewal carrying "
+            f"service 30012 was found: renew it in Autotask, then {CHOOSE}",
         ),
         (
             {
                 "contract": replace(CONTRACT, end=date(2026, 10, 31), status=0),
                 "successors": {(CONTRACT.id, RENEWAL.contract_service.service_id): RENEWAL},
             },
-            "contract 29684001 ended 2026-10-31; re-map to its renewal: infima-autotask map 101 "
-            "--account 29683501 --contract 29690011 --contract-service 29690450",
+            "contract 29684001 (Managed Services 2026) ended on 2026-10-31; re-map to its "
+            "renewal with `infima-autotask map 101 --account 29683501 --contract 29690011 "
+            "--contract-service 29690450`",
         ),
         (
             {"cs": None},
-            "contract service 29685100 not found in Autotask; re-map with "
-            "`infima-autotask map 101 --account 29683501 --contract 29684001`",
+            "contract service 29685100 not found in Autotask; choose one of the contract's "
+            "services with `infima-autotask map 101 --account 29683501 --contract 29684001`",
         ),
         (
             {"cs": replace(CS, contract_id=29699999)},
-            "contract service 29685100 belongs to contract 29699999, not 29684001; re-map with "
-            "`infima-autotask map 101 --account 29683501`",
+            "contract service 29685100 belongs to contract 29699999, not to contract 29684001 "
+            "(Managed Services 2026); choose one of the contract's services with "
+            "`infima-autotask map 101 --account 29683501 --contract 29684001`",
         ),
         ({"count": UserCount(None, "INFIMA has no client 101")}, "INFIMA has no client 101"),
     ],
@@ -372,6 +378,7 @@ def test_ended_contracts_lists_each_contract_once():
         {ended.id: ended, 1: replace(CONTRACT, id=1)},
         {CS.id: CS},
         D,
+        ACTIVE,
     )
     assert found == [(ended, 30012)]
 

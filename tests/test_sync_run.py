@@ -579,8 +579,8 @@ def test_ended_contract_names_its_renewal(invoke, setup, fake, requests_mock):
     assert result.exit_code == 1
     (item,) = json.loads(result.stdout)["items"]
     assert item["message"] == (
-        f"contract {CONTRACT} ended 2026-10-31; re-map to its renewal: infima-autotask map 101 "
-        f"--account {ACCOUNT} --contract 29690011 --contract-service 29690450"
+        f"contract {CONTRACT} ended on 2026-10-31; re-map to its renewal with `infima-autotask "
+        f"map 101 --account {ACCOUNT} --contract 29690011 --contract-service 29690450`"
     )
     assert writes(requests_mock) == []
     # the renewal look-up is 2 requests, for the failed item only

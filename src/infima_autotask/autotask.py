@@ -32,7 +32,6 @@ PAGE_SIZE = 500
 IN_CHUNK = 500  # Autotask limits a query to 500 OR conditions
 MAX_IN_FLIGHT = 3  # thread limit per endpoint and tracking identifier
 MAX_PAGES = 10_000  # a guard against a server that never stops paging
-RECURRING_SERVICE = 7  # Contracts.contractType; the only value Autotask documents
 
 Record = dict[str, Any]
 

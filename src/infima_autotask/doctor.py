@@ -4,7 +4,7 @@ relies on that the public documentation leaves open, before the first write.
 Each check is a :class:`Check` (``ok``, ``warn`` or ``fail`` with what was found and what to
 do). Nothing here writes: no Autotask create, no config save, no history row, no keyring
 entry. The Autotask reads are the sync's batched reads (a handful of requests whatever the
-number of mappings); the rules are the sync's own (``sync.chain_problem``,
+number of mappings); the rules are the sync's own (``sync.chain_verdict``,
 ``sync.mapping_schedule``, ``model.choose_row``, ``billing.unit_rates``,
 ``billing.wire_effective_date``), so what ``doctor`` shows is what ``sync`` will do.
 """
@@ -31,6 +31,7 @@ from infima_autotask.billing import (
     wire_effective_date,
     within_cent,
 )
+from infima_autotask.chain import Successor, chain_text, find_successors
 from infima_autotask.config import Config, Mapping, SyncSettings
 from infima_autotask.errors import ApiError, InfimaAutotaskError
 from infima_autotask.infima import (
@@ -43,10 +44,8 @@ from infima_autotask.infima import (
 from infima_autotask.model import (
     Contract,
     ContractService,
-    Successor,
     UnitsRow,
     choose_row,
-    find_successors,
     read_contract_picklists,
     read_contract_services,
     read_contracts,
@@ -57,7 +56,7 @@ from infima_autotask.runner import select_mappings
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import (
     NO_COST_VISIBILITY,
-    chain_problem,
+    chain_verdict,
     clamp_target,
     current_month,
     ended_contracts,
@@ -298,7 +297,7 @@ def read_tenant(client: AutotaskClient, mappings: Sequence[Mapping], day: date) 
     )
     picklists = read_contract_picklists(client)
     successors: dict[tuple[int, int], Successor] = {}
-    ended = ended_contracts(mappings, contracts, services, day)
+    ended = ended_contracts(mappings, contracts, services, day, picklists.active_statuses)
     if ended:
         try:
             successors = find_successors(client, ended, day, picklists.active_statuses)
@@ -394,18 +393,10 @@ def mapping_checks(
     label = f"client {mapping.client_id}"
     contract = facts.contracts.get(mapping.contract_id)
     cs = facts.services.get(mapping.contract_service_id)
-    problem = chain_problem(mapping, contract, cs, day, facts.active_statuses, facts.successors)
-    if problem is not None or contract is None or cs is None:
-        return [Check.failed(f"{label}: chain", problem or "contract service not found")]
-    ends = f", ends {contract.end.isoformat()}" if contract.end else ""
-    checks = [
-        Check(
-            f"{label}: chain",
-            OK,
-            f"contract {contract.id} ({contract.name or '-'}): Recurring Service, active{ends}; "
-            f"contract service {cs.id} (service {cs.service_id}) is on it",
-        )
-    ]
+    verdict = chain_verdict(mapping, contract, cs, day, facts.active_statuses, facts.successors)
+    if not verdict.ok or contract is None or cs is None:
+        return [Check.failed(f"{label}: chain", chain_text(verdict))]
+    checks = [Check(f"{label}: chain", OK, chain_text(verdict))]
     rows = facts.rows.get(cs.id, [])
     when = mapping_schedule(mapping, contract, day, settings, facts.period_months)
     if when.effective is None:

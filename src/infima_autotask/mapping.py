@@ -33,6 +33,17 @@ from infima_autotask.billing import (
     schedule,
     unit_rates,
 )
+from infima_autotask.chain import (
+    USABLE_CONTRACT,
+    ChainRef,
+    ChainVerdict,
+    chain_text,
+    check_chain,
+    find_successors,
+    problem_text,
+    read_recurring_contracts,
+    renewals_wanted,
+)
 from infima_autotask.config import Config, Mapping, SyncSettings
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
@@ -42,9 +53,7 @@ from infima_autotask.model import (
     Account,
     Contract,
     ContractService,
-    Successor,
     choose_row,
-    find_successors,
     parse_account,
     parse_contract,
     parse_contract_service,
@@ -52,7 +61,6 @@ from infima_autotask.model import (
     read_contract_picklists,
     read_contract_services,
     read_contracts,
-    read_recurring_contracts,
     read_services,
     read_units_rows,
 )
@@ -252,8 +260,8 @@ def search_accounts(
 ) -> SearchResult:
     """Companies whose name contains ``query``; ``limit`` 0 means all (every page).
 
-    With ``contracts``, the active Recurring Service contracts of the accounts shown, their
-    contract services, service names, this month's units and per-unit rates, one batched
+    With ``contracts``, the usable contracts (``chain.usable_contract``) of the accounts shown,
+    their contract services, service names, this month's units and per-unit rates, one batched
     query per entity for all accounts. ``config`` (its ``prorate`` settings) decides which
     units row a sync would start from.
 
@@ -524,68 +532,6 @@ class _Problem:
         return f"{self.text}. {self.hint}" if self.hint else f"{self.text}."
 
 
-def _account_problem(account_id: int, account: Account | None) -> _Problem | None:
-    if account is None:
-        return _Problem(
-            f"Account {account_id} not found in Autotask",
-            f"Find the account ID with `{PROG} search-accounts NAME`.",
-        )
-    if not account.active:
-        return _Problem(
-            f"Account {account_id}{_named(account.name)} is inactive in Autotask",
-            f"Reactivate it, or find an active account with `{PROG} search-accounts NAME`.",
-        )
-    return None
-
-
-def _contract_problem(
-    contract_id: int,
-    contract: Contract | None,
-    account: Account,
-    active: set[int],
-    today: date,
-) -> _Problem | None:
-    choose = "Leave out --contract to choose from the account's Recurring Service contracts."
-    if contract is None:
-        return _Problem(f"Contract {contract_id} not found in Autotask", choose)
-    named = f"Contract {contract_id}{_named(contract.name)}"
-    if contract.account_id != account.id:
-        return _Problem(
-            f"{named} belongs to account {contract.account_id}, not to account "
-            f"{account.id}{_named(account.name)}",
-            choose,
-        )
-    if not contract.recurring:
-        return _Problem(
-            f"{named} is not a Recurring Service contract (contractType "
-            f"{contract.contract_type}); the INFIMA service must be on one",
-            choose,
-        )
-    if contract.ended_before(today):
-        return _Problem(f"{named} ended on {contract.end}", f"Map its renewal instead. {choose}")
-    if contract.status not in active:
-        return _Problem(
-            f"{named} is not active in Autotask (status {contract.status})",
-            f"Activate it in Autotask, or: {choose}",
-        )
-    return None
-
-
-def _contract_service_problem(
-    cs_id: int, cs: ContractService | None, contract: Contract
-) -> _Problem | None:
-    choose = "Leave out --contract-service to choose from the contract's services."
-    if cs is None:
-        return _Problem(f"Contract service {cs_id} not found in Autotask", choose)
-    if cs.contract_id != contract.id:
-        return _Problem(
-            f"Contract service {cs_id} belongs to contract {cs.contract_id}, not to contract "
-            f"{contract.id}{_named(contract.name)}",
-            choose,
-        )
-    return None
-
-
 def _taken_problem(config: Config, client_id: int, cs_id: int) -> _Problem | None:
     for other in config.mappings:
         if other.contract_service_id == cs_id and other.client_id != client_id:
@@ -602,9 +548,15 @@ def _raise(problem: _Problem | None) -> None:
         raise UsageError(problem.message())
 
 
-def _valid(problem: _Problem | None, value: T | None) -> T:
-    """``value`` when the check found no problem (the checks refuse a missing value)."""
-    _raise(problem)
+def _sentence(clause: str) -> str:
+    """A clause as the start of a sentence: ``contract 5 ...`` -> ``Contract 5 ...``."""
+    return clause[:1].upper() + clause[1:]
+
+
+def _usable(verdict: ChainVerdict, value: T | None) -> T:
+    """``value`` when the chain read so far is usable, else the verdict as ``map``'s error."""
+    if not verdict.ok:
+        raise UsageError(f"{_sentence(chain_text(verdict))}.")
     if value is None:
         raise UsageError("A record Autotask was asked for is missing; run the command again.")
     return value
@@ -857,7 +809,8 @@ def map_client(
 
     record = client.get("Companies", request.account_id)
     found = parse_account(record) if record else None
-    account = _valid(_account_problem(request.account_id, found), found)
+    ref = ChainRef(client_id=request.client_id, account_id=request.account_id)
+    account = _usable(check_chain(ref, day=today, account=found), found)
     # One request for both: the active statuses and the billing period labels.
     picklists = read_contract_picklists(client)
     active = picklists.active_statuses
@@ -870,9 +823,8 @@ def map_client(
         ]
         if not options:
             raise UsageError(
-                f"Account {account.id}{_named(account.name)} has no active Recurring Service "
-                "contract. Create one in Autotask with the INFIMA service on it, then run map "
-                "again."
+                f"Account {account.id}{_named(account.name)} has no {USABLE_CONTRACT}. Create "
+                "one in Autotask with the INFIMA service on it, then run map again."
             )
         by_id = {contract.id: contract for contract in options}
         chosen = _choose(
@@ -880,8 +832,7 @@ def map_client(
             [Candidate(contract.id, _contract_label(contract)) for contract in options],
             pick,
             notes,
-            f"Account {account.id}{_named(account.name)} has {len(options)} active "
-            "Recurring Service contracts",
+            f"Account {account.id}{_named(account.name)} has {len(options)} {USABLE_CONTRACT}s",
             "--contract",
             say,
         )
@@ -889,9 +840,11 @@ def map_client(
     else:
         record = client.get("Contracts", request.contract_id)
         given = parse_contract(record) if record else None
-        contract = _valid(
-            _contract_problem(request.contract_id, given, account, active, today), given
+        ref = replace(ref, contract_id=request.contract_id)
+        verdict = check_chain(
+            ref, day=today, active_statuses=active, account=account, contract=given
         )
+        contract = _usable(verdict, given)
 
     if request.contract_service_id is None:
         carried = sorted(
@@ -935,9 +888,16 @@ def map_client(
     else:
         record = client.get("ContractServices", request.contract_service_id)
         given_cs = parse_contract_service(record) if record else None
-        cs = _valid(
-            _contract_service_problem(request.contract_service_id, given_cs, contract), given_cs
+        ref = replace(ref, contract_id=contract.id, contract_service_id=request.contract_service_id)
+        verdict = check_chain(
+            ref,
+            day=today,
+            active_statuses=active,
+            account=account,
+            contract=contract,
+            contract_service=given_cs,
         )
+        cs = _usable(verdict, given_cs)
         service = client.get("Services", cs.service_id)
         service_name = str(service.get("name") or "") if service else None
     _raise(_taken_problem(config, request.client_id, cs.id))
@@ -1116,17 +1076,22 @@ def _row_problem(
 ) -> _Problem | None:
     if row.client_id not in clients:
         return _Problem(f"INFIMA does not know client {row.client_id}")
-    account = accounts.get(row.account_id)
-    problem = _account_problem(row.account_id, account)
-    if problem or account is None:
-        return problem
-    contract = contracts.get(row.contract_id)
-    problem = _contract_problem(row.contract_id, contract, account, active, today)
-    if problem or contract is None:
-        return problem
-    return _contract_service_problem(
-        row.contract_service_id, services.get(row.contract_service_id), contract
+    ref = ChainRef(
+        client_id=row.client_id,
+        account_id=row.account_id,
+        contract_id=row.contract_id,
+        contract_service_id=row.contract_service_id,
     )
+    verdict = check_chain(
+        ref,
+        day=today,
+        active_statuses=active,
+        account=accounts.get(row.account_id),
+        contract=contracts.get(row.contract_id),
+        contract_service=services.get(row.contract_service_id),
+    )
+    # A file of rows: each line says what is wrong; the fix is to correct the line.
+    return None if verdict.ok else _Problem(_sentence(problem_text(verdict)))
 
 
 # --- unmap -----------------------------------------------------------------------------
@@ -1251,13 +1216,18 @@ def check_mappings(
     names = read_services(
         client, {m.service_id for m in mappings} | {cs.service_id for cs in services.values()}
     )
-    ended = [
-        (contracts[m.contract_id], m.service_id)
+    verdicts = {
+        m.client_id: check_chain(
+            ChainRef.of(m),
+            day=today,
+            active_statuses=active,
+            account=accounts.get(m.account_id),
+            contract=contracts.get(m.contract_id),
+            contract_service=services.get(m.contract_service_id),
+        )
         for m in mappings
-        if m.contract_id in contracts
-        and contracts[m.contract_id].account_id == m.account_id
-        and contracts[m.contract_id].ended_before(today)
-    ]
+    }
+    ended = renewals_wanted(verdicts.values())
     successors = find_successors(client, ended, today, active) if ended else {}
 
     status: dict[int, str] = {}
@@ -1268,7 +1238,8 @@ def check_mappings(
         account = accounts.get(m.account_id)
         contract = contracts.get(m.contract_id)
         cs = services.get(m.contract_service_id)
-        status[m.client_id] = _check_one(m, account, contract, cs, active, today, successors)
+        verdict = verdicts[m.client_id].sought(successors)
+        status[m.client_id] = "ok" if verdict.ok else chain_text(verdict)
         unknown = known_clients is not None and m.client_id not in known_clients
         if status[m.client_id] == "ok" and unknown:
             status[m.client_id] = (
@@ -1313,56 +1284,3 @@ def _refresh(
     if service is not None and service.name and service.name != mapping.service_name:
         changed["service_name"] = service.name
     return replace(mapping, **changed) if changed else mapping
-
-
-def _check_one(
-    m: Mapping,
-    account: Account | None,
-    contract: Contract | None,
-    cs: ContractService | None,
-    active: set[int],
-    today: date,
-    successors: dict[tuple[int, int], Successor],
-) -> str:
-    remap = f"`{PROG} map {m.client_id} --account {m.account_id}`"
-    if account is None:
-        return (
-            f"account {m.account_id} not found: find it with `{PROG} search-accounts NAME`, "
-            f"then `{PROG} map {m.client_id} --account ID`"
-        )
-    if not account.active:
-        return (
-            f"account {m.account_id} inactive: reactivate it in Autotask, or re-map with "
-            f"`{PROG} map {m.client_id} --account ID`"
-        )
-    if contract is None:
-        return f"contract {m.contract_id} not found: re-map with {remap}"
-    if contract.account_id != m.account_id:
-        return (
-            f"contract {m.contract_id} belongs to account {contract.account_id}: "
-            f"re-map with {remap}"
-        )
-    if not contract.recurring:
-        return f"contract {m.contract_id} is not Recurring Service: re-map with {remap}"
-    if contract.ended_before(today):
-        successor = successors.get((contract.id, m.service_id))
-        if successor is not None:
-            return (
-                f"contract {m.contract_id} ended on {contract.end}; renewal found: "
-                f"`{PROG} map {m.client_id} --account {m.account_id} "
-                f"--contract {successor.contract.id} "
-                f"--contract-service {successor.contract_service.id}`"
-            )
-        return (
-            f"contract {m.contract_id} ended on {contract.end}, no renewal carrying service "
-            f"{m.service_id} found: create it in Autotask, then re-map with {remap}"
-        )
-    if contract.status not in active:
-        return f"contract {m.contract_id} inactive: activate it in Autotask, or re-map with {remap}"
-    if cs is None or cs.contract_id != m.contract_id:
-        return (
-            f"contract service {m.contract_service_id} gone from contract {m.contract_id}: "
-            f"re-map with `{PROG} map {m.client_id} --account {m.account_id} "
-            f"--contract {m.contract_id}`"
-        )
-    return "ok"

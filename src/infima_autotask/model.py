@@ -1,25 +1,19 @@
 """The Autotask records the tool reads, parsed into dataclasses, and the batched reads of them.
 
-Mapping, ``list-mappings --check`` and ``sync`` all read Autotask through these functions, so
-the units-row rule (SPEC §8) and the renewal look-up exist once.
+Mapping, ``list-mappings --check``, ``doctor`` and ``sync`` all read Autotask through these
+functions, so the units-row rule (SPEC §8) exists once; which contracts and chains are usable
+is ``chain.py``'s.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from infima_autotask.autotask import (
-    RECURRING_SERVICE,
-    AutotaskClient,
-    Record,
-    format_date,
-    in_filter,
-    parse_date,
-)
+from infima_autotask.autotask import AutotaskClient, Record, format_date, parse_date
 from infima_autotask.errors import BadResponseError
 from infima_autotask.whole_number import (
     MAX_INT,
@@ -70,10 +64,6 @@ class Contract:
     start: date | None
     end: date | None
     period_type: int | None = None  # contractPeriodType (a picklist value)
-
-    @property
-    def recurring(self) -> bool:
-        return self.contract_type == RECURRING_SERVICE
 
     def ended_before(self, day: date) -> bool:
         return self.end is not None and self.end < day
@@ -317,87 +307,3 @@ def read_contract_picklists(client: AutotaskClient) -> ContractPicklists:
         active_statuses=active or {ACTIVE_CONTRACT_STATUS},
         period_labels=lists.get("contractPeriodType", {}),
     )
-
-
-def usable_contract(contract: Contract, active_statuses: set[int], day: date) -> bool:
-    """A contract a mapping may write to on ``day``: Recurring Service, active, not ended."""
-    return (
-        contract.recurring and contract.status in active_statuses and not contract.ended_before(day)
-    )
-
-
-def read_recurring_contracts(
-    client: AutotaskClient, account_ids: Iterable[int], day: date, active_statuses: set[int]
-) -> list[Contract]:
-    """The usable contracts of these accounts (batched), oldest start first."""
-    records = client.query_in(
-        "Contracts",
-        "companyID",
-        account_ids,
-        filters=[
-            {"op": "eq", "field": "contractType", "value": RECURRING_SERVICE},
-            in_filter("status", sorted(active_statuses)),
-            {"op": "gte", "field": "endDate", "value": format_date(day)},
-        ],
-        fields=CONTRACT_FIELDS,
-    )
-    found = [c for c in map(parse_contract, records) if usable_contract(c, active_statuses, day)]
-    return sorted(found, key=lambda contract: (contract.start or date.min, contract.id))
-
-
-@dataclass(frozen=True)
-class Successor:
-    """A renewal: another active Recurring Service contract of the account with the service."""
-
-    contract: Contract
-    contract_service: ContractService
-
-
-def find_successors(
-    client: AutotaskClient,
-    ended: Sequence[tuple[Contract, int]],
-    day: date,
-    active_statuses: set[int],
-) -> dict[tuple[int, int], Successor]:
-    """For each ``(ended contract, service id)``, the renewal contract carrying that service.
-
-    Two queries for all of them together. Keyed by ``(ended contract id, service id)``; the
-    newest successor (latest start, then highest id) wins when there are several.
-    """
-    if not ended:
-        return {}
-    accounts = {contract.account_id for contract, _ in ended}
-    candidates = read_recurring_contracts(client, accounts, day, active_statuses)
-    if not candidates:
-        return {}
-    services = {service_id for _, service_id in ended}
-    carried = [
-        parse_contract_service(record)
-        for record in client.query_in(
-            "ContractServices",
-            "contractID",
-            [contract.id for contract in candidates],
-            filters=[in_filter("serviceID", sorted(services))],
-            fields=CONTRACT_SERVICE_FIELDS,
-        )
-    ]
-    by_id = {contract.id: contract for contract in candidates}
-    found: dict[tuple[int, int], Successor] = {}
-    for old, service_id in ended:
-        options = [
-            Successor(by_id[cs.contract_id], cs)
-            for cs in carried
-            # Only what was asked for counts, whatever else the server returned.
-            if cs.contract_id in by_id
-            and cs.service_id == service_id
-            and by_id[cs.contract_id].account_id == old.account_id
-            and cs.contract_id != old.id
-        ]
-        best = max(
-            options,
-            key=lambda s: (s.contract.start or date.min, s.contract.id),
-            default=None,
-        )
-        if best is not None:
-            found[(old.id, service_id)] = best
-    return found

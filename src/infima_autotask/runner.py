@@ -33,6 +33,7 @@ from infima_autotask.billing import (
     period_labels,
     shows,
 )
+from infima_autotask.chain import Successor, find_successors
 from infima_autotask.config import Mapping
 from infima_autotask.errors import (
     ApiError,
@@ -51,10 +52,8 @@ from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, Infi
 from infima_autotask.landing import Landing, describe_row, landing, moved_message
 from infima_autotask.model import (
     Contract,
-    Successor,
     UnitsRow,
     choose_row,
-    find_successors,
     read_contract_picklists,
     read_contract_services,
     read_contracts,
@@ -389,7 +388,7 @@ class _Run:
         finally:
             # After a failed read, user lists not yet started are never sent.
             pool.shutdown(wait=True, cancel_futures=True)
-        ended = ended_contracts(self.mappings, contracts, services, self.day)
+        ended = ended_contracts(self.mappings, contracts, services, self.day, active)
         successors: dict[tuple[int, int], Successor] = {}
         if ended:
             try:

@@ -15,9 +15,17 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from infima_autotask.billing import Rates, Schedule, same_rate, schedule, unit_rates
+from infima_autotask.chain import (
+    ChainRef,
+    ChainVerdict,
+    Successor,
+    chain_text,
+    check_chain,
+    renewals_wanted,
+)
 from infima_autotask.config import Mapping, SyncSettings
 from infima_autotask.errors import UsageError
-from infima_autotask.model import Contract, ContractService, Successor, UnitsRow, choose_row
+from infima_autotask.model import Contract, ContractService, UnitsRow, choose_row
 from infima_autotask.whole_number import WholeNumberError, parse_whole, strip_spaces
 
 UPDATED = "updated"
@@ -180,70 +188,44 @@ def _service_of(mapping: Mapping, cs: ContractService | None) -> int:
     return cs.service_id if cs is not None else mapping.service_id
 
 
-def ended_contracts(
-    mappings: cabc.Iterable[Mapping],
-    contracts: cabc.Mapping[int, Contract],
-    contract_services: cabc.Mapping[int, ContractService],
-    day: date,
-) -> list[tuple[Contract, int]]:
-    """The (ended contract, service id) pairs whose renewal the failure message should name."""
-    found: dict[tuple[int, int], tuple[Contract, int]] = {}
-    for mapping in mappings:
-        contract = contracts.get(mapping.contract_id)
-        if contract is not None and contract.recurring and contract.ended_before(day):
-            cs = contract_services.get(mapping.contract_service_id)
-            service_id = _service_of(mapping, cs)
-            found.setdefault((contract.id, service_id), (contract, service_id))
-    return list(found.values())
-
-
-def chain_problem(
+def chain_verdict(
     mapping: Mapping,
     contract: Contract | None,
     cs: ContractService | None,
     day: date,
     active_statuses: cabc.Collection[int],
-    successors: cabc.Mapping[tuple[int, int], Successor],
-) -> str | None:
-    """Why the mapping's Autotask chain cannot be written to for ``day``, with the fix."""
-    if contract is None:
-        return (
-            f"contract {mapping.contract_id} not found in Autotask; re-map with `{_remap(mapping)}`"
+    successors: cabc.Mapping[tuple[int, int], Successor] | None = None,
+) -> ChainVerdict:
+    """The chain rule as ``sync`` and ``doctor`` apply it for ``day``: they read no account, so
+    the account is not checked; ``successors`` (looked up) name an ended contract's renewal."""
+    verdict = check_chain(
+        ChainRef.of(mapping),
+        day=day,
+        active_statuses=active_statuses,
+        contract=contract,
+        contract_service=cs,
+    )
+    return verdict if successors is None else verdict.sought(successors)
+
+
+def ended_contracts(
+    mappings: cabc.Iterable[Mapping],
+    contracts: cabc.Mapping[int, Contract],
+    contract_services: cabc.Mapping[int, ContractService],
+    day: date,
+    active_statuses: cabc.Collection[int],
+) -> list[tuple[Contract, int]]:
+    """The (ended contract, service id) pairs whose renewal the failure message should name."""
+    return renewals_wanted(
+        chain_verdict(
+            mapping,
+            contracts.get(mapping.contract_id),
+            contract_services.get(mapping.contract_service_id),
+            day,
+            active_statuses,
         )
-    if not contract.recurring:
-        return (
-            f"contract {contract.id} is not a Recurring Service contract; "
-            f"re-map with `{_remap(mapping)}`"
-        )
-    if contract.end is not None and contract.ended_before(day):
-        successor = successors.get((contract.id, _service_of(mapping, cs)))
-        if successor is not None:
-            return (
-                f"contract {contract.id} ended {contract.end.isoformat()}; re-map to its "
-                f"renewal: infima-autotask map {mapping.client_id} --account "
-                f"{successor.contract.account_id} --contract {successor.contract.id} "
-                f"--contract-service {successor.contract_service.id}"
-            )
-        return (
-            f"contract {contract.id} ended {contract.end.isoformat()} and no renewal carrying "
-            f"its service was found; renew it in Autotask, then `{_remap(mapping)}`"
-        )
-    if contract.status not in active_statuses:
-        return (
-            f"contract {contract.id} is not active in Autotask; re-activate it, or re-map "
-            f"with `{_remap(mapping)}`"
-        )
-    if cs is None:
-        return (
-            f"contract service {mapping.contract_service_id} not found in Autotask; re-map "
-            f"with `{_remap(mapping)} --contract {contract.id}`"
-        )
-    if cs.contract_id != contract.id:
-        return (
-            f"contract service {cs.id} belongs to contract {cs.contract_id}, not "
-            f"{contract.id}; re-map with `{_remap(mapping)}`"
-        )
-    return None
+        for mapping in mappings
+    )
 
 
 def _percent(value: float) -> str:
@@ -373,9 +355,9 @@ def plan_one(
 
     if count is None or count.users is None:
         return item(FAILED, (count.error if count is not None else "") or "no user count")
-    problem = chain_problem(mapping, contract, cs, day, active_statuses, successors)
-    if problem is not None or contract is None:
-        return item(FAILED, problem or "contract not found")
+    verdict = chain_verdict(mapping, contract, cs, day, active_statuses, successors)
+    if not verdict.ok or contract is None:
+        return item(FAILED, chain_text(verdict))
     if effective is None:
         return item(*no_effective_date(mapping, contract, when))
     if contract.ended_before(effective) and contract.end is not None:
