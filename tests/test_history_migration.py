@@ -10,14 +10,8 @@ import pytest
 
 from infima_autotask import history as history_module
 from infima_autotask.errors import StateError
-from infima_autotask.history import (
-    DB_NAME,
-    FINAL_STATUSES,
-    SCHEMA_VERSION,
-    SUCCESS_STATUSES,
-    History,
-    ItemRecord,
-)
+from infima_autotask.history import DB_NAME, SCHEMA_VERSION, History, ItemRecord
+from infima_autotask.statuses import FINAL, SUCCESS
 
 # The schema of version 1, exactly as infima-autotask 0.1 created it (history._SCHEMA then).
 V1_SCHEMA = """
@@ -304,8 +298,8 @@ def test_newer_database_is_still_refused_untouched(state: Path) -> None:
 
 
 def test_skipped_is_final_and_done_for_the_period(state: Path) -> None:
-    assert "skipped" in FINAL_STATUSES
-    assert "skipped" in SUCCESS_STATUSES
+    assert "skipped" in FINAL
+    assert "skipped" in SUCCESS
     with History(state) as h:
         real = h.start_run(period="2026-12", dry_run=False, version="0.2.0")
         h.record_item(real, ItemRecord(1, None, 1, 2, 5, 5, 5, 5, None, 3.0, 1.0, "skipped"))

@@ -16,7 +16,10 @@ from infima_autotask.autotask import AutotaskClient
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.history import History
 from infima_autotask.http import HttpClient, RetryPolicy
-from infima_autotask.sync import PLANNED, PlanItem
+from infima_autotask.statuses import PLANNED
+from infima_autotask.sync import (
+    PlanItem,
+)
 from infima_autotask.writer import Outcome, Write, Writer
 
 E = date(2026, 12, 1)

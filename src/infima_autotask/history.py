@@ -22,15 +22,19 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import LockHeldError, StateError
 from .fsutil import make_private_dirs
+from .statuses import FINAL, SUCCESS, WRITING
 from .whole_number import WholeNumberError, parse_whole
+
+if TYPE_CHECKING:
+    from .sync import PlanItem
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +43,6 @@ LOCK_NAME = "sync.lock"
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
-WRITING = "writing"
-# ``skipped``: nothing was due for the period (no billing period starts in the month).
-FINAL_STATUSES = frozenset({"updated", "unchanged", "planned", "skipped", "held", "failed"})
-# Done for the period: ``sync --if-due`` leaves these clients alone (SPEC §8).
-SUCCESS_STATUSES = ("updated", "unchanged", "skipped")
 
 _FIX_DIR = "Set INFIMA_AUTOTASK_STATE_DIR (or state_dir in the config) to a writable folder."
 
@@ -91,18 +90,6 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE items ADD COLUMN effective_date TEXT",),
 }
 
-_ITEM_COLUMNS = (
-    "client_id, client_name, contract_id, contract_service_id, users, target, before, after, "
-    "change, price, cost, status, message, adjustment_id, effective_date"
-)
-_SELECT_ITEMS = (
-    "SELECT i.client_id, i.client_name, i.contract_id, i.contract_service_id, i.users, "
-    "i.target, i.before, i.after, i.change, i.price, i.cost, i.status, i.message, "
-    "i.adjustment_id, i.effective_date, i.id, i.run_id, i.period, r.dry_run, i.created_at, "
-    "i.updated_at "
-    "FROM items i JOIN runs r ON r.id = i.run_id"
-)
-
 
 @dataclass(frozen=True)
 class ItemRecord:
@@ -129,6 +116,38 @@ class ItemRecord:
     message: str = ""
     adjustment_id: int | None = None
     effective_date: str | None = None  # keep last: callers construct items positionally
+
+    @classmethod
+    def of(cls, item: PlanItem) -> ItemRecord:
+        """An item's history row; ``cost`` is the cost in force after it (written ones' too)."""
+        return cls(
+            client_id=item.client_id,
+            client_name=item.client_name or None,
+            contract_id=item.contract_id,
+            contract_service_id=item.contract_service_id,
+            users=item.users,
+            target=item.target,
+            before=item.before,
+            after=item.after,
+            change=item.change,
+            price=item.rates.price,
+            cost=item.rates.cost,
+            status=item.status,
+            message=item.message,
+            adjustment_id=item.adjustment_id,
+            effective_date=item.effective.isoformat() if item.effective else None,
+        )
+
+
+# The items table's own columns are ItemRecord's fields, by name and in order: a new field is
+# a new column (and a migration), nothing else.
+_ITEM_FIELDS = tuple(f.name for f in fields(ItemRecord))
+_ITEM_COLUMNS = ", ".join(_ITEM_FIELDS)
+_SELECT_ITEMS = (
+    f"SELECT {', '.join('i.' + name for name in _ITEM_FIELDS)}, "  # noqa: S608 - fixed names
+    "i.id, i.run_id, i.period, r.dry_run, i.created_at, i.updated_at "
+    "FROM items i JOIN runs r ON r.id = i.run_id"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -420,7 +439,7 @@ class History:
         """Record several final items in one transaction; returns their ids in order."""
         items = list(items)
         for item in items:
-            if item.status not in FINAL_STATUSES:
+            if item.status not in FINAL:
                 raise ValueError(f"not a final status: {item.status!r}")
             _check_effective_date(item)
         with self._write() as cur:
@@ -446,7 +465,7 @@ class History:
         adjustment_id: int | None = None,
     ) -> None:
         """Close an intent of this run with the outcome of its write."""
-        if status not in FINAL_STATUSES:
+        if status not in FINAL:
             raise ValueError(f"not a final status: {status!r}")
         with self._write() as cur:
             cur.execute(
@@ -469,7 +488,7 @@ class History:
 
         ``after`` follows SPEC §8: the target when ``updated``, else ``before``.
         """
-        if status not in FINAL_STATUSES:
+        if status not in FINAL:
             raise ValueError(f"not a final status: {status!r}")
         with self._write() as cur:
             cur.execute(
@@ -482,18 +501,18 @@ class History:
                 raise ValueError(f"item {item_id} is not a pending intent")
 
     def successful_clients(self, period: str) -> set[int]:
-        """Clients done for ``period``: an item of a SUCCESS_STATUSES status in a real run."""
+        """Clients done for ``period``: an item of a SUCCESS status in a real run."""
         return {client for client, _ in self.successful_lines(period)}
 
     def successful_lines(self, period: str) -> set[tuple[int, int | None]]:
         """(client, contract service) pairs done for ``period`` in a real run: a client
         re-mapped to another line since is due again."""
-        marks = ", ".join("?" for _ in SUCCESS_STATUSES)
+        marks = ", ".join("?" for _ in SUCCESS)
         rows = self._read(
             "SELECT DISTINCT i.client_id, i.contract_service_id FROM items i "  # noqa: S608
             f"JOIN runs r ON r.id = i.run_id WHERE i.period = ? AND r.dry_run = 0 "
             f"AND i.status IN ({marks})",
-            (period, *SUCCESS_STATUSES),
+            (period, *SUCCESS),
         )
         return {(int(row[0]), None if row[1] is None else int(row[1])) for row in rows}
 
@@ -543,30 +562,12 @@ class History:
         self, cur: sqlite3.Cursor, run_id: int, period: str, item: ItemRecord, status: str
     ) -> int:
         now = self._now()
+        values = [status if name == "status" else getattr(item, name) for name in _ITEM_FIELDS]
+        marks = ", ".join("?" for _ in range(len(values) + 4))
         cur.execute(
             f"INSERT INTO items (run_id, period, {_ITEM_COLUMNS}, created_at, updated_at) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                run_id,
-                period,
-                item.client_id,
-                item.client_name,
-                item.contract_id,
-                item.contract_service_id,
-                item.users,
-                item.target,
-                item.before,
-                item.after,
-                item.change,
-                item.price,
-                item.cost,
-                status,
-                item.message,
-                item.adjustment_id,
-                item.effective_date,
-                now,
-                now,
-            ),
+            f"VALUES ({marks})",
+            (run_id, period, *values, now, now),
         )
         return _rowid(cur)
 
@@ -594,45 +595,11 @@ def _rowid(cur: sqlite3.Cursor) -> int:
 
 
 def _to_item(row: tuple[Any, ...]) -> HistoryItem:
-    (
-        client_id,
-        client_name,
-        contract_id,
-        contract_service_id,
-        users,
-        target,
-        before,
-        after,
-        change,
-        price,
-        cost,
-        status,
-        message,
-        adjustment_id,
-        effective_date,
-        item_id,
-        run_id,
-        period,
-        dry_run,
-        created_at,
-        updated_at,
-    ) = row
+    """A row of :data:`_SELECT_ITEMS` as a stored item."""
+    stored = dict(zip(_ITEM_FIELDS, row, strict=False))
+    item_id, run_id, period, dry_run, created_at, updated_at = row[len(_ITEM_FIELDS) :]
     return HistoryItem(
-        client_id=client_id,
-        client_name=client_name,
-        contract_id=contract_id,
-        contract_service_id=contract_service_id,
-        users=users,
-        target=target,
-        before=before,
-        after=after,
-        change=change,
-        price=price,
-        cost=cost,
-        status=status,
-        message=message,
-        adjustment_id=adjustment_id,
-        effective_date=effective_date,
+        **stored,
         id=item_id,
         run_id=run_id,
         period=period,
@@ -716,3 +683,18 @@ def _read_pid(fd: int) -> int | None:
         return parse_whole(os.pread(fd, 32, 0).decode("ascii", "replace"), low=1, spaces=True)
     except (OSError, WholeNumberError):
         return None
+
+
+def read_items(
+    state_dir: Path,
+    *,
+    month: str | None = None,
+    client_id: int | None = None,
+    limit: int | None = None,
+) -> list[HistoryItem]:
+    """Past sync items, newest first; none when there is no history file yet (the state
+    folder is not created just to read it)."""
+    if not (state_dir / DB_NAME).is_file():
+        return []
+    with History(state_dir) as history:
+        return history.items(month=month, client_id=client_id, limit=limit)

@@ -19,7 +19,11 @@ from typing import Any
 from infima_autotask.billing import wire_effective_date
 from infima_autotask.errors import UsageError
 from infima_autotask.fsutil import write_atomically
-from infima_autotask.sync import PLANNED, PlanItem, parse_month
+from infima_autotask.statuses import PLANNED
+from infima_autotask.sync import (
+    PlanItem,
+    parse_month,
+)
 from infima_autotask.whole_number import whole_from_json
 
 PLAN_VERSION = 1

@@ -42,11 +42,10 @@ from infima_autotask.errors import (
     UsageError,
 )
 from infima_autotask.history import (
-    DB_NAME,
     History,
     HistoryItem,
+    ItemRecord,
     SyncLock,
-    display_time,
 )
 from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, InfimaClientInfo
 from infima_autotask.landing import Landing, describe_row, landing, moved_message
@@ -61,12 +60,8 @@ from infima_autotask.model import (
 )
 from infima_autotask.plan_file import PlannedWrite, ReviewedPlan
 from infima_autotask.runtime import Runtime
+from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
 from infima_autotask.sync import (
-    FAILED,
-    HELD,
-    PLANNED,
-    UNCHANGED,
-    UPDATED,
     PlanItem,
     UserCount,
     current_month,
@@ -77,24 +72,11 @@ from infima_autotask.sync import (
     plan,
     summary,
 )
-from infima_autotask.writer import Progress, Writer, join, record, settle_ceiling
+from infima_autotask.writer import Progress, Writer, join, settle_ceiling
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_UNMAPPED = 20
-
-HISTORY_COLUMNS = (
-    "Time",
-    "Period",
-    "Effective",
-    "Client ID",
-    "Client",
-    "Before",
-    "After",
-    "Change",
-    "Status",
-    "Detail",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +119,7 @@ class SyncReport:
     @property
     def outcome(self) -> str:
         counts = self.summary
-        return "failed" if counts[FAILED] else "held" if counts[HELD] else "ok"
+        return FAILED if counts[FAILED] else HELD if counts[HELD] else "ok"
 
     def exit_code(self, *, detailed: bool = False) -> int:
         """SPEC §3: 1 for any failed or held item; 4 for pending changes of a detailed dry run."""
@@ -413,11 +395,11 @@ class _Run:
         to_write = [item for item in items if item.status == PLANNED]
         self._check_threshold(autotask, len(to_write))
         if options.dry_run:
-            self.history.record_items(self.run_id, [record(item) for item in items])
+            self.history.record_items(self.run_id, [ItemRecord.of(item) for item in items])
             self.report.items = items
             return
         self.history.record_items(
-            self.run_id, [record(item) for item in items if item.status != PLANNED]
+            self.run_id, [ItemRecord.of(item) for item in items if item.status != PLANNED]
         )
         self.report.writing = bool(to_write)
         self.report.writes_planned = len(to_write)
@@ -685,42 +667,3 @@ def _age_seconds(stamp: str, now: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return (now - when).total_seconds()
-
-
-def history_rows(
-    state_dir: Path,
-    *,
-    month: str | None = None,
-    client_id: int | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Past sync items, newest first, keyed by :data:`HISTORY_COLUMNS`.
-
-    No history file yet: no rows (the state folder is not created just to read it).
-    """
-    if not (state_dir / DB_NAME).is_file():
-        return []
-    with History(state_dir) as history:
-        items = history.items(month=month, client_id=client_id, limit=limit)
-    rows = []
-    for item in items:
-        detail = item.message
-        if item.status == "writing":
-            detail = join(detail, "write outcome not yet known: the next sync re-reads Autotask")
-        if item.dry_run:
-            detail = join("dry run", detail)
-        rows.append(
-            {
-                "Time": display_time(item.created_at),
-                "Period": item.period,
-                "Effective": item.effective_date,
-                "Client ID": item.client_id,
-                "Client": item.client_name,
-                "Before": item.before,
-                "After": item.after,
-                "Change": item.change,
-                "Status": item.status,
-                "Detail": detail,
-            }
-        )
-    return rows

@@ -26,14 +26,9 @@ from infima_autotask.chain import (
 from infima_autotask.config import Mapping, SyncSettings
 from infima_autotask.errors import UsageError
 from infima_autotask.model import Contract, ContractService, UnitsRow, choose_row
+from infima_autotask.statuses import FAILED, HELD, PLANNED, SKIPPED, UNCHANGED, UPDATED
 from infima_autotask.whole_number import WholeNumberError, parse_whole, strip_spaces
 
-UPDATED = "updated"
-UNCHANGED = "unchanged"
-PLANNED = "planned"
-SKIPPED = "skipped"
-HELD = "held"
-FAILED = "failed"
 STATUSES = (UPDATED, UNCHANGED, PLANNED, SKIPPED, HELD, FAILED)
 
 NO_COST_VISIBILITY = "the API user cannot see costs: grant cost visibility"
@@ -551,7 +546,7 @@ def summary_line(
 ) -> str:
     """``Period 2026-12: 12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed``; an explicit
     past or future month says so (``Period 2026-11 (a past month): ...``)."""
-    first = "planned" if dry_run else "updated"
+    first = PLANNED if dry_run else UPDATED
     named = f" (a {relation} month)" if relation else ""
     text = (
         f"Period {period}{named}: {counts.get(first, 0)} {first}, "

@@ -26,7 +26,10 @@ from infima_autotask.history import History, ItemRecord
 from infima_autotask.landing import Landing, item_landing, landing_message, landing_problem
 from infima_autotask.model import read_units_rows
 from infima_autotask.plan_file import adjustment_body
-from infima_autotask.sync import FAILED, HELD, UPDATED, PlanItem
+from infima_autotask.statuses import FAILED, HELD, UPDATED
+from infima_autotask.sync import (
+    PlanItem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +208,7 @@ class Writer:
         """Writes never sent (the first write did not verify, or an interrupt): held, said so."""
         for write in rest:
             write.final = replace(write.item, status=HELD, message=message, after=write.item.before)
-        self.history.record_items(self.run_id, [record(w.final) for w in rest if w.final])
+        self.history.record_items(self.run_id, [ItemRecord.of(w.final) for w in rest if w.final])
 
     # -- one write ----------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class Writer:
         """Record the intent, send, and settle an unknown outcome (SPEC §8 "Outcomes")."""
         item = write.item
         # Committed before the request leaves: a kill after the send is found next run.
-        write.intent_id = self.history.record_intent(self.run_id, record(item))
+        write.intent_id = self.history.record_intent(self.run_id, ItemRecord.of(item))
         for attempt in (1, 2):
             outcome, detail = self.send(write)
             if outcome is Outcome.SENT:
@@ -465,24 +468,3 @@ def settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
 def join(*parts: str) -> str:
     """Message parts joined by ``; ``, empty ones left out."""
     return "; ".join(part for part in parts if part)
-
-
-def record(item: PlanItem) -> ItemRecord:
-    """The history row of an item; ``cost`` is the cost in force after it (intended for writes)."""
-    return ItemRecord(
-        client_id=item.client_id,
-        client_name=item.client_name or None,
-        contract_id=item.contract_id,
-        contract_service_id=item.contract_service_id,
-        users=item.users,
-        target=item.target,
-        before=item.before,
-        after=item.after,
-        change=item.change,
-        price=item.rates.price,
-        cost=item.rates.cost,
-        status=item.status,
-        message=item.message,
-        adjustment_id=item.adjustment_id,
-        effective_date=item.effective.isoformat() if item.effective else None,
-    )

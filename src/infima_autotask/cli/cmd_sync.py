@@ -27,27 +27,36 @@ from infima_autotask.cli._common import (
 )
 from infima_autotask.config import load_config_or_default
 from infima_autotask.errors import UsageError
+from infima_autotask.history import HistoryItem, display_time, read_items
 from infima_autotask.plan_file import ReviewedPlan, load_plan, save_plan
 from infima_autotask.runner import (
-    HISTORY_COLUMNS,
     SyncInterrupted,
     SyncOptions,
     SyncReport,
-    history_rows,
     run_sync,
 )
 from infima_autotask.runtime import Runtime
+from infima_autotask.statuses import PLANNED, SKIPPED, UNCHANGED, UPDATED, WRITING
 from infima_autotask.sync import (
-    PLANNED,
-    SKIPPED,
-    UNCHANGED,
-    UPDATED,
     PlanItem,
     parse_month,
     period_label,
     summary_line,
 )
+from infima_autotask.writer import join
 
+HISTORY_COLUMNS = (
+    "Time",
+    "Period",
+    "Effective",
+    "Client ID",
+    "Client",
+    "Before",
+    "After",
+    "Change",
+    "Status",
+    "Detail",
+)
 SYNC_COLUMNS = (
     "Client",
     "Contract Service",
@@ -374,15 +383,36 @@ def history(month: date | None, client_id: int | None, limit: int | None, as_jso
     """
     runtime = get_runtime()
     state_dir = runtime.state_dir(load_config_or_default(runtime.config_path))
-    rows = history_rows(
+    items = read_items(
         state_dir,
         month=period_label(month) if month else None,
         client_id=client_id,
         limit=limit,
     )
+    rows = [_history_row(item) for item in items]
     if not as_json:
         rows = [{**row, "Change": signed(row["Change"])} for row in rows]
     emit_rows(rows, HISTORY_COLUMNS, as_json=as_json)
+
+
+def _history_row(item: HistoryItem) -> dict[str, Any]:
+    detail = item.message
+    if item.status == WRITING:
+        detail = join(detail, "write outcome not yet known: the next sync re-reads Autotask")
+    if item.dry_run:
+        detail = join("dry run", detail)
+    return {
+        "Time": display_time(item.created_at),
+        "Period": item.period,
+        "Effective": item.effective_date,
+        "Client ID": item.client_id,
+        "Client": item.client_name,
+        "Before": item.before,
+        "After": item.after,
+        "Change": item.change,
+        "Status": item.status,
+        "Detail": detail,
+    }
 
 
 COMMANDS = [sync, history]
