@@ -28,7 +28,7 @@ from typing import Any
 import requests_mock
 import yaml
 
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.http import HttpClient
 from infima_autotask.model import choose_row, parse_units_row
@@ -220,7 +220,7 @@ def measure_naive(n: int, k: int) -> int:
         fake = Fake(n)
         fake.install(mocker)
         creds = AutotaskCredentials("bench@example.com", "bench-secret-value", "X" * 27)
-        client = AutotaskClient(HttpClient("Autotask"), API_URL, creds)
+        client = AutotaskApi(HttpClient("Autotask"), API_URL, creds)
         users = users_of(n, k)
         for i in range(n):
             cs_id = 30_000_000 + i

@@ -15,7 +15,7 @@ from conftest import API_URL, BASE, CODE, SECRET, USERNAME
 from infima_autotask.autotask import (
     DEFAULT_ZONE_URL,
     MAX_IN_FLIGHT,
-    AutotaskClient,
+    AutotaskApi,
     Threshold,
     Zone,
     chunks,
@@ -53,7 +53,7 @@ def http(sleeps):
 
 @pytest.fixture
 def client(http):
-    return AutotaskClient(http, API_URL, CREDS)
+    return AutotaskApi(http, API_URL, CREDS)
 
 
 def carries_credentials(request) -> bool:
@@ -204,7 +204,7 @@ def test_api_url_override_skips_the_zone_lookup(stored_creds, config_path, reque
 
 def test_client_refuses_an_unsafe_api_url(http):
     with pytest.raises(UnsafeUrlError):
-        AutotaskClient(http, "http://webservices5.autotask.net/ATServicesRest/", CREDS)
+        AutotaskApi(http, "http://webservices5.autotask.net/ATServicesRest/", CREDS)
 
 
 # --- auth and errors -------------------------------------------------------------------
@@ -497,7 +497,7 @@ def test_at_most_three_requests_in_flight(slow_server):
     """requests-mock serialises every send, so this runs against a real loopback server."""
     port = slow_server.server_address[1]
     with HttpClient("Autotask") as http:
-        client = AutotaskClient(http, f"http://127.0.0.1:{port}/ATServicesRest/", CREDS)
+        client = AutotaskApi(http, f"http://127.0.0.1:{port}/ATServicesRest/", CREDS)
         results = []
         threads = [
             threading.Thread(target=lambda: results.append(client.query("Companies", [])))

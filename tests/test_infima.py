@@ -18,7 +18,7 @@ from infima_autotask.http import HttpClient
 from infima_autotask.infima import (
     PAGE_LIMIT,
     CountsFile,
-    InfimaClient,
+    InfimaApi,
     InfimaClientInfo,
     count_active_users,
 )
@@ -37,7 +37,7 @@ def sleeps():
 @pytest.fixture
 def client(sleeps):
     with HttpClient("INFIMA", sleep=sleeps.append) as http:
-        yield InfimaClient(http, INFIMA, API_KEY)
+        yield InfimaApi(http, INFIMA, API_KEY)
 
 
 def clients_page(start, count):
@@ -145,16 +145,16 @@ def test_a_bare_500_is_unavailable(client, requests_mock):
 
 def test_plain_http_base_url_is_refused(sleeps):
     with pytest.raises(UnsafeUrlError):
-        InfimaClient(HttpClient("INFIMA"), "http://app.infimasecapis.com", API_KEY)
+        InfimaApi(HttpClient("INFIMA"), "http://app.infimasecapis.com", API_KEY)
 
 
 def test_users_without_status_fail_unless_allowed(sleeps, requests_mock):
     requests_mock.get(INFIMA + "/v1/clients/3/users", json={"items": users(None, None)})
     http = HttpClient("INFIMA", sleep=sleeps.append)
     with pytest.raises(BadResponseError) as caught:
-        InfimaClient(http, INFIMA, API_KEY).active_users(3)
+        InfimaApi(http, INFIMA, API_KEY).active_users(3)
     assert str(caught.value) == NO_STATUS
-    assert InfimaClient(http, INFIMA, API_KEY, count_without_status=True).active_users(3) == 2
+    assert InfimaApi(http, INFIMA, API_KEY, count_without_status=True).active_users(3) == 2
 
 
 # --- the active-user rule --------------------------------------------------------------

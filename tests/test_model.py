@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from conftest import API_URL, BASE, CODE, SECRET, USERNAME
 
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.chain import find_successors
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.errors import BadResponseError
@@ -63,7 +63,7 @@ def contract(contract_id, account, start, end, status=1):
 
 def test_find_successors_keys_by_contract_and_service(requests_mock):
     """Two services on one ended contract each get the renewal that carries them."""
-    client = AutotaskClient(
+    client = AutotaskApi(
         HttpClient("Autotask"), API_URL, AutotaskCredentials(USERNAME, CODE, SECRET)
     )
     ended = Contract(10, 500, "old", 7, 1, date(2025, 12, 1), date(2026, 11, 30))

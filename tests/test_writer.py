@@ -12,7 +12,7 @@ import pytest
 from conftest import API_URL, CODE, SECRET, USERNAME
 from fake_autotask import FakeAutotask, cs_id, writes
 
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.history import History
 from infima_autotask.http import HttpClient, RetryPolicy
@@ -56,7 +56,7 @@ def world(requests_mock, tmp_path):
         HttpClient("Autotask", retry=retry, sleep=lambda s: None) as http,
         History(tmp_path) as history,
     ):
-        autotask = AutotaskClient(http, API_URL, AutotaskCredentials(USERNAME, CODE, SECRET))
+        autotask = AutotaskApi(http, API_URL, AutotaskCredentials(USERNAME, CODE, SECRET))
         run_id = history.start_run(period="2026-12", dry_run=False, version="test")
         writer = Writer(
             autotask,

@@ -175,7 +175,7 @@ def _count(value: Any) -> int:
     return whole_from_json(value, floats=True, text=True)
 
 
-class AutotaskClient:
+class AutotaskApi:
     """The few Autotask entities the tool uses, with at most three requests in flight."""
 
     def __init__(self, http: HttpClient, api_url: str, creds: AutotaskCredentials) -> None:

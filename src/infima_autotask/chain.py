@@ -16,7 +16,7 @@ from datetime import date
 from enum import Enum
 from typing import Any, Literal
 
-from infima_autotask.autotask import AutotaskClient, format_date, in_filter
+from infima_autotask.autotask import AutotaskApi, format_date, in_filter
 from infima_autotask.config import Mapping
 from infima_autotask.model import (
     CONTRACT_FIELDS,
@@ -339,7 +339,7 @@ def chain_text(verdict: ChainVerdict) -> str:
 
 
 def read_recurring_contracts(
-    client: AutotaskClient,
+    client: AutotaskApi,
     account_ids: cabc.Iterable[int],
     day: date,
     active_statuses: cabc.Collection[int],
@@ -357,7 +357,7 @@ def read_recurring_contracts(
 
 
 def find_successors(
-    client: AutotaskClient,
+    client: AutotaskApi,
     ended: cabc.Sequence[tuple[Contract, int]],
     day: date,
     active_statuses: cabc.Collection[int],

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from infima_autotask.autotask import AutotaskClient, lookup_zone
+from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.billing import iana_zone, same_offsets
 from infima_autotask.config import Config, load_config_or_default, save_config
 from infima_autotask.credentials import (
@@ -30,7 +30,7 @@ from infima_autotask.errors import (
 )
 from infima_autotask.history import History, display_time
 from infima_autotask.http import register_secret
-from infima_autotask.infima import InfimaClient
+from infima_autotask.infima import InfimaApi
 from infima_autotask.model import read_location_timezone
 from infima_autotask.runtime import ENV_API_URL, Runtime
 
@@ -63,7 +63,7 @@ class TenantZone:
         return not same_offsets(self.zone, self.configured, date.today())
 
 
-def read_tenant_zone(client: AutotaskClient, configured: str | None) -> TenantZone:
+def read_tenant_zone(client: AutotaskApi, configured: str | None) -> TenantZone:
     """The default InternalLocations record's zone, or why it cannot be had.
 
     Never raises an API error: the API user may lack permission to read internal
@@ -146,7 +146,7 @@ def connect_autotask(
     if not api_url:
         found = lookup_zone(http, username, runtime.zone_url())
         api_url, zone = found.url, found.name
-    client = AutotaskClient(http, api_url, creds)
+    client = AutotaskApi(http, api_url, creds)
     with _from_environment(runtime, ENV_SECRET, secret, "Autotask secret"):
         threshold = client.threshold()
     tenant_zone = read_tenant_zone(client, config.autotask.timezone)
@@ -171,7 +171,7 @@ def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
     config = config_for_connect(runtime)
     url = runtime.infima_url(config)
     with _from_environment(runtime, ENV_INFIMA_KEY, api_key, "INFIMA key"):
-        partner = InfimaClient(runtime.new_http("INFIMA"), url, api_key).partner_name()
+        partner = InfimaApi(runtime.new_http("INFIMA"), url, api_key).partner_name()
     if runtime.env.get(ENV_INFIMA_KEY) != api_key:
         store_keyring(INFIMA_KEY_NAME, api_key, runtime.env)
     if not runtime.config_path.exists():

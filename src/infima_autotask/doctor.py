@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.billing import (
     Schedule,
     extended,
@@ -38,7 +38,7 @@ from infima_autotask.infima import (
     INFIMA_THREADS,
     CountsFile,
     CountSource,
-    InfimaClient,
+    InfimaApi,
     count_active_users,
 )
 from infima_autotask.model import (
@@ -155,7 +155,7 @@ def _shows(row: UnitsRow) -> str:
 
 def autotask_connection(
     runtime: Runtime, settings: SyncSettings
-) -> tuple[Check, AutotaskClient | None]:
+) -> tuple[Check, AutotaskApi | None]:
     """The Autotask connection and this hour's API usage (``ThresholdInformation``)."""
     name = "Autotask connection"
     try:
@@ -255,7 +255,7 @@ def zone_check(
     )
 
 
-def tenant_zone(client: AutotaskClient, configured: str | None, *, today: date) -> Check:
+def tenant_zone(client: AutotaskApi, configured: str | None, *, today: date) -> Check:
     """Read the tenant's zone; a refused read (permissions) is a warning, not a failure."""
     try:
         text = read_location_timezone(client)
@@ -283,7 +283,7 @@ class TenantFacts:
     successors: dict[tuple[int, int], Successor]
 
 
-def read_tenant(client: AutotaskClient, mappings: Sequence[Mapping], day: date) -> TenantFacts:
+def read_tenant(client: AutotaskApi, mappings: Sequence[Mapping], day: date) -> TenantFacts:
     """Contracts, contract services, units rows (D - 1 to the month's end) and picklists.
 
     Raises:
@@ -579,7 +579,7 @@ def infima_checks(infima: _Infima, mappings: Sequence[Mapping], config: Config) 
             )
         else:
             wanted.append(mapping)
-    if isinstance(source, InfimaClient) and wanted:
+    if isinstance(source, InfimaApi) and wanted:
         client = source
 
         def check(mapping: Mapping) -> Check:

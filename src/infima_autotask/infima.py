@@ -87,8 +87,9 @@ class ApiKeyAuth(requests.auth.AuthBase):
         return request
 
 
-class InfimaClient:
-    """``/v1/partner``, ``/v1/clients`` and ``/v1/clients/{id}/users``, paged by 50."""
+class InfimaApi:
+    """The INFIMA Reporting API (an API client; an INFIMA *client* is a customer, see
+    :class:`InfimaClientInfo`): ``/v1/partner``, ``/v1/clients`` and ``/v1/clients/{id}/users``, paged by 50."""
 
     def __init__(
         self, http: HttpClient, base_url: str, api_key: str, *, count_without_status: bool = False

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.billing import (
     Rates,
     Schedule,
@@ -249,7 +249,7 @@ class SearchResult:
 
 
 def search_accounts(
-    client: AutotaskClient,
+    client: AutotaskApi,
     query: str,
     *,
     today: date,
@@ -303,7 +303,7 @@ def search_accounts(
 
 
 def _account_services(
-    client: AutotaskClient, account_ids: Sequence[int], today: date, config: Config
+    client: AutotaskApi, account_ids: Sequence[int], today: date, config: Config
 ) -> dict[int, list[ServiceLine]]:
     first = today.replace(day=1)
     picklists = read_contract_picklists(client)  # the request that gives the active statuses
@@ -784,7 +784,7 @@ def _contract_label(contract: Contract) -> str:
 
 def map_client(
     config: Config,
-    client: AutotaskClient,
+    client: AutotaskApi,
     source: CountSource,
     request: MapRequest,
     *,
@@ -991,7 +991,7 @@ def _duplicates(rows: Sequence[CsvRow]) -> tuple[list[CsvRow], list[tuple[int, s
 
 def map_from_csv(
     config: Config,
-    client: AutotaskClient,
+    client: AutotaskApi,
     source: CountSource,
     path: Path,
     *,
@@ -1192,7 +1192,7 @@ class CheckResult:
 
 def check_mappings(
     config: Config,
-    client: AutotaskClient,
+    client: AutotaskApi,
     *,
     today: date,
     known_clients: set[int] | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from infima_autotask.autotask import AutotaskClient, Record, format_date, parse_date
+from infima_autotask.autotask import AutotaskApi, Record, format_date, parse_date
 from infima_autotask.errors import BadResponseError
 from infima_autotask.whole_number import (
     MAX_INT,
@@ -224,27 +224,25 @@ def choose_row(rows: Iterable[UnitsRow], day: date) -> UnitsRow | None:
     return max(covering, key=lambda row: (row.start, row.id), default=None)
 
 
-def read_accounts(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Account]:
+def read_accounts(client: AutotaskApi, ids: Iterable[int]) -> dict[int, Account]:
     records = client.query_in(
         "Companies", "id", ids, fields=("companyName", "companyType", "isActive")
     )
     return {account.id: account for account in map(parse_account, records)}
 
 
-def read_contracts(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Contract]:
+def read_contracts(client: AutotaskApi, ids: Iterable[int]) -> dict[int, Contract]:
     records = client.query_in("Contracts", "id", ids, fields=CONTRACT_FIELDS)
     return {contract.id: contract for contract in map(parse_contract, records)}
 
 
-def read_contract_services(
-    client: AutotaskClient, ids: Iterable[int]
-) -> dict[int, ContractService]:
+def read_contract_services(client: AutotaskApi, ids: Iterable[int]) -> dict[int, ContractService]:
     records = client.query_in("ContractServices", "id", ids, fields=CONTRACT_SERVICE_FIELDS)
     return {cs.id: cs for cs in map(parse_contract_service, records)}
 
 
 def read_units_rows(
-    client: AutotaskClient,
+    client: AutotaskApi,
     contract_service_ids: Iterable[int],
     first: date,
     last: date | None = None,
@@ -267,7 +265,7 @@ def read_units_rows(
     return rows
 
 
-def read_location_timezone(client: AutotaskClient) -> str | None:
+def read_location_timezone(client: AutotaskApi) -> str | None:
     """The ``timeZone`` text of the default ``InternalLocations`` record, or None.
 
     Taken as the tenant database's zone (UNCONFIRMED in AUTOTASK_API.md: ``doctor`` shows it
@@ -285,7 +283,7 @@ def read_location_timezone(client: AutotaskClient) -> str | None:
     return None
 
 
-def read_services(client: AutotaskClient, ids: Iterable[int]) -> dict[int, Service]:
+def read_services(client: AutotaskApi, ids: Iterable[int]) -> dict[int, Service]:
     records = client.query_in("Services", "id", ids, fields=("name",))
     return {service.id: service for service in map(parse_service, records)}
 
@@ -298,7 +296,7 @@ class ContractPicklists:
     period_labels: dict[int, str]
 
 
-def read_contract_picklists(client: AutotaskClient) -> ContractPicklists:
+def read_contract_picklists(client: AutotaskApi) -> ContractPicklists:
     """``Contracts.status`` values labelled Active and the ``contractPeriodType`` labels."""
     lists = client.picklists("Contracts", ("status", "contractPeriodType"))
     statuses = lists.get("status", {})

@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from infima_autotask import __version__
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.billing import (
     Rates,
     next_month,
@@ -292,7 +292,7 @@ class _Run:
         self.report = report
         self.progress = progress
         self.notice: Callable[[str], None] | None = None
-        self.autotask: AutotaskClient | None = None
+        self.autotask: AutotaskApi | None = None
         self.zone = self.config.autotask.timezone
         self._landed: dict[int, HistoryItem] = {}  # intents of a killed run found written
         # Every units read covers D - 1 (the day before a write dated D) to the month's end.
@@ -300,7 +300,7 @@ class _Run:
 
     def _read_rows(
         self,
-        autotask: AutotaskClient,
+        autotask: AutotaskApi,
         contracts: dict[int, Contract],
         months: dict[int, int],
         cs_ids: list[int],
@@ -335,7 +335,7 @@ class _Run:
             last = latest + timedelta(days=1)
         return first, last
 
-    def _client(self) -> AutotaskClient:
+    def _client(self) -> AutotaskApi:
         if self.autotask is None:
             self.autotask = self.runtime.autotask()
         return self.autotask
@@ -525,7 +525,7 @@ class _Run:
 
     def _widen_for_intents(
         self,
-        autotask: AutotaskClient,
+        autotask: AutotaskApi,
         pending: list[HistoryItem],
         rows: dict[int, list[UnitsRow]],
     ) -> None:
@@ -545,7 +545,7 @@ class _Run:
 
     def _settle_pending(
         self,
-        autotask: AutotaskClient,
+        autotask: AutotaskApi,
         pending: list[HistoryItem],
         rows: dict[int, list[UnitsRow]],
     ) -> None:
@@ -621,7 +621,7 @@ class _Run:
             log.info("intent %d of client %d: %s", intent.id, intent.client_id, message)
             self.history.resolve_intent(intent.id, status=status, message=message)
 
-    def _check_threshold(self, autotask: AutotaskClient, k: int) -> None:
+    def _check_threshold(self, autotask: AutotaskApi, k: int) -> None:
         """SPEC §8: refuse to write when used + k + ceil(k/500) passes the configured share.
 
         Read on every run, even without writes, so the request count is the SPEC §9 floor.

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from infima_autotask.autotask import AutotaskClient, lookup_zone
+from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.config import Config, load_config
 from infima_autotask.credentials import AutotaskCredentials, autotask_credentials, infima_api_key
 from infima_autotask.http import HttpClient, RetryPolicy
-from infima_autotask.infima import CountsFile, CountSource, InfimaClient
+from infima_autotask.infima import CountsFile, CountSource, InfimaApi
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class Runtime:
         self.seams = seams or Seams()
         self._retry = self.seams.retry()
         self._config: Config | None = None
-        self._autotask: AutotaskClient | None = None
-        self._infima: InfimaClient | None = None
+        self._autotask: AutotaskApi | None = None
+        self._infima: InfimaApi | None = None
         self._http: list[HttpClient] = []
 
     @property
@@ -99,7 +99,7 @@ class Runtime:
         settings = (config or self.config).autotask
         return autotask_credentials(settings.username, settings.integration_code, self.env)
 
-    def autotask(self) -> AutotaskClient:
+    def autotask(self) -> AutotaskApi:
         """The Autotask client: the API URL from the environment, the config, or a zone lookup."""
         if self._autotask is None:
             creds = self.autotask_credentials()
@@ -108,15 +108,15 @@ class Runtime:
             if not api_url:
                 api_url = lookup_zone(http, creds.username, self.zone_url()).url
                 log.info("Autotask zone URL: %s", api_url)
-            self._autotask = AutotaskClient(http, api_url, creds)
+            self._autotask = AutotaskApi(http, api_url, creds)
         return self._autotask
 
     def infima_url(self, config: Config | None = None) -> str:
         return self.env.get(ENV_INFIMA_URL) or (config or self.config).infima.api_url
 
-    def infima(self) -> InfimaClient:
+    def infima(self) -> InfimaApi:
         if self._infima is None:
-            self._infima = InfimaClient(
+            self._infima = InfimaApi(
                 self.new_http("INFIMA"),
                 self.infima_url(),
                 infima_api_key(self.env),

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date
 
-from infima_autotask.autotask import AutotaskClient
+from infima_autotask.autotask import AutotaskApi
 from infima_autotask.errors import ApiError, ApiRejected, ApiUnavailable
 from infima_autotask.history import History, ItemRecord
 from infima_autotask.landing import Landing, item_landing, landing_message, landing_problem
@@ -79,7 +79,7 @@ class Writer:
 
     def __init__(
         self,
-        autotask: AutotaskClient,
+        autotask: AutotaskApi,
         history: History,
         *,
         run_id: int,
@@ -440,12 +440,12 @@ def _written(write: Write) -> str:
     return f"written (adjustment {write.adjustment_id})" if write.adjustment_id else "written"
 
 
-def settle_ceiling(autotask: AutotaskClient) -> float:
+def settle_ceiling(autotask: AutotaskApi) -> float:
     """The longest wait for a create whose outcome is unknown (see :func:`settle_seconds`)."""
     return min(autotask.http.retry.max_delay, autotask.http.timeout[1])
 
 
-def settle_seconds(autotask: AutotaskClient, exc: ApiError) -> float:
+def settle_seconds(autotask: AutotaskApi, exc: ApiError) -> float:
     """How long to let Autotask finish a create whose outcome is unknown before re-reading.
 
     A create that timed out, lost its connection or got a gateway error may still be running
