@@ -26,6 +26,9 @@ _COMPOSER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
 )
 
 
+# --- naming places and values in the document (here and in config.py's validation) -----
+
+
 def describe(value: object) -> str:
     """A short, safe rendering of a value read from the file, for a problem line."""
     if value is None:
