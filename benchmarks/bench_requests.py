@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import requests_mock
-import yaml
 
 from infima_autotask.autotask import AutotaskApi
+from infima_autotask.config import parse_config, save_config
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.http import HttpClient
 from infima_autotask.model import choose_row, parse_units_row
@@ -179,7 +179,8 @@ def write_setup(folder: Path, n: int, k: int) -> Path:
         "mappings": mappings,
     }
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    # As the tool writes it (SPEC §9): every key of every mapping, nulls included.
+    save_config(parse_config(config, "benchmark"), path)
     return path
 
 

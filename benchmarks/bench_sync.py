@@ -58,11 +58,11 @@ from typing import Any
 import click
 import keyring
 import requests
-import yaml
 
 from infima_autotask import runner
 from infima_autotask import sandbox as sandbox_module
 from infima_autotask.cli import cli
+from infima_autotask.config import parse_config, save_config
 from infima_autotask.memkeyring import MemoryKeyring
 from infima_autotask.sandbox import Sandbox
 from infima_autotask.sandbox.infima import InfimaHandler
@@ -306,7 +306,8 @@ def write_config(folder: Path, sandbox: RemoteSandbox, work: Work) -> Path:
         "mappings": work.mappings,
     }
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    # As the tool writes it (SPEC §9): every key of every mapping, nulls included.
+    save_config(parse_config(config, "benchmark"), path)
     return path
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import copy
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infima_autotask import config as config_module
-from infima_autotask import fsutil
+from infima_autotask import config_yaml, fsutil
 from infima_autotask.config import (
     DEFAULT_INFIMA_URL,
     AutotaskSettings,
@@ -826,39 +828,23 @@ def test_parse_does_not_mutate_input():
     assert data == snapshot
 
 
-# --- reading YAML from parser events (SPEC §9 memory) ------------------------------------
+# --- reading YAML: libyaml or PyYAML's own parser, the same document ----------------------
 #
-# config._read_events builds the document from parser events; whatever it does not reproduce
-# exactly it hands to the node loader (_load_yaml_nodes, the reference). These tests pin that
-# the two agree, that the event reader really is the path a normal config takes, and its peak.
+# config_yaml reads like yaml.safe_load plus a duplicate-key check. Its node tree is composed
+# by libyaml when PyYAML has it (config_yaml._COMPOSER), else by PyYAML's pure-Python parser:
+# both must give the same document and the same duplicate-key problems. Swapping _COMPOSER is
+# the one seam these tests patch.
 
-_NODES = config_module._load_yaml_nodes
-
-
-def _reference(text: str):
-    """The node loader's outcome: (repr of the data, duplicate problems) or the error."""
-    try:
-        data, duplicates = _NODES(text, Path("/c.yaml"))
-    except ConfigError as exc:
-        return ("error", exc.message)
-    return ("ok", repr(data), duplicates)
+_PURE = yaml.SafeLoader
 
 
-def _loaded(text: str):
-    """`_load_yaml`'s outcome, in the same form."""
-    try:
-        data, duplicates = config_module._load_yaml(text, Path("/c.yaml"))
-    except ConfigError as exc:
-        return ("error", exc.message)
-    return ("ok", repr(data), duplicates)
-
-
-def _fast(text: str):
-    """The event reader's outcome, or None when it hands the text to the node loader."""
-    try:
-        data, duplicates = config_module._read_events(text)
-    except config_module._Fallback:
-        return None
+def _loaded(text: str, composer=None):
+    """What `config_yaml.load` gives: ("ok", repr of the data, duplicates) or the error."""
+    with mock.patch.object(config_yaml, "_COMPOSER", composer or config_yaml._COMPOSER):
+        try:
+            data, duplicates = config_yaml.load(text, Path("/c.yaml"))
+        except ConfigError as exc:
+            return ("error", exc.message)
     return ("ok", repr(data), duplicates)
 
 
@@ -879,43 +865,66 @@ def _large_text(count: int) -> str:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 
 
-def test_large_config_is_read_from_events_alone(tmp_path, monkeypatch):
-    text = _large_text(500)
-    assert _fast(text) == _reference(text)
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML built without libyaml")
+def test_libyaml_composes_the_config_when_pyyaml_has_it(tmp_path, monkeypatch):
+    assert config_yaml._COMPOSER is yaml.CSafeLoader
+
+    def no_pure_parser(self):
+        raise AssertionError("composed by the pure-Python parser")
+
+    monkeypatch.setattr(yaml.composer.Composer, "get_single_node", no_pure_parser)
+    assert load_config(EXAMPLE).mappings
+    monkeypatch.setattr(config_yaml, "_COMPOSER", _PURE)
+    with pytest.raises(AssertionError, match="pure-Python parser"):
+        load_config(EXAMPLE)
+
+
+def test_pure_python_parser_is_used_without_libyaml():
+    code = (
+        "import yaml; del yaml.CSafeLoader\n"
+        "from infima_autotask import config_yaml\n"
+        "print(config_yaml._COMPOSER.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "SafeLoader\n"), done.stderr
+
+
+def test_large_config_reads_the_same_with_either_parser(tmp_path, monkeypatch):
     path = tmp_path / "config.yaml"
-    path.write_text(text, encoding="utf-8")
-
-    def no_nodes(text, path):
-        raise AssertionError("fell back to the node loader")
-
-    monkeypatch.setattr(config_module, "_load_yaml_nodes", no_nodes)
+    path.write_text(_large_text(500), encoding="utf-8")
     config = load_config(path)
     assert [m.client_id for m in config.mappings] == list(range(1, 501))
     assert config.mappings[10].note == "multi\nline"
     assert config.mappings[1].unit_cost == 2.5 and config.mappings[2].unit_cost is None
+    assert config.mappings[0].client_name == "Client 1 é✓"
     assert config.sync.max_decrease_percent == 25
+    monkeypatch.setattr(config_yaml, "_COMPOSER", _PURE)
+    assert load_config(path) == config
 
 
-def test_event_reader_peak_memory_is_a_fraction_of_the_node_graph():
-    import tracemalloc
+def test_duplicate_keys_are_the_same_error_with_either_parser(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "version: 1\nsync:\n  timezone: UTC\n  allow_zero: false\n  timezone: Europe/Paris\n"
+        "mappings: []\nversion: 1\n",
+        encoding="utf-8",
+    )
+    first = _load_error(path)
+    assert first.message == (
+        f"Invalid config file {path} (2 problems); fix them and run `infima-autotask validate`."
+    )
+    assert first.details == [
+        "version: duplicate key (lines 1 and 7); keep only one",
+        "sync.timezone: duplicate key (lines 3 and 5); keep only one",
+    ]
+    monkeypatch.setattr(config_yaml, "_COMPOSER", _PURE)
+    second = _load_error(path)
+    assert (second.message, second.details) == (first.message, first.details)
 
-    text = _large_text(1000)
 
-    def peak(read) -> int:
-        tracemalloc.start()
-        try:
-            read()
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-
-    nodes = peak(lambda: _NODES(text, Path("/c.yaml")))
-    events = peak(lambda: config_module._read_events(text))
-    assert events * 5 < nodes, (events, nodes)
-
-
-# Read from events: every scalar type and tag safe_load knows, anchors, aliases, duplicates.
-_EVENT_CASES = [
+# Documents safe_load reads: every scalar type and tag, anchors and aliases (shared, recursive,
+# merged), duplicate keys. Either parser gives the same data and duplicates.
+_READABLE = [
     "",
     "# only a comment\n",
     "---\n",
@@ -933,10 +942,7 @@ _EVENT_CASES = [
     "version: 1\nversion: 2\nsync: {timezone: UTC, timezone: X, timezone: Y}\n",
     "? a\n: 1\n? a\n: 2\n",
     "a: " + "[" * 99 + "]" * 99 + "\n",
-]
-
-# Left to the node loader: merge keys, collection tags, errors, recursion, deep nesting, ...
-_FALLBACK_CASES = [
+    "a: " + "[" * 150 + "]" * 150 + "\n",
     "base: &b {x: 1, y: 2}\nm: {<<: *b, y: 3}\n",
     "a: &a {x: 1}\nb: &b {x: 2, y: 2}\nm:\n  <<: [*a, *b]\n  z: 3\n",
     "version: 1\nmappings: [{<<: {client_id: 1}, client_id: 1}]\n",
@@ -945,6 +951,11 @@ _FALLBACK_CASES = [
     "a: &a [*a]\n",
     "a: &a {self: *a}\n",
     "a: !!set {x, y}\nb: !!omap [{k: 1}, {j: 2}]\nc: !!pairs [{k: 1}, {k: 2}]\n",
+    "a: &k x\nb: {*k: 1}\n",
+]
+
+# Not readable: a ConfigError with either parser (libyaml words syntax errors its own way).
+_UNREADABLE = [
     "a: !!str [1]\n",
     "a: !!map [1]\n",
     "a: !!int ''\n",
@@ -958,13 +969,11 @@ _FALLBACK_CASES = [
     "--- 1\n--- 2\n",
     "? [a]\n: 1\n",
     "? {a: 1}\n: 1\n",
-    "a: &k x\nb: {*k: 1}\n",
     "=: 1\n",
     "a: <<\n",
     "version: 2001-13-45\n",
     "version: " + "9" * 6000 + "\n",
     "version: !!binary é\n",
-    "a: " + "[" * 150 + "]" * 150 + "\n",
     "a: " + "[" * 1200 + "]" * 1200 + "\n",
     "a: [1\n",
     "a: b: c\n",
@@ -973,34 +982,35 @@ _FALLBACK_CASES = [
 ]
 
 
-@pytest.mark.parametrize("text", _EVENT_CASES)
-def test_event_reader_matches_the_node_loader(text):
-    expected = _reference(text)
+@pytest.mark.parametrize("text", _READABLE)
+def test_either_parser_reads_the_same_document(text):
+    expected = _loaded(text)
     assert expected[0] == "ok"
-    assert _fast(text) == expected
-    assert _loaded(text) == expected
+    assert _loaded(text, _PURE) == expected
+    if not expected[2]:  # without duplicates, exactly what yaml.safe_load reads
+        assert expected[1] == repr(yaml.safe_load(text))
 
 
-@pytest.mark.parametrize("text", _FALLBACK_CASES)
-def test_node_loader_reads_what_the_event_reader_leaves(text):
-    assert _fast(text) is None
-    assert _loaded(text) == _reference(text)
+@pytest.mark.parametrize("text", _UNREADABLE)
+def test_either_parser_reports_unreadable_yaml_as_a_config_error(text):
+    assert _loaded(text)[0] == "error"
+    assert _loaded(text, _PURE)[0] == "error"
 
 
-def test_fallback_keeps_todays_results():
-    merged = config_module._load_yaml("base: &b {x: 1, y: 2}\nm: {<<: *b, y: 3}\n", Path("c"))
+def test_merge_keys_shared_anchors_and_errors_read_as_before():
+    merged = config_yaml.load("base: &b {x: 1, y: 2}\nm: {<<: *b, y: 3}\n", Path("c"))
     assert merged == ({"base": {"x": 1, "y": 2}, "m": {"x": 1, "y": 3}}, [])
-    # A shared anchor is reported under the path the node loader walks it by (the alias).
-    shared = config_module._load_yaml("b: &b {x: 1, x: 2}\nother: *b\n", Path("c"))
+    # A shared anchor is reported under the path it is first reached by (the alias).
+    shared = config_yaml.load("b: &b {x: 1, x: 2}\nother: *b\n", Path("c"))
     assert shared[1] == ["other.x: duplicate key (line 1); keep only one"]
     with pytest.raises(ConfigError) as info:
-        config_module._load_yaml("--- 1\n--- 2\n", Path("/c.yaml"))
+        config_yaml.load("--- 1\n--- 2\n", Path("/c.yaml"))
     assert info.value.message == (
         "Config file /c.yaml is not valid YAML (line 2, column 1): but found another document. "
         "Fix it and run `infima-autotask validate`."
     )
     with pytest.raises(ConfigError) as info:
-        config_module._load_yaml("version: !!python/object:os.system ls\n", Path("/c.yaml"))
+        config_yaml.load("version: !!python/object:os.system ls\n", Path("/c.yaml"))
     assert "could not determine a constructor for the tag" in info.value.message
 
 
@@ -1025,8 +1035,8 @@ def test_duplicate_keys_reported_breadth_first_as_before():
         "x[0].e: duplicate key (line 7); keep only one",
         "x[1]['odd\\nkey'].f: duplicate key (line 7); keep only one",
     ]
-    assert _reference(text)[2] == expected
-    assert _fast(text) == _reference(text)
+    assert _loaded(text)[2] == expected
+    assert _loaded(text, _PURE)[2] == expected
 
 
 @pytest.mark.parametrize(
@@ -1160,22 +1170,16 @@ def _yaml_texts(draw):
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_yaml_texts())
-def test_event_reader_agrees_with_the_node_loader_on_generated_yaml(text):
-    expected = _reference_or_crash(text)
-    fast = _fast(text)
-    assert fast is None or fast == expected
-    assert _loaded_or_crash(text) == expected
+def test_either_parser_reads_generated_yaml_alike(text):
+    fast = _loaded_or_crash(text)
+    pure = _loaded_or_crash(text, _PURE)
+    assert fast[0] != "crash" and pure[0] != "crash", (fast, pure)
+    if fast[0] == "ok" and pure[0] == "ok":
+        assert fast == pure
 
 
-def _reference_or_crash(text: str):
+def _loaded_or_crash(text: str, composer=None):
     try:
-        return _reference(text)
-    except Exception as exc:  # the node loader's own crashes must stay the same too
-        return ("crash", type(exc).__name__)
-
-
-def _loaded_or_crash(text: str):
-    try:
-        return _loaded(text)
+        return _loaded(text, composer)
     except Exception as exc:
         return ("crash", type(exc).__name__)

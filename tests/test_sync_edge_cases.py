@@ -160,7 +160,7 @@ def test_write_of_a_run_killed_moments_ago_is_given_time_to_land(
     read the units row before Autotask had applied the killed run's create, called it "not
     applied" and sent it again: billed twice once the first create landed. A fresh intent now
     gets the same settle wait as an unknown outcome within a run before it is re-read."""
-    seams["retry"] = lambda: RetryPolicy(base_delay=0.0, max_delay=0.5)
+    seams["retry"] = lambda: RetryPolicy(base_delay=0.0, max_delay=3.0)
     fake.add_client(101, 10)
     setup({101: 12})
     intent = record_intent(state_dir, 101, before=10, target=12)

@@ -1,7 +1,8 @@
-"""The YAML config file (SPEC §6): strict validation into frozen dataclasses, atomic save.
+"""The config file (SPEC §6): strict validation into frozen dataclasses, load and save.
 
 Every problem in a file is collected and reported at once in a ``ConfigError`` whose
-``details`` hold one ``<key path>: <what is wrong>`` line per problem.
+``details`` hold one ``<key path>: <what is wrong>`` line per problem. The YAML text itself
+(reading with the duplicate-key check, dumping, the atomic write) is ``config_yaml``'s.
 """
 
 from __future__ import annotations
@@ -9,17 +10,14 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-import types
 import zoneinfo
-from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
-
+from . import config_yaml
+from .config_yaml import describe, key_path
 from .errors import ConfigError
-from .fsutil import write_atomically
 from .whole_number import MAX_INT
 
 log = logging.getLogger(__name__)
@@ -28,7 +26,6 @@ DEFAULT_INFIMA_URL = "https://app.infimasecapis.com"
 CONFIG_VERSION = 1
 
 _VALIDATE_HINT = "fix them and run `infima-autotask validate`."
-_NOT_FOUND_HINT = "Run `infima-autotask connect` to create it, or pass --config PATH."
 
 
 @dataclass(frozen=True)
@@ -183,34 +180,6 @@ _MISSING: Any = object()  # key absent from the document
 _BAD: Any = object()  # value present but invalid (already reported)
 
 
-def _describe(value: object) -> str:
-    """A short, safe rendering of a bad value for a problem line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        # repr() of a huge int raises ValueError on Python 3.11+ (int max str digits).
-        return repr(value) if value.bit_length() <= 128 else "a very large number"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 60 else repr(value[:57]) + "..."
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-def _join(prefix: str, key: object) -> str:
-    # A key with a line break or other unprintable text is quoted: it must not split the
-    # indented problem line it appears in.
-    if isinstance(key, str) and key and key.isprintable():
-        return f"{prefix}.{key}" if prefix else key
-    return f"{prefix}[{_describe(key)}]"
-
-
 class _Section:
     """Reads one YAML mapping, reporting unknown keys and bad values into `problems`."""
 
@@ -228,10 +197,10 @@ class _Section:
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 if close:
                     message += f"; did you mean '{close[0]}'?"
-            problems.append(f"{_join(prefix, key)}: {message}")
+            problems.append(f"{key_path(prefix, key)}: {message}")
 
     def report(self, key: str, message: str) -> Any:
-        self.problems.append(f"{_join(self.prefix, key)}: {message}")
+        self.problems.append(f"{key_path(self.prefix, key)}: {message}")
         return _BAD
 
     def _get(self, key: str, *, required: bool = False) -> Any:
@@ -258,11 +227,11 @@ class _Section:
         if nullable:
             kind += ", or null"
         if not isinstance(value, int) or isinstance(value, bool):
-            return self.report(key, f"must be {kind}, got {_describe(value)}")
+            return self.report(key, f"must be {kind}, got {describe(value)}")
         if value < (1 if positive else 0):
-            return self.report(key, f"must be {kind}, got {_describe(value)}")
+            return self.report(key, f"must be {kind}, got {describe(value)}")
         if value > MAX_INT:
-            return self.report(key, f"too large (at most {MAX_INT}), got {_describe(value)}")
+            return self.report(key, f"too large (at most {MAX_INT}), got {describe(value)}")
         return value
 
     def number(
@@ -288,13 +257,13 @@ class _Section:
             kind = f"a number from {low:g} to {high:g}"
         if nullable:
             kind += ", or null"
-        bad = f"must be {kind}, got {_describe(value)}"
+        bad = f"must be {kind}, got {describe(value)}"
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return self.report(key, bad)
         if isinstance(value, int) and value.bit_length() > 63:
-            return self.report(key, f"too large, got {_describe(value)}")
+            return self.report(key, f"too large, got {describe(value)}")
         if not math.isfinite(value):
-            return self.report(key, f"must be a finite number, got {_describe(value)}")
+            return self.report(key, f"must be a finite number, got {describe(value)}")
         too_low = value <= low if low_exclusive else value < low
         if too_low or (high is not None and value > high):
             return self.report(key, bad)
@@ -307,7 +276,7 @@ class _Section:
         if isinstance(value, bool) or (value is None and nullable):
             return value
         kind = "true, false or null" if nullable else "true or false"
-        return self.report(key, f"must be {kind}, got {_describe(value)}")
+        return self.report(key, f"must be {kind}, got {describe(value)}")
 
     def string(
         self,
@@ -329,17 +298,17 @@ class _Section:
         if nullable:
             kind += " or null"
         if not isinstance(value, str):
-            return self.report(key, f"must be {kind}, got {_describe(value)}")
+            return self.report(key, f"must be {kind}, got {describe(value)}")
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return self.report(key, "contains characters that cannot be written as UTF-8")
         if non_empty and not value.strip():
-            return self.report(key, f"must be {kind}, got {_describe(value)}")
+            return self.report(key, f"must be {kind}, got {describe(value)}")
         if url:
             scheme, sep, rest = value.partition("://")
             if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
-                return self.report(key, f"must be {kind}, got {_describe(value)}")
+                return self.report(key, f"must be {kind}, got {describe(value)}")
         return value
 
 
@@ -350,7 +319,7 @@ def _sub_section(
     if value is None:
         return _Section({}, key, known, problems)
     if not isinstance(value, dict):
-        problems.append(f"{key}: must be a mapping of keys, got {_describe(value)}")
+        problems.append(f"{key}: must be a mapping of keys, got {describe(value)}")
         return None
     return _Section(value, key, known, problems)
 
@@ -363,7 +332,7 @@ def _check_timezone(section: _Section) -> Any:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         return section.report(
-            "timezone", f"unknown IANA time zone {_describe(value)} (e.g. 'America/New_York')"
+            "timezone", f"unknown IANA time zone {describe(value)} (e.g. 'America/New_York')"
         )
     return value
 
@@ -417,7 +386,7 @@ def _parse_mapping(
 ) -> Mapping | None:
     prefix = f"mappings[{index}]"
     if not isinstance(entry, dict):
-        problems.append(f"{prefix}: must be a mapping of keys, got {_describe(entry)}")
+        problems.append(f"{prefix}: must be a mapping of keys, got {describe(entry)}")
         return None
     s = _Section(entry, prefix, _MAPPING_KEYS, problems)
     ids = {
@@ -477,7 +446,7 @@ def _validate(data: object, problems: list[str]) -> Config | None:
         return None
     if not isinstance(data, dict):
         problems.append(
-            f"(document): must be a mapping of keys (version, autotask, ...), got {_describe(data)}"
+            f"(document): must be a mapping of keys (version, autotask, ...), got {describe(data)}"
         )
         return None
     top = _Section(data, "", _TOP_KEYS, problems)
@@ -485,7 +454,7 @@ def _validate(data: object, problems: list[str]) -> Config | None:
     if version is _MISSING:
         problems.append(f"version: missing (required; must be {CONFIG_VERSION})")
     elif not isinstance(version, int) or isinstance(version, bool) or version != CONFIG_VERSION:
-        problems.append(f"version: must be {CONFIG_VERSION}, got {_describe(version)}")
+        problems.append(f"version: must be {CONFIG_VERSION}, got {describe(version)}")
     state_dir = top.string("state_dir", non_empty=True)
     autotask = _parse_autotask(data, problems)
     infima = _parse_infima(data, problems)
@@ -494,7 +463,7 @@ def _validate(data: object, problems: list[str]) -> Config | None:
     mappings: list[tuple[int, Mapping]] = []
     raw = data.get("mappings")
     if raw is not None and not isinstance(raw, list):
-        problems.append(f"mappings: must be a list of mappings, got {_describe(raw)}")
+        problems.append(f"mappings: must be a list of mappings, got {describe(raw)}")
     elif raw is not None:
         for index, entry in enumerate(raw):
             mapping = _parse_mapping(entry, index, sync, problems)
@@ -533,340 +502,7 @@ def parse_config(data: object, source: str) -> Config:
     return config
 
 
-# --- loading -------------------------------------------------------------------------
-
-
-if TYPE_CHECKING:
-    _BaseLoader = yaml.SafeLoader
-else:
-    # libyaml parses a 5,000-mapping file several times faster; construction stays in Python.
-    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_BaseLoader):
-    """SafeLoader that reports duplicate keys (plain PyYAML silently keeps the last one)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[str] = []
-        self._paths: dict[int, str] = {}
-
-    def load_document(self) -> object:
-        """Compose the single document, note each mapping's key path, then construct it."""
-        node = self.get_single_node()
-        if node is None:
-            return None
-        self._note_paths(node)
-        return self.construct_document(node)
-
-    def _note_paths(self, root: yaml.Node) -> None:
-        # Iterative, and each node once: aliases may share nodes (billion laughs).
-        stack: list[tuple[yaml.Node, str]] = [(root, "")]
-        while stack:
-            node, path = stack.pop()
-            if id(node) in self._paths:
-                continue
-            self._paths[id(node)] = path
-            if isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-                    stack.append((value_node, _join(path, key)))
-            elif isinstance(node, yaml.SequenceNode):
-                for index, item in enumerate(node.value):
-                    stack.append((item, f"{path}[{index}]"))
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        try:
-            return super().construct_object(node, deep=deep)
-        except (IndexError, KeyError, AttributeError):
-            # PyYAML's own constructors fail like this on e.g. `!!int ''` or `!!bool maybe`.
-            raise yaml.constructor.ConstructorError(
-                None, None, f"could not read the value as the tag {node.tag!r}", node.start_mark
-            ) from None
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if not isinstance(node, yaml.MappingNode):  # e.g. `!!map [1]`: PyYAML reports it
-            return super().construct_mapping(node, deep=deep)
-        seen: dict[Any, int] = {}
-        path = self._paths.get(id(node), "")
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-                continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            if not isinstance(key, Hashable):  # e.g. `? !!set x`: PyYAML reports it
-                continue
-            if key in seen:
-                where = f"lines {seen[key]} and {line}" if seen[key] != line else f"line {line}"
-                self.duplicates.append(
-                    f"{_join(path, key)}: duplicate key ({where}); keep only one"
-                )
-            else:
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG = "tag:yaml.org,2002:str"
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-# Far below libyaml's limit (1000) and the pure-Python composer's recursion limit, far above
-# any config (4 levels).
-_EVENT_MAX_DEPTH = 100
-_NO_KEY: Any = object()
-
-
-class _Fallback(Exception):
-    """The event reader leaves this document to the node loader (_StrictLoader)."""
-
-
-class _Frame:
-    """A mapping or sequence being filled by _EventReader."""
-
-    __slots__ = ("container", "seen", "key", "raw_key", "step", "number")
-
-    def __init__(self, container: dict[Any, Any] | list[Any], step: str | int, number: int):
-        self.container: Any = container
-        # Line of each key's first occurrence; None for a sequence.
-        self.seen: dict[Any, int] | None = {} if isinstance(container, dict) else None
-        self.key: Any = _NO_KEY
-        self.raw_key = ""
-        self.step = step  # raw key text or index of this container in its parent
-        self.number = number  # order of appearance, for the order of duplicate reports
-
-
-class _EventReader:
-    """Builds the document straight from parser events: no node graph, a fraction of the memory.
-
-    The node loader (_StrictLoader) stays the reference: whatever this reader does not
-    reproduce exactly (errors of any kind, merge keys, tags on collections, keys that are
-    not plain scalars, more than one document, deep nesting, recursive aliases, duplicate
-    keys next to shared anchors) raises _Fallback, and the caller re-reads the text with
-    the node loader, which gives today's result or error message.
-    """
-
-    def __init__(self, loader: _StrictLoader) -> None:
-        self.loader = loader
-        self.stack: list[_Frame] = []
-        self.anchors: dict[str, Any] = {}
-        self.root: Any = None
-        self.containers = 0
-        # An alias of a mapping or sequence: the node loader's key paths and report order
-        # then depend on how it walks shared nodes, so duplicates go to the node loader.
-        self.shared = False
-        self.duplicates: list[tuple[int, int, str]] = []  # depth, container number, problem
-        self.keys: dict[str, str] = {}
-
-    def read(self) -> tuple[object, list[str]]:
-        get_event: Any = self.loader.get_event
-        documents = 0
-        while True:
-            event = get_event()
-            kind = type(event)
-            if kind is yaml.ScalarEvent:
-                self._scalar(event)
-            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-                self.stack.pop()
-            elif kind is yaml.MappingStartEvent:
-                self._open(event, {}, _MAP_TAG)
-            elif kind is yaml.SequenceStartEvent:
-                self._open(event, [], _SEQ_TAG)
-            elif kind is yaml.AliasEvent:
-                self._alias(event)
-            elif kind is yaml.DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    raise _Fallback("more than one document")
-            elif kind is yaml.StreamEndEvent:
-                break
-        if self.duplicates and self.shared:
-            raise _Fallback("duplicate keys and shared anchors")
-        # The node loader constructs breadth-first: shallower mappings report first.
-        self.duplicates.sort(key=lambda item: (item[0], item[1]))
-        return self.root, [problem for _, _, problem in self.duplicates]
-
-    def _scalar(self, event: Any) -> None:
-        loader: Any = self.loader
-        tag = event.tag
-        if tag is None or tag == "!":
-            tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-        if tag == _STR_TAG:
-            value: Any = event.value
-        elif tag == _MERGE_TAG:
-            raise _Fallback("merge key")
-        else:
-            # The same constructor yaml.safe_load would call; unknown and unsafe tags have
-            # none here, and the node loader reports them.
-            constructor = loader.yaml_constructors.get(tag)
-            if constructor is None:
-                raise _Fallback("tag without a constructor")
-            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-            value = constructor(loader, node)
-            if isinstance(value, types.GeneratorType):  # e.g. !!map on a scalar
-                raise _Fallback("collection tag on a scalar")
-        if event.anchor is not None:
-            self._anchor(event.anchor, value)
-        self._add(value, event.value, event)
-
-    def _open(self, event: yaml.CollectionStartEvent, container: Any, default_tag: str) -> None:
-        tag = event.tag
-        if tag is not None and tag != "!" and tag != default_tag:
-            raise _Fallback("tag on a collection")
-        stack = self.stack
-        if len(stack) >= _EVENT_MAX_DEPTH:
-            raise _Fallback("deep nesting")
-        step: str | int = ""
-        if stack:
-            parent = stack[-1]
-            step = len(parent.container) if parent.seen is None else parent.raw_key
-        if event.anchor is not None:
-            self._anchor(event.anchor, container)
-        self._add(container, None, event)
-        self.containers += 1
-        stack.append(_Frame(container, step, self.containers))
-
-    def _alias(self, event: yaml.AliasEvent) -> None:
-        if event.anchor not in self.anchors:
-            raise _Fallback("undefined alias")
-        value = self.anchors[event.anchor]
-        if isinstance(value, (dict, list)):
-            if any(frame.container is value for frame in self.stack):
-                raise _Fallback("recursive alias")
-            self.shared = True
-        self._add(value, None, event)
-
-    def _anchor(self, name: str, value: Any) -> None:
-        if name in self.anchors:
-            raise _Fallback("anchor defined twice")
-        self.anchors[name] = value
-
-    def _add(self, value: Any, raw_key: str | None, event: Any) -> None:
-        """Put `value` into the open container; `raw_key` is the scalar text, if a scalar."""
-        if not self.stack:
-            self.root = value
-            return
-        frame = self.stack[-1]
-        seen = frame.seen
-        if seen is None:
-            frame.container.append(value)
-        elif frame.key is not _NO_KEY:
-            frame.container[frame.key] = value
-            frame.key = _NO_KEY
-        elif raw_key is None:
-            raise _Fallback("a key that is not a scalar, or an alias")
-        else:
-            line = event.start_mark.line + 1
-            first = seen.get(value)
-            if first is None:
-                seen[value] = line
-            else:
-                where = f"lines {first} and {line}" if first != line else f"line {line}"
-                problem = f"{_join(self._path(), value)}: duplicate key ({where}); keep only one"
-                self.duplicates.append((len(self.stack) - 1, frame.number, problem))
-            # One string object per distinct key text: 5,000 mappings repeat the same 16 keys.
-            frame.key = self.keys.setdefault(value, value) if type(value) is str else value
-            frame.raw_key = raw_key
-
-    def _path(self) -> str:
-        """The open mapping's key path, built like _StrictLoader._note_paths builds it."""
-        path = ""
-        for frame in self.stack[1:]:
-            step = frame.step
-            path = _join(path, step) if isinstance(step, str) else f"{path}[{step}]"
-        return path
-
-
-def _read_events(text: str) -> tuple[object, list[str]]:
-    """Read the document with _EventReader; _Fallback when it must go to the node loader."""
-    loader = _StrictLoader(text)
-    try:
-        return _EventReader(loader).read()
-    except _Fallback:
-        raise
-    except Exception as exc:  # the node loader reports every error exactly as before
-        raise _Fallback(type(exc).__name__) from None
-    finally:
-        loader.dispose()
-
-
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"Config file {path} not found. {_NOT_FOUND_HINT}") from None
-    except IsADirectoryError:
-        raise ConfigError(
-            f"Config file {path} is a directory, not a file; pass --config with the path "
-            "of the YAML file."
-        ) from None
-    except PermissionError:
-        raise ConfigError(
-            f"Config file {path} cannot be read: permission denied. Make it readable by "
-            f"this user (chmod 600 {path})."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"Config file {path} cannot be read: {exc.strerror or exc}. Check the path, "
-            "or pass --config PATH."
-        ) from None
-    try:
-        # utf-8-sig: editors on Windows may prepend a byte order mark.
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"Config file {path} is not valid UTF-8 text (byte {exc.start}, line {line}); "
-            "save it as UTF-8 and run `infima-autotask validate`."
-        ) from None
-
-
-def _load_yaml(text: str, path: Path) -> tuple[object, list[str]]:
-    """The document and its duplicate-key problems; ConfigError when it is not readable YAML."""
-    try:
-        return _read_events(text)
-    except _Fallback as exc:
-        log.debug("config %s: read with the node loader (%s)", path, exc)
-    return _load_yaml_nodes(text, path)
-
-
-def _load_yaml_nodes(text: str, path: Path) -> tuple[object, list[str]]:
-    loader = _StrictLoader(text)
-    try:
-        return loader.load_document(), loader.duplicates
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        what = exc.problem or exc.context or "invalid syntax"
-        raise ConfigError(
-            f"Config file {path} is not valid YAML{where}: {what}. Fix it and run "
-            "`infima-autotask validate`."
-        ) from None
-    except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
-        raise ConfigError(
-            f"Config file {path} is not valid YAML (line {line}): {exc.reason}. Fix it and "
-            "run `infima-autotask validate`."
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"Config file {path} is not valid YAML: {exc}. Fix it and run "
-            "`infima-autotask validate`."
-        ) from None
-    except RecursionError:
-        raise ConfigError(
-            f"Config file {path} is nested too deeply to be a config file; "
-            "compare it with config.example.yaml."
-        ) from None
-    except ValueError as exc:
-        # e.g. an integer with thousands of digits (Python's int/str conversion limit), or
-        # an impossible `!!timestamp`.
-        reason = str(exc).split(";")[0][:120]
-        raise ConfigError(
-            f"Config file {path} holds a value that cannot be read ({reason}); "
-            "fix it and run `infima-autotask validate`."
-        ) from None
-    finally:
-        loader.dispose()
+# --- loading and saving ------------------------------------------------------------
 
 
 def load_config(path: Path) -> Config:
@@ -875,8 +511,7 @@ def load_config(path: Path) -> Config:
     Raises:
         ConfigError: the file is missing, unreadable, not UTF-8, not YAML or invalid.
     """
-    text = _read_text(path)
-    data, duplicates = _load_yaml(text, path)
+    data, duplicates = config_yaml.read(path)
     problems: list[str] = []
     config = _validate(data, problems)
     if duplicates:
@@ -899,9 +534,6 @@ def load_config_or_default(path: Path) -> Config:
     return load_config(path)
 
 
-# --- writing -------------------------------------------------------------------------
-
-
 def _mapping_to_dict(m: Mapping) -> dict[str, Any]:
     return {key: getattr(m, key) for key in _MAPPING_KEYS}
 
@@ -920,9 +552,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 def dump_config(config: Config) -> str:
     """The config as YAML text."""
-    return yaml.safe_dump(
-        config_to_dict(config), sort_keys=False, allow_unicode=True, default_flow_style=False
-    )
+    return config_yaml.dump(config_to_dict(config))
 
 
 def save_config(config: Config, path: Path) -> None:
@@ -940,17 +570,5 @@ def save_config(config: Config, path: Path) -> None:
             f"({len(problems)} problem{'' if len(problems) == 1 else 's'}).",
             problems,
         )
-    text = dump_config(config).encode("utf-8")
-    try:
-        write_atomically(path, text)
-    except IsADirectoryError:
-        raise ConfigError(
-            f"Cannot write config file {path}: it is a directory. Pass --config with the "
-            "path of a file."
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot write config file {path}: {exc.strerror or exc}. Check that its folder "
-            "is writable, or pass --config PATH."
-        ) from None
+    config_yaml.write(path, dump_config(config))
     log.debug("config saved to %s (%d mappings)", path, len(config.mappings))

@@ -88,8 +88,9 @@ class ApiKeyAuth(requests.auth.AuthBase):
 
 
 class InfimaApi:
-    """The INFIMA Reporting API (an API client; an INFIMA *client* is a customer, see
-    :class:`InfimaClientInfo`): ``/v1/partner``, ``/v1/clients`` and ``/v1/clients/{id}/users``, paged by 50."""
+    """The INFIMA Reporting API: ``/v1/partner``, ``/v1/clients`` and
+    ``/v1/clients/{id}/users``, paged by 50. (An INFIMA *client* is a customer:
+    :class:`InfimaClientInfo`.)"""
 
     def __init__(
         self, http: HttpClient, base_url: str, api_key: str, *, count_without_status: bool = False
