@@ -168,3 +168,48 @@ def test_every_command_help_ends_with_an_example(invoke):
         result = invoke(command, "--help")
         assert result.exit_code == 0
         assert "Example:\n    infima-autotask " + command in result.stdout
+
+
+def test_history_runs_lists_each_run_with_its_id_newest_first(invoke, filled, state_dir):
+    with History(state_dir, clock=Clock()) as history:
+        real = next(run for run in history.runs() if not run.dry_run)
+        history.finish_run(real.id, outcome="ok", summary={"updated": 1, "unchanged": 1})
+        history.add_run_warning(real.id, "webhook: not delivered (timed out)")
+    result = invoke("history", "--runs")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["Run", "ID", "Time"]
+    assert lines[2].split()[:5] == [str(real.id), "2026-12-01T06:00:04Z", "2026-12", "no", "sync"]
+    assert "1 updated, 1 unchanged, 0 skipped, 0 held, 0 failed" in lines[2]
+    assert "webhook: not delivered (timed out)" in lines[2]
+    assert "unfinished" in lines[3]  # the dry run never finished
+
+    document = json.loads(invoke("history", "--runs", "--json").stdout)
+    assert [run["run_id"] for run in document] == [real.id, real.id - 1]
+    assert document[0] == {
+        "run_id": real.id,
+        "time": document[0]["time"],
+        "period": "2026-12",
+        "dry_run": False,
+        "kind": "sync",
+        "reverts": None,
+        "outcome": "ok",
+        "summary": {"updated": 1, "unchanged": 1},
+        "warnings": ["webhook: not delivered (timed out)"],
+    }
+    assert document[1]["dry_run"] is True and document[1]["outcome"] is None
+
+    only = json.loads(invoke("history", "--runs", "--month", "2026-11", "--json").stdout)
+    assert [run["period"] for run in only] == ["2026-11"]
+    assert len(json.loads(invoke("history", "--runs", "--limit", "1", "--json").stdout)) == 1
+
+
+def test_history_runs_refuses_client_filter(invoke, filled):
+    result = invoke("history", "--runs", "--client", "101")
+    assert result.exit_code == 2
+    assert "--client does not apply to --runs" in result.output
+
+
+def test_history_runs_without_a_history_file_is_empty(invoke, configured):
+    result = invoke("history", "--runs", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == []

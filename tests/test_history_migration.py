@@ -146,7 +146,7 @@ def state(tmp_path: Path) -> Path:
 def test_version_1_file_is_migrated_keeping_every_row(state: Path) -> None:
     path = _make_v1(state)
     with History(state) as h:
-        assert _user_version(path) == SCHEMA_VERSION == 2
+        assert _user_version(path) == SCHEMA_VERSION == 3
 
         stored = sorted(h.items(), key=lambda i: i.id)
         assert len(stored) == len(V1_ITEMS)
@@ -158,6 +158,8 @@ def test_version_1_file_is_migrated_keeping_every_row(state: Path) -> None:
 
         last = h.last_run()
         assert last is not None and last.id == 3 and last.outcome is None
+        # Runs from before schema 3 are syncs, with no warnings kept.
+        assert {(r.kind, r.reverts, r.warnings) for r in h.runs()} == {("sync", None, ())}
         assert h.successful_clients("2026-02") == {101}
         assert h.last_items()[102].message == "API rejected: quote 'x'"
 
@@ -201,7 +203,7 @@ def test_migrated_database_has_the_columns_of_a_new_one(state: Path, tmp_path: P
     fresh_state = tmp_path / "fresh"
     History(fresh_state).close()
     fresh = fresh_state / DB_NAME
-    assert _user_version(fresh) == 2
+    assert _user_version(fresh) == 3
     for table in ("runs", "items"):
         assert _columns(path, table) == _columns(fresh, table)
     assert [c[1] for c in _columns(path)][-1] == "effective_date"
@@ -217,7 +219,7 @@ def test_opening_twice_is_a_no_op(state: Path) -> None:
     with History(state) as h:
         assert len(h.items()) == len(V1_ITEMS)
     History(state).close()
-    assert _user_version(path) == 2
+    assert _user_version(path) == 3
     assert _raw(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == schema
     assert _raw(path, "SELECT * FROM items ORDER BY id") == rows
 
@@ -241,7 +243,7 @@ def test_two_processes_opening_a_version_1_file_at_once(state: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _user_version(path) == 2
+    assert _user_version(path) == 3
     assert [c[1] for c in _columns(path)].count("effective_date") == 1
 
 
@@ -280,17 +282,17 @@ def test_failure_after_a_first_step_rolls_the_whole_migration_back(
     monkeypatch.undo()  # the real migration then succeeds on the same file
     with History(state) as h:
         assert [i.effective_date for i in h.items()] == [None] * len(V1_ITEMS)
-    assert _user_version(path) == 2
+    assert _user_version(path) == 3
 
 
 def test_newer_database_is_still_refused_untouched(state: Path) -> None:
     path = _make_v1(state)
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 3")
+    conn.execute("PRAGMA user_version = 4")
     conn.close()
-    with pytest.raises(StateError, match=r"newer infima-autotask \(schema 3\)"):
+    with pytest.raises(StateError, match=r"newer infima-autotask \(schema 4\)"):
         History(state)
-    assert _user_version(path) == 3
+    assert _user_version(path) == 4
     assert "effective_date" not in [c[1] for c in _columns(path)]
 
 

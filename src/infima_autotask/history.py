@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "history.sqlite3"
 LOCK_NAME = "sync.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -55,7 +55,10 @@ CREATE TABLE runs (
     dry_run INTEGER NOT NULL,
     version TEXT NOT NULL,
     outcome TEXT,
-    summary TEXT
+    summary TEXT,
+    kind TEXT NOT NULL DEFAULT 'sync',
+    reverts INTEGER,
+    warnings TEXT
 );
 CREATE TABLE items (
     id INTEGER PRIMARY KEY,
@@ -88,7 +91,15 @@ CREATE INDEX items_run ON items(run_id);
 # a migrated database has the same columns, in the same order, as one created by _SCHEMA.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE items ADD COLUMN effective_date TEXT",),
+    2: (
+        "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'sync'",
+        "ALTER TABLE runs ADD COLUMN reverts INTEGER",
+        "ALTER TABLE runs ADD COLUMN warnings TEXT",
+    ),
 }
+
+SYNC_RUN = "sync"
+REVERT_RUN = "revert"  # undoes what the run ``reverts`` names (``infima-autotask revert``)
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,32 @@ class RunRecord:
     version: str
     outcome: str | None
     summary: dict[str, int]
+    kind: str = SYNC_RUN
+    reverts: int | None = None
+    warnings: tuple[str, ...] = ()
+
+
+_SELECT_RUNS = (
+    "SELECT id, started_at, finished_at, period, dry_run, version, outcome, summary, kind, "
+    "reverts, warnings FROM runs"
+)
+
+
+def _to_run(row: tuple[Any, ...]) -> RunRecord:
+    rid, started, finished, period, dry_run, version, outcome, summary, kind, reverts, warns = row
+    return RunRecord(
+        id=rid,
+        started_at=started,
+        finished_at=finished,
+        period=period,
+        dry_run=bool(dry_run),
+        version=version,
+        outcome=outcome,
+        summary={str(k): int(v) for k, v in json.loads(summary).items()} if summary else {},
+        kind=kind,
+        reverts=reverts,
+        warnings=tuple(json.loads(warns)) if warns else (),
+    )
 
 
 def display_time(stamp: str) -> str:
@@ -390,14 +427,50 @@ class History:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def start_run(self, *, period: str, dry_run: bool, version: str) -> int:
-        """Record the start of a run; returns its id."""
+    def start_run(
+        self,
+        *,
+        period: str,
+        dry_run: bool,
+        version: str,
+        kind: str = SYNC_RUN,
+        reverts: int | None = None,
+    ) -> int:
+        """Record the start of a run (a sync, or a revert of run ``reverts``); returns its id."""
         with self._write() as cur:
             cur.execute(
-                "INSERT INTO runs (started_at, period, dry_run, version) VALUES (?, ?, ?, ?)",
-                (self._now(), period, int(dry_run), version),
+                "INSERT INTO runs (started_at, period, dry_run, version, kind, reverts) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (self._now(), period, int(dry_run), version, kind, reverts),
             )
             return _rowid(cur)
+
+    def add_run_warning(self, run_id: int, text: str) -> None:
+        """Keep a warning with its run (a notification that could not be delivered)."""
+        with self._write() as cur:
+            row = cur.execute("SELECT warnings FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"no run {run_id}")
+            warnings = [*json.loads(row[0] or "[]"), text]
+            cur.execute("UPDATE runs SET warnings = ? WHERE id = ?", (json.dumps(warnings), run_id))
+
+    def runs(self, *, month: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first (of one period when ``month`` is given)."""
+        tail = " WHERE period = ?" if month is not None else ""
+        params: list[Any] = [month] if month is not None else []
+        tail += " ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            tail += " LIMIT ?"
+            params.append(limit)
+        return [_to_run(row) for row in self._read(_SELECT_RUNS + tail, params)]
+
+    def run(self, run_id: int) -> RunRecord | None:
+        rows = self._read(_SELECT_RUNS + " WHERE id = ?", (run_id,))
+        return _to_run(rows[0]) if rows else None
+
+    def run_items(self, run_id: int) -> list[HistoryItem]:
+        """The items of one run, in the order they were recorded."""
+        return self._items("WHERE i.run_id = ? ORDER BY i.id", (run_id,))
 
     def finish_run(self, run_id: int, *, outcome: str, summary: Mapping[str, int]) -> None:
         """Record a run's end, its outcome and its per-status counts."""
@@ -411,23 +484,8 @@ class History:
 
     def last_run(self) -> RunRecord | None:
         """The newest run of any kind, or ``None``."""
-        rows = self._read(
-            "SELECT id, started_at, finished_at, period, dry_run, version, outcome, summary "
-            "FROM runs ORDER BY started_at DESC, id DESC LIMIT 1"
-        )
-        if not rows:
-            return None
-        rid, started, finished, period, dry_run, version, outcome, summary = rows[0]
-        return RunRecord(
-            id=rid,
-            started_at=started,
-            finished_at=finished,
-            period=period,
-            dry_run=bool(dry_run),
-            version=version,
-            outcome=outcome,
-            summary={str(k): int(v) for k, v in json.loads(summary).items()} if summary else {},
-        )
+        runs = self.runs(limit=1)
+        return runs[0] if runs else None
 
     # -- items --------------------------------------------------------------------------
 
@@ -698,3 +756,13 @@ def read_items(
         return []
     with History(state_dir) as history:
         return history.items(month=month, client_id=client_id, limit=limit)
+
+
+def read_runs(
+    state_dir: Path, *, month: str | None = None, limit: int | None = None
+) -> list[RunRecord]:
+    """Past runs, newest first; none when there is no history file yet."""
+    if not (state_dir / DB_NAME).is_file():
+        return []
+    with History(state_dir) as history:
+        return history.runs(month=month, limit=limit)

@@ -546,12 +546,16 @@ def summary_line(
 ) -> str:
     """``Period 2026-12: 12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed``; an explicit
     past or future month says so (``Period 2026-11 (a past month): ...``)."""
-    first = PLANNED if dry_run else UPDATED
     named = f" (a {relation} month)" if relation else ""
-    text = (
-        f"Period {period}{named}: {counts.get(first, 0)} {first}, "
-        f"{counts.get(UNCHANGED, 0)} unchanged, "
+    text = f"Period {period}{named}: {summary_text(counts, dry_run=dry_run)}"
+    return text + (" (dry run: nothing written)" if dry_run else "")
+
+
+def summary_text(counts: cabc.Mapping[str, int], *, dry_run: bool = False) -> str:
+    """``12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed`` (``planned`` for a dry run)."""
+    first = PLANNED if dry_run else UPDATED
+    return (
+        f"{counts.get(first, 0)} {first}, {counts.get(UNCHANGED, 0)} unchanged, "
         f"{counts.get(SKIPPED, 0)} skipped, {counts.get(HELD, 0)} held, "
         f"{counts.get(FAILED, 0)} failed"
     )
-    return text + (" (dry run: nothing written)" if dry_run else "")

@@ -11,7 +11,14 @@ from typing import Any
 import click
 
 from infima_autotask import __version__
-from infima_autotask.cli import cmd_demo, cmd_doctor, cmd_mapping, cmd_setup, cmd_sync
+from infima_autotask.cli import (
+    cmd_demo,
+    cmd_doctor,
+    cmd_history,
+    cmd_mapping,
+    cmd_setup,
+    cmd_sync,
+)
 from infima_autotask.cli._common import show_error, split_example, write_block
 from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.http import RedactSecrets
@@ -149,7 +156,7 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
     ctx.call_on_close(runtime.close)
 
 
-for _module in (cmd_setup, cmd_doctor, cmd_mapping, cmd_sync, cmd_demo):
+for _module in (cmd_setup, cmd_doctor, cmd_mapping, cmd_sync, cmd_history, cmd_demo):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

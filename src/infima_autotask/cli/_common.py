@@ -7,13 +7,15 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from tabulate import tabulate
 
-from infima_autotask.errors import InfimaAutotaskError
+from infima_autotask.errors import InfimaAutotaskError, UsageError
 from infima_autotask.runtime import Runtime
+from infima_autotask.sync import parse_month
 from infima_autotask.whole_number import NotWholeNumberError, OutOfRangeError, parse_whole
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,3 +132,18 @@ def warn(message: str) -> None:
 
 def _cell(value: Any) -> Any:
     return "-" if value is None else value
+
+
+def month_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    """``--month YYYY-MM`` as the period's first day; a bad value is click's usage error."""
+    if value is None:
+        return None
+    try:
+        return parse_month(value)
+    except UsageError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def signed(value: int | None) -> str:
+    """``+2``, ``-3``, ``0``; ``-`` when unknown."""
+    return "-" if value is None else f"{value:+d}" if value else "0"

@@ -1,4 +1,4 @@
-"""``sync`` and ``history``: thin commands over ``runner.py``."""
+"""``sync``: a thin command over ``runner.py``."""
 
 from __future__ import annotations
 
@@ -20,14 +20,12 @@ from infima_autotask.cli._common import (
     ID,
     Command,
     emit_json,
-    emit_rows,
     get_runtime,
     json_option,
+    month_callback,
+    signed,
     warn,
 )
-from infima_autotask.config import load_config_or_default
-from infima_autotask.errors import UsageError
-from infima_autotask.history import HistoryItem, display_time, read_items
 from infima_autotask.plan_file import ReviewedPlan, load_plan, save_plan
 from infima_autotask.runner import (
     SyncInterrupted,
@@ -36,27 +34,13 @@ from infima_autotask.runner import (
     run_sync,
 )
 from infima_autotask.runtime import Runtime
-from infima_autotask.statuses import PLANNED, SKIPPED, UNCHANGED, UPDATED, WRITING
+from infima_autotask.statuses import PLANNED, SKIPPED, UNCHANGED, UPDATED
 from infima_autotask.sync import (
     PlanItem,
     parse_month,
-    period_label,
     summary_line,
 )
-from infima_autotask.writer import join
 
-HISTORY_COLUMNS = (
-    "Time",
-    "Period",
-    "Effective",
-    "Client ID",
-    "Client",
-    "Before",
-    "After",
-    "Change",
-    "Status",
-    "Detail",
-)
 SYNC_COLUMNS = (
     "Client",
     "Contract Service",
@@ -68,20 +52,6 @@ SYNC_COLUMNS = (
     "Status",
     "Detail",
 )
-
-
-def _month(ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return parse_month(value)
-    except UsageError as exc:
-        raise click.BadParameter(exc.message) from None
-
-
-def signed(value: int | None) -> str:
-    """``+2``, ``-3``, ``0``; ``-`` when unknown."""
-    return "-" if value is None else f"{value:+d}" if value else "0"
 
 
 class _Bar:
@@ -123,7 +93,7 @@ class _Bar:
 @click.option(
     "--month",
     metavar="YYYY-MM",
-    callback=_month,
+    callback=month_callback,
     help="Period to sync. Default: this month in sync.timezone.",
 )
 @click.option(
@@ -368,51 +338,4 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-@click.command(cls=Command)
-@click.option("--month", metavar="YYYY-MM", callback=_month, help="Only this period.")
-@click.option("--client", "client_id", type=ID, metavar="ID", help="Only this INFIMA client.")
-@click.option("--limit", type=ID, metavar="N", help="At most N rows.")
-@json_option
-def history(month: date | None, client_id: int | None, limit: int | None, as_json: bool) -> None:
-    """Show past sync results, newest first: one row per client per run.
-
-    \b
-    Example:
-      infima-autotask history --month 2026-12
-      infima-autotask history --client 101 --limit 12 --json
-    """
-    runtime = get_runtime()
-    state_dir = runtime.state_dir(load_config_or_default(runtime.config_path))
-    items = read_items(
-        state_dir,
-        month=period_label(month) if month else None,
-        client_id=client_id,
-        limit=limit,
-    )
-    rows = [_history_row(item) for item in items]
-    if not as_json:
-        rows = [{**row, "Change": signed(row["Change"])} for row in rows]
-    emit_rows(rows, HISTORY_COLUMNS, as_json=as_json)
-
-
-def _history_row(item: HistoryItem) -> dict[str, Any]:
-    detail = item.message
-    if item.status == WRITING:
-        detail = join(detail, "write outcome not yet known: the next sync re-reads Autotask")
-    if item.dry_run:
-        detail = join("dry run", detail)
-    return {
-        "Time": display_time(item.created_at),
-        "Period": item.period,
-        "Effective": item.effective_date,
-        "Client ID": item.client_id,
-        "Client": item.client_name,
-        "Before": item.before,
-        "After": item.after,
-        "Change": item.change,
-        "Status": item.status,
-        "Detail": detail,
-    }
-
-
-COMMANDS = [sync, history]
+COMMANDS = [sync]
