@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from infima_autotask.config import Config, Mapping, load_config, save_config
+from infima_autotask.config import ClientMapping, Config, load_config, save_config
 
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent into the child.
 _CHILD = """
@@ -41,7 +41,7 @@ print(json.dumps({"before_kb": before, "after_kb": peak_kb(), "mappings": len(co
 def write(path: Path, n: int) -> None:
     """A config of n mappings with names, as `map` leaves them, saved by the tool."""
     mappings = tuple(
-        Mapping(
+        ClientMapping(
             client_id=100_000 + i,
             account_id=1_000 + i,
             contract_id=29_000_000 + i,

@@ -20,7 +20,7 @@ from infima_autotask.chain import (
     usable_contract,
     usable_contract_filters,
 )
-from infima_autotask.config import Mapping
+from infima_autotask.config import ClientMapping
 from infima_autotask.model import Account, Contract, ContractService
 
 DAY = date(2026, 12, 1)
@@ -36,7 +36,7 @@ CONTRACT = Contract(
     end=date(2026, 12, 31),
 )
 CS = ContractService(id=700, contract_id=600, service_id=30012)
-MAPPING = Mapping(
+MAPPING = ClientMapping(
     client_id=101, account_id=500, contract_id=600, contract_service_id=700, service_id=30012
 )
 REF = ChainRef.of(MAPPING)

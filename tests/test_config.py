@@ -20,9 +20,9 @@ from infima_autotask import config_yaml, fsutil
 from infima_autotask.config import (
     DEFAULT_INFIMA_URL,
     AutotaskSettings,
+    ClientMapping,
     Config,
     InfimaSettings,
-    Mapping,
     SyncSettings,
     config_to_dict,
     dump_config,
@@ -91,8 +91,8 @@ def _full_config() -> Config:
             prorate=True,
         ),
         mappings=(
-            Mapping(101, 1, 2, 3, 4, client_name="Acme Dental", note="yes: keep 'this'"),
-            Mapping(
+            ClientMapping(101, 1, 2, 3, 4, client_name="Acme Dental", note="yes: keep 'this'"),
+            ClientMapping(
                 102,
                 5,
                 6,
@@ -142,7 +142,7 @@ def test_mapping_defaults_and_effective_values():
     assert mapping.overwrite_cost is None
     assert mapping.effective_overwrite_cost(config.sync) is True
     assert mapping.effective_unit_cost(config.sync) == 2.5
-    own = Mapping(1, 1, 1, 1, 1, overwrite_cost=False, unit_cost=0)
+    own = ClientMapping(1, 1, 1, 1, 1, overwrite_cost=False, unit_cost=0)
     assert own.effective_overwrite_cost(config.sync) is False
     assert own.effective_unit_cost(config.sync) == 0
 
@@ -392,7 +392,7 @@ def test_load_valid_file(tmp_path):
         " contract_service_id: 4, service_id: 5}\n",
         encoding="utf-8",
     )
-    assert load_config(path).mappings == (Mapping(1, 2, 3, 4, 5),)
+    assert load_config(path).mappings == (ClientMapping(1, 2, 3, 4, 5),)
 
 
 def test_load_accepts_utf8_bom(tmp_path):
@@ -583,11 +583,11 @@ def test_mapping_for_with_and_without_mapping():
     config = _full_config()
     assert config.mapping_for(102).client_name == "Bäckerei Müller ✓"
     assert config.mapping_for(999) is None
-    changed = config.with_mapping(Mapping(101, 9, 9, 9, 9))
+    changed = config.with_mapping(ClientMapping(101, 9, 9, 9, 9))
     assert [m.client_id for m in changed.mappings] == [101, 102]
     assert changed.mapping_for(101).account_id == 9
     assert config.mapping_for(101).account_id == 1  # the original is unchanged
-    added = config.with_mapping(Mapping(50, 9, 9, 99, 9))
+    added = config.with_mapping(ClientMapping(50, 9, 9, 99, 9))
     assert [m.client_id for m in added.mappings] == [101, 102, 50]
     removed = config.without_mapping(101)
     assert [m.client_id for m in removed.mappings] == [102]
@@ -603,7 +603,7 @@ def test_integration_code_in_repr():
 
 
 def test_config_to_dict_key_order_and_nulls():
-    data = config_to_dict(Config(mappings=(Mapping(1, 2, 3, 4, 5),)))
+    data = config_to_dict(Config(mappings=(ClientMapping(1, 2, 3, 4, 5),)))
     assert list(data) == ["version", "state_dir", "autotask", "infima", "sync", "mappings"]
     assert data["autotask"] == {
         "username": None,
@@ -726,7 +726,7 @@ def test_save_atomic_under_concurrent_reads(tmp_path):
     small = Config()
     big = _full_config()
     for index in range(3):
-        big = big.with_mapping(Mapping(1000 + index, 1, 1, 5000 + index, 1, note="n" * 50))
+        big = big.with_mapping(ClientMapping(1000 + index, 1, 1, 5000 + index, 1, note="n" * 50))
     save_config(small, path)
     seen: list[object] = []
     stop = threading.Event()
@@ -779,7 +779,7 @@ def test_save_into_read_only_folder(tmp_path, monkeypatch):
 
 def test_save_refuses_invalid_config(tmp_path):
     path = tmp_path / "config.yaml"
-    bad = Config(mappings=(Mapping(1, 1, 1, 1, 1), Mapping(1, 2, 2, 2, 2)))
+    bad = Config(mappings=(ClientMapping(1, 1, 1, 1, 1), ClientMapping(1, 2, 2, 2, 2)))
     with pytest.raises(ConfigError) as info:
         save_config(bad, path)
     assert "mappings[1].client_id: duplicate client_id 1, also in mappings[0]" in (
@@ -804,8 +804,8 @@ def test_save_keeps_other_mappings(tmp_path):
     before = yaml.safe_load(path.read_text(encoding="utf-8"))
     config = load_config(path)
     changed = config.with_mapping(
-        Mapping(101, 1, 2, 3, 4, client_name="Acme", exclude_users=1)
-    ).with_mapping(Mapping(300, 5, 6, 7, 8))
+        ClientMapping(101, 1, 2, 3, 4, client_name="Acme", exclude_users=1)
+    ).with_mapping(ClientMapping(300, 5, 6, 7, 8))
     save_config(changed, path)
     after = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert after["mappings"][1] == before["mappings"][1]  # untouched, key for key

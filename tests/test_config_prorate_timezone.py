@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from infima_autotask.config import (
+    ClientMapping,
     Config,
-    Mapping,
     SyncSettings,
     load_config,
     parse_config,
@@ -149,7 +149,7 @@ def test_new_keys_are_read():
     [(None, False, False), (None, True, True), (True, False, True), (False, True, False)],
 )
 def test_effective_prorate(own, default, effective):
-    mapping = Mapping(1, 2, 3, 4, 5, prorate=own)
+    mapping = ClientMapping(1, 2, 3, 4, 5, prorate=own)
     assert mapping.effective_prorate(SyncSettings(prorate=default)) is effective
 
 
@@ -255,7 +255,7 @@ def test_save_load_round_trip_keeps_the_new_keys(tmp_path):
 
 def test_save_refuses_bad_new_values(tmp_path):
     path = tmp_path / "config.yaml"
-    bad = Config(mappings=(Mapping(1, -1, 2, 3, 4),))
+    bad = Config(mappings=(ClientMapping(1, -1, 2, 3, 4),))
     with pytest.raises(ConfigError) as info:
         save_config(bad, path)
     assert "mappings[0].account_id: must be an integer of 0 or more, got -1" in info.value.details

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from sandbox_cli import connect_steps
 
 from infima_autotask.cli import cli
-from infima_autotask.config import Mapping, load_config, save_config
+from infima_autotask.config import ClientMapping, load_config, save_config
 from infima_autotask.sandbox import Sandbox, data
 
 SEED = {m["client_id"]: m for m in data.seed_mappings()[:2]}  # Acme, Birch
@@ -189,4 +189,4 @@ def test_a_reader_never_sees_a_half_written_config(tmp_path, sandbox):
     assert saves == 204
     final = yaml.safe_load(config.read_text(encoding="utf-8"))
     assert final["version"] == 1 and isinstance(final["mappings"], list)
-    assert isinstance(template, Mapping)
+    assert isinstance(template, ClientMapping)

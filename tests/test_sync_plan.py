@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from infima_autotask.chain import Successor
-from infima_autotask.config import Mapping, SyncSettings
+from infima_autotask.config import ClientMapping, SyncSettings
 from infima_autotask.errors import UsageError
 from infima_autotask.model import Contract, ContractService, UnitsRow
 from infima_autotask.sync import (
@@ -27,7 +27,7 @@ from infima_autotask.sync import (
 D = date(2026, 12, 1)
 ACTIVE = {1}
 DEFAULTS = SyncSettings()
-MAPPING = Mapping(
+MAPPING = ClientMapping(
     client_id=101,
     account_id=29683501,
     contract_id=29684001,

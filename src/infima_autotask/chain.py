@@ -17,7 +17,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from infima_autotask.autotask import AutotaskApi, format_date, in_filter
-from infima_autotask.config import Mapping
+from infima_autotask.config import ClientMapping
 from infima_autotask.model import (
     CONTRACT_FIELDS,
     CONTRACT_SERVICE_FIELDS,
@@ -77,7 +77,7 @@ class ChainRef:
     service_id: int | None = None  # the mapping's service: what a renewal must carry
 
     @classmethod
-    def of(cls, mapping: Mapping) -> ChainRef:
+    def of(cls, mapping: ClientMapping) -> ChainRef:
         return cls(
             client_id=mapping.client_id,
             account_id=mapping.account_id,

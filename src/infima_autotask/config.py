@@ -64,7 +64,7 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
-class Mapping:
+class ClientMapping:
     """One INFIMA client mapped to one Autotask Contract Service, with its overrides."""
 
     client_id: int
@@ -107,16 +107,16 @@ class Config:
     autotask: AutotaskSettings = field(default_factory=AutotaskSettings)
     infima: InfimaSettings = field(default_factory=InfimaSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
-    mappings: tuple[Mapping, ...] = ()
+    mappings: tuple[ClientMapping, ...] = ()
 
-    def mapping_for(self, client_id: int) -> Mapping | None:
+    def mapping_for(self, client_id: int) -> ClientMapping | None:
         """The mapping of `client_id`, or None."""
         for mapping in self.mappings:
             if mapping.client_id == client_id:
                 return mapping
         return None
 
-    def with_mapping(self, mapping: Mapping) -> Config:
+    def with_mapping(self, mapping: ClientMapping) -> Config:
         """A copy with `mapping` replacing that client's mapping in place, or appended."""
         mappings = list(self.mappings)
         for index, existing in enumerate(mappings):
@@ -383,7 +383,7 @@ def _parse_sync(data: dict[Any, Any], problems: list[str]) -> SyncSettings | Non
 
 def _parse_mapping(
     entry: object, index: int, sync: SyncSettings | None, problems: list[str]
-) -> Mapping | None:
+) -> ClientMapping | None:
     prefix = f"mappings[{index}]"
     if not isinstance(entry, dict):
         problems.append(f"{prefix}: must be a mapping of keys, got {describe(entry)}")
@@ -393,7 +393,7 @@ def _parse_mapping(
         key: s.integer(key, required=True, positive=key not in _ZERO_ALLOWED_IDS)
         for key in _ID_KEYS
     }
-    mapping = Mapping(
+    mapping = ClientMapping(
         client_id=ids["client_id"],
         account_id=ids["account_id"],
         contract_id=ids["contract_id"],
@@ -426,7 +426,7 @@ def _parse_mapping(
     return mapping
 
 
-def _check_unique(mappings: list[tuple[int, Mapping]], key: str, problems: list[str]) -> None:
+def _check_unique(mappings: list[tuple[int, ClientMapping]], key: str, problems: list[str]) -> None:
     seen: dict[int, int] = {}
     for index, mapping in mappings:
         value = getattr(mapping, key)
@@ -460,7 +460,7 @@ def _validate(data: object, problems: list[str]) -> Config | None:
     infima = _parse_infima(data, problems)
     sync = _parse_sync(data, problems)
 
-    mappings: list[tuple[int, Mapping]] = []
+    mappings: list[tuple[int, ClientMapping]] = []
     raw = data.get("mappings")
     if raw is not None and not isinstance(raw, list):
         problems.append(f"mappings: must be a list of mappings, got {describe(raw)}")
@@ -534,7 +534,7 @@ def load_config_or_default(path: Path) -> Config:
     return load_config(path)
 
 
-def _mapping_to_dict(m: Mapping) -> dict[str, Any]:
+def _mapping_to_dict(m: ClientMapping) -> dict[str, Any]:
     return {key: getattr(m, key) for key in _MAPPING_KEYS}
 
 

@@ -32,7 +32,7 @@ from infima_autotask.billing import (
     within_cent,
 )
 from infima_autotask.chain import Successor, chain_text, find_successors
-from infima_autotask.config import Config, Mapping, SyncSettings
+from infima_autotask.config import ClientMapping, Config, SyncSettings
 from infima_autotask.errors import ApiError, InfimaAutotaskError
 from infima_autotask.infima import (
     INFIMA_THREADS,
@@ -283,7 +283,7 @@ class TenantFacts:
     successors: dict[tuple[int, int], Successor]
 
 
-def read_tenant(client: AutotaskApi, mappings: Sequence[Mapping], day: date) -> TenantFacts:
+def read_tenant(client: AutotaskApi, mappings: Sequence[ClientMapping], day: date) -> TenantFacts:
     """Contracts, contract services, units rows (D - 1 to the month's end) and picklists.
 
     Raises:
@@ -381,7 +381,7 @@ def _period_length(months: int | None) -> str:
 
 
 def mapping_checks(
-    mapping: Mapping,
+    mapping: ClientMapping,
     *,
     day: date,
     settings: SyncSettings,
@@ -458,7 +458,7 @@ def _period_check(label: str, when: Schedule, row: UnitsRow | None, effective: d
 
 def _write_check(
     label: str,
-    mapping: Mapping,
+    mapping: ClientMapping,
     settings: SyncSettings,
     cs: ContractService,
     row: UnitsRow,
@@ -517,7 +517,7 @@ def _skipped_checks(
 
 
 def users_check(
-    mapping: Mapping,
+    mapping: ClientMapping,
     users: list[dict[str, Any]],
     *,
     count_without_status: bool,
@@ -553,7 +553,9 @@ def users_check(
     )
 
 
-def infima_checks(infima: _Infima, mappings: Sequence[Mapping], config: Config) -> dict[int, Check]:
+def infima_checks(
+    infima: _Infima, mappings: Sequence[ClientMapping], config: Config
+) -> dict[int, Check]:
     """One INFIMA check per mapped client; user lists are read 16 at a time, as in sync."""
     label = "client {}: INFIMA users"
     found: dict[int, Check] = {}
@@ -582,7 +584,7 @@ def infima_checks(infima: _Infima, mappings: Sequence[Mapping], config: Config) 
     if isinstance(source, InfimaApi) and wanted:
         client = source
 
-        def check(mapping: Mapping) -> Check:
+        def check(mapping: ClientMapping) -> Check:
             try:
                 users = client.users(mapping.client_id)
             except InfimaAutotaskError as exc:

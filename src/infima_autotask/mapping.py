@@ -44,7 +44,7 @@ from infima_autotask.chain import (
     read_recurring_contracts,
     renewals_wanted,
 )
-from infima_autotask.config import Config, Mapping, SyncSettings
+from infima_autotask.config import ClientMapping, Config, SyncSettings
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
 from infima_autotask.infima import INFIMA_THREADS, CountSource, InfimaClientInfo
@@ -116,7 +116,7 @@ def _named(name: str | None) -> str:
 # --- list-clients ----------------------------------------------------------------------
 
 
-def mapped_to(mapping: Mapping) -> str:
+def mapped_to(mapping: ClientMapping) -> str:
     """``Contract Service`` and contract of a mapping, as list-clients shows them."""
     service = _ref(mapping.contract_service_id, mapping.service_name)
     return f"{service} on {_ref(mapping.contract_id, mapping.contract_name)}"
@@ -129,7 +129,7 @@ class ClientLine:
     client_id: int
     client_name: str
     active_users: int | None
-    mapping: Mapping | None
+    mapping: ClientMapping | None
 
     def row(self) -> Row:
         return {
@@ -350,7 +350,7 @@ def _account_services(
 
 
 def _service_schedule(
-    mapping: Mapping | None,
+    mapping: ClientMapping | None,
     contract: Contract,
     first: date,
     settings: SyncSettings,
@@ -486,7 +486,7 @@ _PRORATION = "Autotask will prorate the period covering it, a proration it canno
 
 
 def mapping_billing(
-    mapping: Mapping,
+    mapping: ClientMapping,
     contract: Contract,
     today: date,
     settings: SyncSettings,
@@ -499,7 +499,7 @@ def mapping_billing(
     )
 
 
-def offline_writes_dated(mapping: Mapping, settings: SyncSettings) -> str:
+def offline_writes_dated(mapping: ClientMapping, settings: SyncSettings) -> str:
     """What the config alone says about the dates of a mapping's writes."""
     return "the 1st (prorate)" if mapping.effective_prorate(settings) else "billing period start"
 
@@ -590,8 +590,8 @@ class MapRequest:
 class MapChange:
     """One client's old mapping (None when new), new mapping and its billing period."""
 
-    old: Mapping | None
-    new: Mapping
+    old: ClientMapping | None
+    new: ClientMapping
     billing: Billing
 
     def row(self) -> Row:
@@ -613,15 +613,15 @@ class MapChange:
         return [f"{head}:", f"  was: {describe(self.old)}", f"  now: {describe(self.new)}"]
 
 
-def _chain(mapping: Mapping) -> tuple[int, int, int]:
+def _chain(mapping: ClientMapping) -> tuple[int, int, int]:
     return (mapping.account_id, mapping.contract_id, mapping.contract_service_id)
 
 
-def _maybe_doc(mapping: Mapping | None) -> Row | None:
+def _maybe_doc(mapping: ClientMapping | None) -> Row | None:
     return mapping_document(mapping) if mapping else None
 
 
-def describe(mapping: Mapping) -> str:
+def describe(mapping: ClientMapping) -> str:
     """``account 1 A, contract 2 C, contract service 3 S`` (IDs with names)."""
     return (
         f"account {_ref(mapping.account_id, mapping.account_name)}, "
@@ -630,7 +630,7 @@ def describe(mapping: Mapping) -> str:
     )
 
 
-def overrides_text(mapping: Mapping) -> str:
+def overrides_text(mapping: ClientMapping) -> str:
     """The mapping's overrides as they stand in the config (exact values), or "" for none."""
     parts = [
         f"{key}: {value!r}"
@@ -643,7 +643,7 @@ def overrides_text(mapping: Mapping) -> str:
     return ", ".join(parts)
 
 
-def mapping_document(mapping: Mapping) -> Row:
+def mapping_document(mapping: ClientMapping) -> Row:
     """The JSON shape of a mapping in ``map``/``unmap`` output."""
     return {
         "client_id": mapping.client_id,
@@ -681,7 +681,7 @@ def _words(name: str | None) -> set[str]:
     }
 
 
-def mapping_warnings(config: Config, new: Mapping) -> list[str]:
+def mapping_warnings(config: Config, new: ClientMapping) -> list[str]:
     """What makes ``new`` look like the wrong line: another service than the other mappings
     bill, or an account whose name shares no word with the client's."""
     found: list[str] = []
@@ -705,7 +705,7 @@ def mapping_warnings(config: Config, new: Mapping) -> list[str]:
     return found
 
 
-def _with_overrides(mapping: Mapping, request: MapRequest) -> Mapping:
+def _with_overrides(mapping: ClientMapping, request: MapRequest) -> ClientMapping:
     changed: dict[str, Any] = {}
     for key in ("exclude_users", "min_units", "max_units"):
         value = getattr(request, key)
@@ -718,7 +718,7 @@ def _with_overrides(mapping: Mapping, request: MapRequest) -> Mapping:
     return replace(mapping, **changed)
 
 
-def _check_overrides(request: MapRequest, old: Mapping | None) -> None:
+def _check_overrides(request: MapRequest, old: ClientMapping | None) -> None:
     if request.unit_cost is not None and not math.isfinite(request.unit_cost):
         raise UsageError(f"--unit-cost must be a finite number, got {request.unit_cost}.")
     low, high = request.min_units, request.max_units
@@ -733,14 +733,14 @@ def _check_overrides(request: MapRequest, old: Mapping | None) -> None:
 
 
 def _new_mapping(
-    old: Mapping | None,
+    old: ClientMapping | None,
     request: MapRequest,
     info: InfimaClientInfo,
     account: Account,
     contract: Contract,
     cs: ContractService,
     service_name: str | None,
-) -> Mapping:
+) -> ClientMapping:
     chain: dict[str, Any] = {
         "client_name": info.name or (old.client_name if old else None),
         "account_id": account.id,
@@ -751,7 +751,7 @@ def _new_mapping(
         "service_id": cs.service_id,
         "service_name": service_name or None,
     }
-    base = replace(old, **chain) if old else Mapping(client_id=request.client_id, **chain)
+    base = replace(old, **chain) if old else ClientMapping(client_id=request.client_id, **chain)
     return _with_overrides(base, request)
 
 
@@ -1097,7 +1097,7 @@ def _row_problem(
 # --- unmap -----------------------------------------------------------------------------
 
 
-def unmap(config: Config, client_id: int) -> tuple[Config, Mapping]:
+def unmap(config: Config, client_id: int) -> tuple[Config, ClientMapping]:
     """The config without ``client_id``'s mapping, and that mapping.
 
     Raises:
@@ -1135,7 +1135,7 @@ def last_sync_labels(state_dir: Path) -> dict[int, str]:
 
 
 def mapping_row(
-    mapping: Mapping,
+    mapping: ClientMapping,
     last_sync: str | None,
     status: str | None = None,
     *,
@@ -1233,7 +1233,7 @@ def check_mappings(
     status: dict[int, str] = {}
     billing: dict[int, Billing] = {}
     refreshed: list[int] = []
-    new_mappings: list[Mapping] = []
+    new_mappings: list[ClientMapping] = []
     for m in mappings:
         account = accounts.get(m.account_id)
         contract = contracts.get(m.contract_id)
@@ -1259,12 +1259,12 @@ def check_mappings(
 
 
 def _refresh(
-    mapping: Mapping,
+    mapping: ClientMapping,
     account: Account | None,
     contract: Contract | None,
     cs: ContractService | None,
     names: dict[int, Any],
-) -> Mapping:
+) -> ClientMapping:
     changed: dict[str, Any] = {}
     if account is not None and account.name and account.name != mapping.account_name:
         changed["account_name"] = account.name

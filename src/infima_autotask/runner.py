@@ -34,7 +34,7 @@ from infima_autotask.billing import (
     shows,
 )
 from infima_autotask.chain import Successor, find_successors
-from infima_autotask.config import Mapping
+from infima_autotask.config import ClientMapping
 from infima_autotask.errors import (
     ApiError,
     InfimaAutotaskError,
@@ -177,7 +177,9 @@ def month_boundary(now: datetime, zone: str | None) -> str | None:
     )
 
 
-def select_mappings(mappings: Sequence[Mapping], clients: Sequence[int]) -> list[Mapping]:
+def select_mappings(
+    mappings: Sequence[ClientMapping], clients: Sequence[int]
+) -> list[ClientMapping]:
     """The enabled mappings, restricted to ``clients`` when given.
 
     Raises:
@@ -276,7 +278,7 @@ class _Run:
         history: History,
         run_id: int,
         day: date,
-        mappings: list[Mapping],
+        mappings: list[ClientMapping],
         options: SyncOptions,
         report: SyncReport,
         progress: Progress | None,

@@ -23,7 +23,7 @@ from infima_autotask.chain import (
     check_chain,
     renewals_wanted,
 )
-from infima_autotask.config import Mapping, SyncSettings
+from infima_autotask.config import ClientMapping, SyncSettings
 from infima_autotask.errors import UsageError
 from infima_autotask.model import Contract, ContractService, UnitsRow, choose_row
 from infima_autotask.statuses import FAILED, HELD, PLANNED, SKIPPED, UNCHANGED, UPDATED
@@ -77,7 +77,7 @@ def money(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f}"
 
 
-def clamp_target(users: int, mapping: Mapping) -> int:
+def clamp_target(users: int, mapping: ClientMapping) -> int:
     """users - exclude_users, kept within min_units/max_units, never below 0."""
     target = users - mapping.exclude_users
     if mapping.min_units is not None:
@@ -175,16 +175,16 @@ class PlanItem:
         }
 
 
-def _remap(mapping: Mapping) -> str:
+def _remap(mapping: ClientMapping) -> str:
     return f"infima-autotask map {mapping.client_id} --account {mapping.account_id}"
 
 
-def _service_of(mapping: Mapping, cs: ContractService | None) -> int:
+def _service_of(mapping: ClientMapping, cs: ContractService | None) -> int:
     return cs.service_id if cs is not None else mapping.service_id
 
 
 def chain_verdict(
-    mapping: Mapping,
+    mapping: ClientMapping,
     contract: Contract | None,
     cs: ContractService | None,
     day: date,
@@ -204,7 +204,7 @@ def chain_verdict(
 
 
 def ended_contracts(
-    mappings: cabc.Iterable[Mapping],
+    mappings: cabc.Iterable[ClientMapping],
     contracts: cabc.Mapping[int, Contract],
     contract_services: cabc.Mapping[int, ContractService],
     day: date,
@@ -255,7 +255,7 @@ def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> 
 
 
 def mapping_schedule(
-    mapping: Mapping,
+    mapping: ClientMapping,
     contract: Contract | None,
     day: date,
     settings: SyncSettings,
@@ -270,7 +270,7 @@ def mapping_schedule(
 
 
 def _override_guard(
-    mapping: Mapping, users: int | None, target: int, settings: SyncSettings
+    mapping: ClientMapping, users: int | None, target: int, settings: SyncSettings
 ) -> str | None:
     """The liftable hold of a target raised above INFIMA's count by min_units by more than
     max_increase_percent of that count (by more than the count itself when that is unset):
@@ -292,7 +292,7 @@ def _override_guard(
 
 
 def plan_one(
-    mapping: Mapping,
+    mapping: ClientMapping,
     *,
     day: date,
     settings: SyncSettings,
@@ -478,7 +478,9 @@ def later_change(rows: cabc.Sequence[UnitsRow], effective: date, when: Schedule)
     return min(splits, default=None)
 
 
-def no_effective_date(mapping: Mapping, contract: Contract, when: Schedule) -> tuple[str, str]:
+def no_effective_date(
+    mapping: ClientMapping, contract: Contract, when: Schedule
+) -> tuple[str, str]:
     """Status and message of a mapping with no write date in the month."""
     if when.next_start is not None:
         return SKIPPED, (
@@ -494,7 +496,7 @@ def no_effective_date(mapping: Mapping, contract: Contract, when: Schedule) -> t
 
 
 def plan(
-    mappings: cabc.Sequence[Mapping],
+    mappings: cabc.Sequence[ClientMapping],
     *,
     day: date,
     settings: SyncSettings,
