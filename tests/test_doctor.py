@@ -30,7 +30,10 @@ def doctor(invoke, sandbox_env):
     def run(*args, env=None):
         result = invoke("doctor", "--json", *args, env={**sandbox_env, **(env or {})})
         rows = json.loads(result.stdout) if result.stdout.strip() else []
-        assert all(set(row) == {"check", "result", "detail"} for row in rows)
+        assert all(list(row) == ["check", "client_id", "result", "detail"] for row in rows)
+        for row in rows:  # a check about one client names it in the row and in its own field
+            client_id = row["client_id"]
+            assert client_id is None or row["check"].startswith(f"client {client_id}: ")
         checks = {row["check"]: (row["result"], row["detail"]) for row in rows}
         return result.exit_code, checks, result
 
