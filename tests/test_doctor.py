@@ -84,6 +84,16 @@ def test_all_ok_on_the_sandbox_and_nothing_written(
     assert len(_autotask_requests(sandbox)) == 6
 
 
+def test_json_rows_name_the_client_apart(invoke, config_path, sandbox, sandbox_env):
+    _config(config_path, sandbox, clients=[data.ACME_CLIENT_ID])
+    result = invoke("doctor", "--json", env=sandbox_env)
+    assert result.exit_code == 0, result.output
+    rows = {row["check"]: row for row in json.loads(result.stdout)}
+    assert rows["Autotask connection"]["client_id"] is None
+    assert rows["client 101: chain"]["client_id"] == data.ACME_CLIENT_ID
+    assert rows["client 101: INFIMA users"]["client_id"] == data.ACME_CLIENT_ID
+
+
 def test_table_output_and_help(invoke, config_path, sandbox, sandbox_env, runner):
     _config(config_path, sandbox, clients=[data.ACME_CLIENT_ID])
     result = invoke("doctor", env=sandbox_env)

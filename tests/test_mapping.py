@@ -1094,6 +1094,43 @@ def test_list_mappings_last_sync_from_history(invoke, cfg, config_path, tmp_path
     assert lines[2].endswith("2026-11 24 updated")
 
 
+def test_list_mappings_json_is_raw_where_the_table_joins(invoke, cfg, config_path, tmp_path):
+    """IDs and names apart, last sync as an object (issue 11); the table is as before."""
+    state = tmp_path / "state"
+    with History(state) as history:
+        run = history.start_run(period="2026-11", dry_run=False, version="t")
+        history.record_item(
+            run,
+            ItemRecord(102, "Birch", BIRCH_RS, BIRCH_CS, 25, 24, 20, 24, 4, 4.5, 2.25, "updated"),
+        )
+    env = {"INFIMA_AUTOTASK_STATE_DIR": str(state)}
+    result = invoke("list-mappings", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["account_id"], row["account"]) == (BIRCH, "name")
+    assert (row["contract_service_id"], row["contract_service"]) == (
+        BIRCH_CS,
+        "INFIMA Security Awareness Training",
+    )
+    assert row["last_sync"] == {"period": "2026-11", "units": 24, "status": "updated"}
+    table = invoke("list-mappings", env=env).stdout.splitlines()
+    assert table[2].split() == [
+        "102", "Birch", "Legal", str(BIRCH), "name", str(BIRCH_RS), "contract", str(BIRCH_CS),
+        "INFIMA", "Security", "Awareness", "Training", "billing", "period", "start", "2026-11",
+        "24", "updated",
+    ]  # fmt: skip
+
+
+def test_list_clients_table_joins_what_json_keeps_apart(invoke, cfg, autotask):
+    result = invoke("list-clients")
+    assert result.exit_code == 0, result.output
+    birch = next(line for line in result.stdout.splitlines() if line.startswith("102 "))
+    assert birch.split()[-9:] == [
+        "25", str(BIRCH_CS), "INFIMA", "Security", "Awareness", "Training", "on", str(BIRCH_RS),
+        "contract",
+    ]  # fmt: skip
+
+
 def test_list_mappings_empty(invoke, config_path):
     write_config(config_path, make_config())
     result = invoke("list-mappings", "--json")
