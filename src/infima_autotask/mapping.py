@@ -74,7 +74,6 @@ CSV_COLUMNS = ("client_id", "account_id", "contract_id", "contract_service_id")
 # Company 0 is every tenant's own organization (AUTOTASK_API.md); every other id is positive.
 _ZERO_ALLOWED = frozenset({"account_id"})
 
-Row = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -875,8 +874,8 @@ def unmap(config: Config, client_id: int) -> tuple[Config, Mapping]:
 
 @dataclass(frozen=True)
 class LastSync:
-    """A client's newest item of a real run: its period, the units it left (None when it
-    wrote none), and its status."""
+    """A client's newest item of a real (not dry) run: its period, the units it left
+    (``after``; None when unknown) and its status."""
 
     period: str
     units: int | None
