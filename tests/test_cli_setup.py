@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -418,14 +419,131 @@ def test_status_both_connected(invoke, stored_creds, infima_ok, tmp_path, config
     ]
 
 
-def test_status_json(invoke, stored_creds, infima_ok, config_path):
+def test_status_json(invoke, stored_creds, infima_ok, config_path, state_dir):
+    """Raw values, not the table's sentences (issue 11): numbers, URLs, null for never."""
     infima_ok.get(BASE + "ThresholdInformation", json=THRESHOLD)
     write_config(config_path, make_config())
     result = invoke("status", "--json")
     assert result.exit_code == 0, result.output
-    doc = yaml.safe_load(result.stdout)
-    assert doc["ok"] is True and doc["mappings"] == 0
-    assert doc["config_path"] == str(config_path)
+    assert json.loads(result.stdout) == {
+        "config_path": str(config_path),
+        "state_dir": {"path": str(state_dir), "usable": True, "error": None},
+        "mappings": 0,
+        "autotask": {
+            "connected": True,
+            "url": API_URL,
+            "requests_used": 124,
+            "request_limit": 10000,
+            "error": None,
+        },
+        "infima": {
+            "connected": True,
+            "url": INFIMA,
+            "partner": "Partner Co",
+            "counts_file": None,
+            "clients": None,
+            "error": None,
+        },
+        "last_run": None,
+        "zones": {"sync": None, "autotask": None},
+        "warnings": [],
+        "ok": True,
+        "exit_code": 0,
+    }
+    assert result.stderr == ""
+
+
+def test_status_json_of_failures_carries_the_errors(
+    invoke, stored_creds, requests_mock, config_path
+):
+    requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    requests_mock.get(INFIMA + "/v1/partner", status_code=401, text="")
+    write_config(config_path, make_config())
+    result = invoke("status", "--json")
+    assert result.exit_code == 3
+    doc = json.loads(result.stdout)
+    assert doc["autotask"]["connected"] is True and doc["autotask"]["error"] is None
+    infima = doc["infima"]
+    assert (infima["connected"], infima["url"], infima["partner"]) == (False, None, None)
+    assert infima["error"].startswith("INFIMA rejected the API key")
+    assert (doc["ok"], doc["exit_code"]) == (False, 3)
+    assert result.stderr.startswith("Error: A connection failed (shown above).")
+
+
+def test_status_json_not_configured_and_state_folder_unusable(
+    invoke, memkeyring, requests_mock, config_path, tmp_path
+):
+    blocker = tmp_path / "state-file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    write_config(
+        config_path,
+        make_config(
+            autotask={"username": None, "integration_code": None},
+            state_dir=str(blocker / "inside"),
+        ),
+    )
+    result = invoke("status", "--json")
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["autotask"] == {
+        "connected": False,
+        "url": None,
+        "requests_used": None,
+        "request_limit": None,
+        "error": doc["autotask"]["error"],
+    }
+    assert doc["autotask"]["error"].startswith("No Autotask API username")
+    state = doc["state_dir"]
+    assert (state["path"], state["usable"]) == (str(blocker / "inside"), False)
+    assert "is not a folder" in state["error"]
+    assert (doc["last_run"], doc["ok"], doc["exit_code"]) == (None, False, 2)
+    assert requests_mock.call_count == 0
+
+
+def test_status_json_counts_file_zones_and_last_run(
+    invoke, stored_creds, requests_mock, config_path, state_dir, tmp_path
+):
+    from datetime import datetime, timezone
+
+    from infima_autotask.history import History
+
+    counts = tmp_path / "counts.csv"
+    counts.write_text("client_id,active_users\n7,3\n9,0\n", encoding="utf-8")
+    write_config(
+        config_path,
+        make_config(
+            infima={"counts_file": str(counts)},
+            sync={"timezone": "America/New_York"},
+            autotask={"timezone": "Europe/London"},
+        ),
+    )
+    started = datetime(2026, 12, 1, 11, 0, 5, tzinfo=timezone.utc)
+    with History(state_dir, clock=lambda: started) as history:
+        run = history.start_run(period="2026-12", dry_run=False, version="0.1.0")
+        history.finish_run(run, outcome="ok", summary={"updated": 2, "unchanged": 1})
+    requests_mock.get(BASE + "ThresholdInformation", json=THRESHOLD)
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["infima"] == {
+        "connected": True,
+        "url": None,
+        "partner": None,
+        "counts_file": str(counts),
+        "clients": 2,
+        "error": None,
+    }
+    assert doc["zones"] == {"sync": "America/New_York", "autotask": "Europe/London"}
+    assert doc["last_run"] == {
+        "period": "2026-12",
+        "dry_run": False,
+        "time": "2026-12-01T11:00:05Z",
+        "outcome": "ok",
+        "summary": {"unchanged": 1, "updated": 2},
+    }
+    table = invoke("status").stdout.splitlines()
+    assert f"INFIMA:           counts file {counts}: 2 clients" in table
+    assert "Last sync:        2026-12 sync at 2026-12-01T11:00:05Z: ok" in table
 
 
 def test_status_one_failing_exits_3(invoke, stored_creds, requests_mock, config_path):

@@ -30,7 +30,10 @@ def doctor(invoke, sandbox_env):
     def run(*args, env=None):
         result = invoke("doctor", "--json", *args, env={**sandbox_env, **(env or {})})
         rows = json.loads(result.stdout) if result.stdout.strip() else []
-        assert all(set(row) == {"check", "result", "detail"} for row in rows)
+        assert all(list(row) == ["check", "client_id", "result", "detail"] for row in rows)
+        for row in rows:  # a check about one client names it in the row and in its own field
+            client_id = row["client_id"]
+            assert client_id is None or row["check"].startswith(f"client {client_id}: ")
         checks = {row["check"]: (row["result"], row["detail"]) for row in rows}
         return result.exit_code, checks, result
 
@@ -79,6 +82,16 @@ def test_all_ok_on_the_sandbox_and_nothing_written(
     assert posts and all(path.endswith("/query") for path in posts)  # queries only, no create
     # Batched like sync: threshold, zone, contracts, services, units, picklists.
     assert len(_autotask_requests(sandbox)) == 6
+
+
+def test_json_rows_name_the_client_apart(invoke, config_path, sandbox, sandbox_env):
+    _config(config_path, sandbox, clients=[data.ACME_CLIENT_ID])
+    result = invoke("doctor", "--json", env=sandbox_env)
+    assert result.exit_code == 0, result.output
+    rows = {row["check"]: row for row in json.loads(result.stdout)}
+    assert rows["Autotask connection"]["client_id"] is None
+    assert rows["client 101: chain"]["client_id"] == data.ACME_CLIENT_ID
+    assert rows["client 101: INFIMA users"]["client_id"] == data.ACME_CLIENT_ID
 
 
 def test_table_output_and_help(invoke, config_path, sandbox, sandbox_env, runner):

@@ -13,6 +13,7 @@ import yaml
 from conftest import make_config, write_config
 
 from infima_autotask.billing import add_months, schedule
+from infima_autotask.cli import mapping_view as view
 from infima_autotask.mapping import Billing
 from infima_autotask.sandbox import data
 
@@ -78,11 +79,12 @@ def test_map_json_carries_the_schedule(invoke, cfg, sandbox, sandbox_env):
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert {key: row[key] for key in list(row)[9:]} == {
+        "writes_dated": this.replace(day=17).isoformat(),
         "billing_period": "monthly from the 17th",
-        "effective_date": this.replace(day=17).isoformat(),
         "next_period_start": None,
+        "prorate": False,
         "prorated": False,
-        "writes_dated": "the 17th (monthly from the 17th)",
+        "effective_date": this.replace(day=17).isoformat(),
         "previous": None,
     }
 
@@ -110,7 +112,13 @@ def test_map_when_no_period_starts_this_month_names_the_next(
     listed = invoke("list-mappings", "--check", "--json", env=sandbox_env)
     assert listed.exit_code == 0, listed.output
     (row,) = json.loads(listed.stdout)
-    assert row["writes_dated"] == f"{following} ({name})"
+    assert (row["writes_dated"], row["next_period_start"], row["billing_period"]) == (
+        None,
+        following.isoformat(),
+        f"{name} from {start}",
+    )
+    table = invoke("list-mappings", "--check", env=sandbox_env)
+    assert f"{following} ({name})" in table.stdout.splitlines()[2]
 
 
 def test_map_prorate_names_the_proration_and_is_kept_on_remap(invoke, cfg, sandbox, sandbox_env):
@@ -127,7 +135,10 @@ def test_map_prorate_names_the_proration_and_is_kept_on_remap(invoke, cfg, sandb
     assert _mapping(cfg, data.GRANITE_CLIENT_ID)["prorate"] is True
 
     listed = invoke("list-mappings", "--check", "--json", env=sandbox_env)
-    assert json.loads(listed.stdout)[0]["writes_dated"] == "the 1st, prorated"
+    (row,) = json.loads(listed.stdout)
+    assert (row["writes_dated"], row["prorate"], row["prorated"]) == (this.isoformat(), True, True)
+    table = invoke("list-mappings", "--check", env=sandbox_env)
+    assert "the 1st, prorated" in table.stdout.splitlines()[2]
 
     # absent: the mapping keeps its choice on a re-map
     again = invoke(*granite, "--exclude-users", "1", env=sandbox_env)
@@ -190,12 +201,13 @@ def test_check_shows_when_writes_are_dated_at_no_extra_cost(
     result = invoke("list-mappings", "--check", "--json", env=sandbox_env)
     assert result.exit_code == 0, result.output
     dated = {row["client_id"]: row["writes_dated"] for row in json.loads(result.stdout)}
+    first = sandbox.state.this_month
     assert dated == {
-        data.ACME_CLIENT_ID: "the 1st",
-        data.BIRCH_CLIENT_ID: "the 1st",
-        data.COBALT_CLIENT_ID: "the 1st",
-        data.DELTA_CLIENT_ID: "the 1st",
-        data.GRANITE_CLIENT_ID: "the 17th (monthly from the 17th)",
+        data.ACME_CLIENT_ID: first.isoformat(),
+        data.BIRCH_CLIENT_ID: first.isoformat(),
+        data.COBALT_CLIENT_ID: first.isoformat(),
+        data.DELTA_CLIENT_ID: first.isoformat(),
+        data.GRANITE_CLIENT_ID: first.replace(day=17).isoformat(),
     }
     assert len(_autotask(sandbox)) == 5  # picklists + 4 batched reads, as before
 
@@ -214,9 +226,16 @@ def test_plain_list_mappings_stays_offline(invoke, config_path, sandbox, sandbox
     write_config(config_path, doc)
     result = invoke("list-mappings", "--json", env=sandbox_env)
     assert result.exit_code == 0, result.output
-    dated = {row["client_id"]: row["writes_dated"] for row in json.loads(result.stdout)}
-    assert dated[data.GRANITE_CLIENT_ID] == "the 1st (prorate)"
-    assert dated[data.ACME_CLIENT_ID] == "billing period start"
+    rows = {row["client_id"]: row for row in json.loads(result.stdout)}
+    # Offline: the config says only whether writes are dated the 1st; no date is read.
+    assert {client_id: row["prorate"] for client_id, row in rows.items()} == {
+        client_id: client_id == data.GRANITE_CLIENT_ID for client_id in rows
+    }
+    assert {row["writes_dated"] for row in rows.values()} == {None}
+    table = invoke("list-mappings", env=sandbox_env).stdout.splitlines()
+    granite = next(line for line in table if line.startswith(f"{data.GRANITE_CLIENT_ID} "))
+    acme = next(line for line in table if line.startswith(f"{data.ACME_CLIENT_ID} "))
+    assert "the 1st (prorate)" in granite and "billing period start" in acme
     assert _autotask(sandbox) == []
 
 
@@ -330,14 +349,14 @@ def test_search_table_shows_rate_columns(invoke, cfg, sandbox, sandbox_env):
 def test_writes_dated_for_february(start, months, prorate, dated):
     first = date(2026, 2, 1)
     billing = Billing(schedule(start, months, first, prorate=prorate), first, 9)
-    assert billing.writes_dated() == dated
+    assert view.writes_dated(billing) == dated
 
 
 def test_proration_names_the_period_it_splits_without_drift():
     first = date(2026, 3, 1)
     billing = Billing(schedule(date(2025, 10, 31), 1, first, prorate=True), first, 3)
     assert billing.schedule.covering_start(billing.first) == date(2026, 2, 28)
-    assert billing.lines()[1] == (
+    assert view.billing_lines(billing)[1] == (
         "Writes are dated the 1st: Autotask will prorate the period from 2026-02-28, a "
         "proration it cannot delete."
     )
@@ -348,15 +367,15 @@ def test_proration_names_the_period_it_splits_without_drift():
 def test_unknown_period_lines_say_what_to_do():
     first = date(2026, 2, 1)
     unknown = Billing(schedule(date(2026, 1, 1), None, first, prorate=False), first, 9)
-    assert unknown.lines() == [
+    assert view.billing_lines(unknown) == [
         "Billing period: unknown (contractPeriodType 9 has no label this tool reads)",
         "sync cannot date this client's writes: fix the contract in Autotask, or run map again "
         "with --prorate to write on the 1st (Autotask then prorates).",
     ]
-    assert unknown.document()["billing_period"] is None
+    assert view.billing_fields(unknown, prorate=False)["billing_period"] is None
     started = Billing(schedule(date(2026, 5, 1), 3, first, prorate=True), first, 4)
     # the contract has not started yet
     assert started.schedule.covering_start(started.first) is None
-    assert started.lines()[1].startswith(
+    assert view.billing_lines(started)[1].startswith(
         "The contract starts 2026-05-01: writes are dated from 2026-05-01, then the 1st"
     )

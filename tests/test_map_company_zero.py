@@ -75,7 +75,7 @@ def test_map_account_0(invoke, cfg, sandbox, sandbox_env, own_contract):
     check = invoke("list-mappings", "--check", "--json", env=sandbox_env)
     assert check.exit_code == 0, check.output
     (row,) = json.loads(check.stdout)
-    assert (row["account"], row["status"]) == (f"0 {data.OWN_COMPANY_NAME}", "ok")
+    assert (row["account_id"], row["account"], row["status"]) == (0, data.OWN_COMPANY_NAME, "ok")
 
 
 def test_map_account_0_without_a_contract_says_so(invoke, cfg, sandbox_env):

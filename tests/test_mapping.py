@@ -305,10 +305,15 @@ def test_list_clients_counts_each_client_and_shows_the_mapping(invoke, cfg, auto
         "client_id": 102,
         "client": "Birch Legal",
         "active_users": 25,
-        "mapped_to": f"{BIRCH_CS} INFIMA Security Awareness Training on {BIRCH_RS} contract",
+        "mapped_to": BIRCH_CS,
+        "contract_id": BIRCH_RS,
+        "contract": "contract",
+        "service": "INFIMA Security Awareness Training",
     }
     assert [row["active_users"] for row in rows] == [12, 25, 31, 8, 6]
-    assert rows[0]["mapped_to"] is None
+    assert {k: rows[0][k] for k in ("mapped_to", "contract_id", "contract", "service")} == (
+        dict.fromkeys(("mapped_to", "contract_id", "contract", "service"))
+    )
     users_calls = [r for r in autotask.mock.request_history if r.path.endswith("/users")]
     assert len(users_calls) == 5 and autotask.calls() == []
     assert result.stderr == ""
@@ -334,9 +339,10 @@ def test_list_clients_from_counts_file_needs_no_infima(invoke, config_path, tmp_
     write_config(config_path, make_config(infima={"counts_file": str(counts)}))
     result = invoke("list-clients", "--json")
     assert result.exit_code == 0, result.output
+    unmapped = {"mapped_to": None, "contract_id": None, "contract": None, "service": None}
     assert json.loads(result.stdout) == [
-        {"client_id": 7, "client": "Seven", "active_users": 3, "mapped_to": None},
-        {"client_id": 9, "client": "Nine", "active_users": 0, "mapped_to": None},
+        {"client_id": 7, "client": "Seven", "active_users": 3, **unmapped},
+        {"client_id": 9, "client": "Nine", "active_users": 0, **unmapped},
     ]
 
 
@@ -534,11 +540,12 @@ def test_map_json_document(invoke, cfg, autotask):
             "contract_service_id": ACME_CS,
             "service_id": SAT,
             "service": "INFIMA Security Awareness Training",
+            "writes_dated": "2026-11-01",
             "billing_period": "monthly from the 1st",
-            "effective_date": "2026-11-01",
             "next_period_start": None,
+            "prorate": False,
             "prorated": False,
-            "writes_dated": "the 1st",
+            "effective_date": "2026-11-01",
             "previous": None,
         }
     ]
@@ -1046,10 +1053,18 @@ def test_list_mappings_without_history(invoke, cfg, config_path, tmp_path):
         {
             "client_id": 102,
             "client": "Birch Legal",
-            "account": f"{BIRCH} name",
-            "contract": f"{BIRCH_RS} contract",
-            "contract_service": f"{BIRCH_CS} INFIMA Security Awareness Training",
-            "writes_dated": "billing period start",  # offline: only what the config knows
+            "account_id": BIRCH,
+            "account": "name",
+            "contract_id": BIRCH_RS,
+            "contract": "contract",
+            "contract_service_id": BIRCH_CS,
+            "contract_service": "INFIMA Security Awareness Training",
+            # offline: only what the config knows
+            "writes_dated": None,
+            "billing_period": None,
+            "next_period_start": None,
+            "prorate": False,
+            "prorated": None,
             "last_sync": None,
         }
     ]
@@ -1077,6 +1092,43 @@ def test_list_mappings_last_sync_from_history(invoke, cfg, config_path, tmp_path
         "Last", "sync",
     ]  # fmt: skip
     assert lines[2].endswith("2026-11 24 updated")
+
+
+def test_list_mappings_json_is_raw_where_the_table_joins(invoke, cfg, config_path, tmp_path):
+    """IDs and names apart, last sync as an object (issue 11); the table is as before."""
+    state = tmp_path / "state"
+    with History(state) as history:
+        run = history.start_run(period="2026-11", dry_run=False, version="t")
+        history.record_item(
+            run,
+            ItemRecord(102, "Birch", BIRCH_RS, BIRCH_CS, 25, 24, 20, 24, 4, 4.5, 2.25, "updated"),
+        )
+    env = {"INFIMA_AUTOTASK_STATE_DIR": str(state)}
+    result = invoke("list-mappings", "--json", env=env)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert (row["account_id"], row["account"]) == (BIRCH, "name")
+    assert (row["contract_service_id"], row["contract_service"]) == (
+        BIRCH_CS,
+        "INFIMA Security Awareness Training",
+    )
+    assert row["last_sync"] == {"period": "2026-11", "units": 24, "status": "updated"}
+    table = invoke("list-mappings", env=env).stdout.splitlines()
+    assert table[2].split() == [
+        "102", "Birch", "Legal", str(BIRCH), "name", str(BIRCH_RS), "contract", str(BIRCH_CS),
+        "INFIMA", "Security", "Awareness", "Training", "billing", "period", "start", "2026-11",
+        "24", "updated",
+    ]  # fmt: skip
+
+
+def test_list_clients_table_joins_what_json_keeps_apart(invoke, cfg, autotask):
+    result = invoke("list-clients")
+    assert result.exit_code == 0, result.output
+    birch = next(line for line in result.stdout.splitlines() if line.startswith("102 "))
+    assert birch.split()[-9:] == [
+        "25", str(BIRCH_CS), "INFIMA", "Security", "Awareness", "Training", "on", str(BIRCH_RS),
+        "contract",
+    ]  # fmt: skip
 
 
 def test_list_mappings_empty(invoke, config_path):
@@ -1108,11 +1160,12 @@ def test_check_ended_contract_prints_the_renewal_command(invoke, config_path, au
         f"`infima-autotask map 104 --account {DELTA} --contract {DELTA_NEW} "
         f"--contract-service {DELTA_NEW_CS}`"
     )
-    assert set(rows[104]) == {
-        "client_id", "client", "account", "contract", "contract_service", "writes_dated",
-        "last_sync", "status",
-    }  # fmt: skip
-    assert rows[101]["writes_dated"] == "the 1st"
+    assert list(rows[104]) == [
+        "client_id", "client", "account_id", "account", "contract_id", "contract",
+        "contract_service_id", "contract_service", "writes_dated", "billing_period",
+        "next_period_start", "prorate", "prorated", "last_sync", "status",
+    ]  # fmt: skip
+    assert rows[101]["writes_dated"] == "2026-11-01"
     assert "2 mapping(s): 1 ok, 1 broken" in result.stderr
     # batched: picklist, 4 reads, 2 for the renewal look-up
     assert sorted(autotask.calls()) == sorted(

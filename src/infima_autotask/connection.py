@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.billing import iana_zone, same_offsets
@@ -179,46 +179,101 @@ def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
     return InfimaConnection(partner, url)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Problem:
+    """Why one thing `status` checks is not usable: ``kind`` (``NOT_CONFIGURED``,
+    ``CREDENTIALS_UNREADABLE`` or ``NOT_CONNECTED``), the reason with its fix, and the exit
+    code `sync` would meet (SPEC §3)."""
+
+    kind: str
+    reason: str
+    exit_code: int
+
+
+NOT_CONFIGURED = "not configured"
+CREDENTIALS_UNREADABLE = "credentials unreadable"
+NOT_CONNECTED = "not connected"
+
+
+@dataclass(frozen=True)
+class AutotaskStatus:
+    """The Autotask connection: its URL and this hour's API usage, or the problem."""
+
+    url: str | None = None
+    requests_used: int | None = None
+    request_limit: int | None = None
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class InfimaStatus:
+    """Where counts come from: the INFIMA API (partner and URL) or the counts file (its
+    number of clients), or the problem."""
+
+    counts_file: str | None = None
+    url: str | None = None
+    partner: str | None = None
+    clients: int | None = None
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class StateStatus:
+    """The state folder, and the problem when `sync` could not use it."""
+
+    path: str
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The newest sync run in the history; ``started_at`` is ISO 8601 UTC, ``outcome`` None
+    while unfinished, ``summary`` the count of items per status."""
+
+    period: str
+    dry_run: bool
+    started_at: str
+    outcome: str | None
+    summary: dict[str, int]
+
+
+@dataclass(frozen=True)
 class StatusReport:
+    """What `status` found. ``exit_code`` is what `sync` would exit with for the first
+    problem found (SPEC §3); ``sync_timezone`` and ``autotask_timezone`` are the config's."""
+
     config_path: str
-    state_dir: str
+    state: StateStatus
     mappings: int | None
-    autotask: str
-    infima: str
-    last_run: str
-    zones: str = ""
-    ok: bool = True
-    exit_code: int = 0  # what `sync` would exit with for the first problem found (SPEC §3)
+    autotask: AutotaskStatus
+    infima: InfimaStatus
+    last_run: LastRun | None
+    sync_timezone: str | None
+    autotask_timezone: str | None
+    exit_code: int = 0
 
-    def lines(self) -> list[tuple[str, str]]:
-        return [
-            ("Autotask", self.autotask),
-            ("INFIMA", self.infima),
-            ("Config", self.config_path),
-            ("State folder", self.state_dir),
-            ("Mappings", "-" if self.mappings is None else str(self.mappings)),
-            ("Time zones", self.zones),
-            ("Last sync", self.last_run),
-        ]
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
 
 
-def _probe(check: Any) -> tuple[str, int]:
-    """Run one live check: its text and the exit code `sync` would meet (0 when it works).
+T = TypeVar("T")
+
+
+def _probe(check: Callable[[], T], failed: Callable[[Problem], T]) -> T:
+    """Run one live check: its result, or ``failed`` with the problem and the exit code `sync`
+    would meet.
 
     A missing credential (or one stored under another username) and an unusable keyring are
     2, as for `sync`; a connection that fails is 3.
     """
     try:
-        return str(check()), 0
+        return check()
     except CredentialsError as exc:
-        state = "credentials unreadable" if "keyring" in exc.message.lower() else "not configured"
-        return f"{state}: {_reason(exc)}", exc.exit_code
+        kind = CREDENTIALS_UNREADABLE if "keyring" in exc.message.lower() else NOT_CONFIGURED
+        return failed(Problem(kind, _reason(exc), exc.exit_code))
     except InfimaAutotaskError as exc:
-        return f"not connected: {_reason(exc)}", exc.exit_code
+        return failed(Problem(NOT_CONNECTED, _reason(exc), exc.exit_code))
 
 
 def _reason(exc: InfimaAutotaskError) -> str:
@@ -230,50 +285,54 @@ def status(runtime: Runtime) -> StatusReport:
     """Both connections tested live, the paths, the number of mappings and the last run."""
     config = runtime.config
     state_dir = runtime.state_dir()
+    counts_file = config.infima.counts_file
 
-    def autotask() -> str:
+    def autotask() -> AutotaskStatus:
         client = runtime.autotask()
         used = client.threshold()
-        return f"Connected ({client.api_url}; {used.used} of {used.limit} requests this hour)"
+        return AutotaskStatus(client.api_url, used.used, used.limit)
 
-    def infima() -> str:
-        if config.infima.counts_file:
+    def infima() -> InfimaStatus:
+        if counts_file:
             clients = runtime.count_source().clients()  # a file sync could not read fails here
-            return f"counts file {config.infima.counts_file}: {len(clients)} clients"
+            return InfimaStatus(counts_file, clients=len(clients))
         client = runtime.infima()
-        return f"Connected ({client.partner_name()}, {client.base})"
+        return InfimaStatus(partner=client.partner_name(), url=client.base)
 
-    autotask_text, autotask_code = _probe(autotask)
-    infima_text, infima_code = _probe(infima)
-    state_text, state_code = _probe(lambda: _state_folder(state_dir))
-    last = "never"
-    if state_code == 0 and (state_dir / "history.sqlite3").exists():
+    autotask_status = _probe(autotask, lambda problem: AutotaskStatus(problem=problem))
+    infima_status = _probe(infima, lambda problem: InfimaStatus(counts_file, problem=problem))
+    state = _probe(
+        lambda: _state_folder(state_dir), lambda problem: StateStatus(str(state_dir), problem)
+    )
+    last: LastRun | None = None
+    if state.problem is None and (state_dir / "history.sqlite3").exists():
         with History(state_dir) as history:
             run = history.last_run()
         if run is not None:
-            kind = "dry run" if run.dry_run else "sync"
-            when = display_time(run.started_at)
-            last = f"{run.period} {kind} at {when}: {run.outcome or 'unfinished'}"
-    codes = [autotask_code, infima_code, state_code]
+            last = LastRun(
+                run.period, run.dry_run, display_time(run.started_at), run.outcome, run.summary
+            )
+    codes = [
+        found.exit_code
+        for found in (autotask_status.problem, infima_status.problem, state.problem)
+        if found is not None
+    ]
     # A missing credential or an unusable folder is fixed first, as sync would stop there.
-    code = 2 if 2 in codes else max(codes)
+    code = 2 if 2 in codes else max(codes, default=0)
     return StatusReport(
         config_path=str(runtime.config_path),
-        state_dir=state_text,
+        state=state,
         mappings=len(config.mappings),
-        autotask=autotask_text,
-        infima=infima_text,
+        autotask=autotask_status,
+        infima=infima_status,
         last_run=last,
-        zones=(
-            f"this month is counted in {config.sync.timezone or 'the server zone'}; writes "
-            f"are dated for {config.autotask.timezone or 'no tenant zone (UTC noon)'}"
-        ),
-        ok=code == 0,
+        sync_timezone=config.sync.timezone,
+        autotask_timezone=config.autotask.timezone,
         exit_code=code,
     )
 
 
-def _state_folder(state_dir: Path) -> str:
+def _state_folder(state_dir: Path) -> StateStatus:
     """The state folder, when `sync` can use it (it is created on the first run)."""
     existing = next((p for p in (state_dir, *state_dir.parents) if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -282,4 +341,4 @@ def _state_folder(state_dir: Path) -> str:
             f"{'not a folder' if existing and not existing.is_dir() else 'not writable'}. Set "
             "INFIMA_AUTOTASK_STATE_DIR (or state_dir in the config) to a writable folder."
         )
-    return str(state_dir)
+    return StateStatus(str(state_dir))

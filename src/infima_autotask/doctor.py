@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -82,17 +82,20 @@ NO_ZONE_RISK = (
 
 @dataclass(frozen=True)
 class Check:
-    """One line of the report. ``exit_code`` is what a failed check makes the command exit
-    with: the error's own code when a connection or its credentials failed (3, 2), else 1."""
+    """One finding: what was checked (``subject``, of mapped client ``client_id`` when it is
+    about one), ``ok``/``warn``/``fail`` and what was found with what to do. ``exit_code`` is
+    what a failed check makes the command exit with: the error's own code when a connection or
+    its credentials failed (3, 2), else 1."""
 
-    name: str
+    subject: str
     result: str
     detail: str
     exit_code: int = 0
+    client_id: int | None = field(default=None, kw_only=True)
 
     @classmethod
-    def failed(cls, name: str, detail: str, exit_code: int = 1) -> Check:
-        return cls(name, FAIL, detail, exit_code)
+    def failed(cls, subject: str, detail: str, exit_code: int = 1) -> Check:
+        return cls(subject, FAIL, detail, exit_code)
 
 
 @dataclass
@@ -390,38 +393,47 @@ def mapping_checks(
 ) -> list[Check]:
     """The chain, billing period, units row, price basis, write and cost visibility of one
     mapping for the month starting ``day``."""
-    label = f"client {mapping.client_id}"
+    checks = _mapping_checks(mapping, day=day, settings=settings, zone=zone, facts=facts)
+    return [replace(check, client_id=mapping.client_id) for check in checks]
+
+
+def _mapping_checks(
+    mapping: ClientMapping,
+    *,
+    day: date,
+    settings: SyncSettings,
+    zone: str | None,
+    facts: TenantFacts,
+) -> list[Check]:
     contract = facts.contracts.get(mapping.contract_id)
     cs = facts.services.get(mapping.contract_service_id)
     verdict = chain_verdict(mapping, contract, cs, day, facts.active_statuses, facts.successors)
     if not verdict.ok or contract is None or cs is None:
-        return [Check.failed(f"{label}: chain", chain_text(verdict))]
-    checks = [Check(f"{label}: chain", OK, chain_text(verdict))]
+        return [Check.failed("chain", chain_text(verdict))]
+    checks = [Check("chain", OK, chain_text(verdict))]
     rows = facts.rows.get(cs.id, [])
     when = mapping_schedule(mapping, contract, day, settings, facts.period_months)
     if when.effective is None:
         if when.next_start is None:
             checks.append(
-                Check.failed(
-                    f"{label}: billing period", no_effective_date(mapping, contract, when)[1]
-                )
+                Check.failed("billing period", no_effective_date(mapping, contract, when)[1])
             )
             return checks
-        return checks + _skipped_checks(label, cs, rows, when, day=day)
+        return checks + _skipped_checks(cs, rows, when, day=day)
     effective = when.effective
     row = choose_row(rows, effective)
-    checks.append(_period_check(label, when, row, effective))
+    checks.append(_period_check(when, row, effective))
     row_problem = units_row_problem(cs.id, rows, effective, when)
     units_ok = row is not None and row_problem is None
     if row is None or row_problem is not None:
-        checks.append(Check.failed(f"{label}: units row", row_problem or "no units row"))
+        checks.append(Check.failed("units row", row_problem or "no units row"))
     else:
-        checks.append(Check(f"{label}: units row", OK, _row_text(row)))
+        checks.append(Check("units row", OK, _row_text(row)))
     ordered = _best_first(rows, row)
-    checks.append(Check(f"{label}: price basis", *price_basis(ordered, cs)))
+    checks.append(Check("price basis", *price_basis(ordered, cs)))
     if row is not None and units_ok:
-        checks.append(_write_check(label, mapping, settings, cs, row, effective, zone, when))
-    checks.append(Check(f"{label}: cost visibility", *cost_visibility(ordered, cs)))
+        checks.append(_write_check(mapping, settings, cs, row, effective, zone, when))
+    checks.append(Check("cost visibility", *cost_visibility(ordered, cs)))
     return checks
 
 
@@ -435,8 +447,8 @@ def _best_first(rows: Sequence[UnitsRow], row: UnitsRow | None) -> list[UnitsRow
     return ([row] if row is not None else []) + others
 
 
-def _period_check(label: str, when: Schedule, row: UnitsRow | None, effective: date) -> Check:
-    name = f"{label}: billing period"
+def _period_check(when: Schedule, row: UnitsRow | None, effective: date) -> Check:
+    name = "billing period"
     text = (
         f"{when.describe()} ({_period_length(when.months)} a period); this month's write is "
         f"dated {effective.isoformat()}"
@@ -457,7 +469,6 @@ def _period_check(label: str, when: Schedule, row: UnitsRow | None, effective: d
 
 
 def _write_check(
-    label: str,
     mapping: ClientMapping,
     settings: SyncSettings,
     cs: ContractService,
@@ -480,26 +491,26 @@ def _write_check(
     if when.prorated:
         text += "; prorated (prorate: true)"
     if rates.price is None or cost is None:
-        return Check(f"{label}: write", WARN, f"{text}: a rate is unknown (see below)")
-    return Check(f"{label}: write", OK, text)
+        return Check("write", WARN, f"{text}: a rate is unknown (see below)")
+    return Check("write", OK, text)
 
 
 def _skipped_checks(
-    label: str, cs: ContractService, rows: Sequence[UnitsRow], when: Schedule, *, day: date
+    cs: ContractService, rows: Sequence[UnitsRow], when: Schedule, *, day: date
 ) -> list[Check]:
     """A mapping with no billing period starting this month: nothing is written (``skipped``)."""
     next_start = when.next_start or day
     row = choose_row(rows, day)
     checks = [
         Check(
-            f"{label}: billing period",
+            "billing period",
             OK,
             f"skipped in {period_label(day)}: no billing period starts this month "
             f"({when.describe()}, {_period_length(when.months)} a period); the next starts "
             f"{next_start.isoformat()}",
         ),
         Check(
-            f"{label}: units row",
+            "units row",
             OK if row is not None else WARN,
             f"nothing is written this month; covering {day.isoformat()}: {_row_text(row)}"
             if row is not None
@@ -508,12 +519,15 @@ def _skipped_checks(
         ),
     ]
     ordered = _best_first(rows, row)
-    checks.append(Check(f"{label}: price basis", *price_basis(ordered, cs)))
-    checks.append(Check(f"{label}: cost visibility", *cost_visibility(ordered, cs)))
+    checks.append(Check("price basis", *price_basis(ordered, cs)))
+    checks.append(Check("cost visibility", *cost_visibility(ordered, cs)))
     return checks
 
 
 # --- INFIMA --------------------------------------------------------------------------------
+
+
+INFIMA_USERS = "INFIMA users"
 
 
 def users_check(
@@ -523,7 +537,7 @@ def users_check(
     count_without_status: bool,
 ) -> Check:
     """Whether a client's users carry a ``status`` field (INFIMA_API.md), and its count."""
-    name = f"client {mapping.client_id}: INFIMA users"
+    name = INFIMA_USERS
     try:
         active = count_active_users(users, count_without_status=count_without_status)
     except InfimaAutotaskError as exc:
@@ -557,12 +571,11 @@ def infima_checks(
     infima: _Infima, mappings: Sequence[ClientMapping], config: Config
 ) -> dict[int, Check]:
     """One INFIMA check per mapped client; user lists are read 16 at a time, as in sync."""
-    label = "client {}: INFIMA users"
     found: dict[int, Check] = {}
     source = infima.source
     wanted = []
     for mapping in mappings:
-        name = label.format(mapping.client_id)
+        name = INFIMA_USERS
         if mapping.client_id not in infima.known:
             where = (
                 f"the counts file {source.path}"
@@ -588,7 +601,7 @@ def infima_checks(
             try:
                 users = client.users(mapping.client_id)
             except InfimaAutotaskError as exc:
-                return Check.failed(label.format(mapping.client_id), _reason(exc))
+                return Check.failed(INFIMA_USERS, _reason(exc))
             return users_check(
                 mapping,
                 users,
@@ -598,7 +611,7 @@ def infima_checks(
         with ThreadPoolExecutor(INFIMA_THREADS, thread_name_prefix="doctor-users") as pool:
             for mapping, result in zip(wanted, pool.map(check, wanted), strict=True):
                 found[mapping.client_id] = result
-    return found
+    return {client_id: replace(check, client_id=client_id) for client_id, check in found.items()}
 
 
 # --- the whole run -------------------------------------------------------------------------

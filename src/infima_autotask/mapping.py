@@ -28,7 +28,6 @@ from infima_autotask.billing import (
     Rates,
     Schedule,
     next_month,
-    ordinal,
     period_labels,
     schedule,
     unit_rates,
@@ -71,32 +70,10 @@ log = logging.getLogger(__name__)
 
 PROG = "infima-autotask"
 
-CLIENT_COLUMNS = ("Client ID", "Client", "Active users", "Mapped to")
-ACCOUNT_COLUMNS = ("Account ID", "Account", "Type", "Active")
-CONTRACT_COLUMNS = (
-    "Contract ID",
-    "Contract",
-    "Contract Service ID",
-    "Service",
-    "Units",
-    "Unit price",
-    "Unit cost",
-)
-MAPPING_COLUMNS = (
-    "Client ID",
-    "Client",
-    "Account",
-    "Contract",
-    "Contract Service",
-    "Writes dated",
-    "Last sync",
-)
-CHECK_COLUMNS = (*MAPPING_COLUMNS, "Status")
 CSV_COLUMNS = ("client_id", "account_id", "contract_id", "contract_service_id")
 # Company 0 is every tenant's own organization (AUTOTASK_API.md); every other id is positive.
 _ZERO_ALLOWED = frozenset({"account_id"})
 
-Row = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -105,21 +82,11 @@ def local_today(config: Config) -> date:
     return local_date(datetime.now(timezone.utc), config.sync.timezone)
 
 
-def _ref(record_id: int, name: str | None) -> str:
-    return f"{record_id} {name}" if name else str(record_id)
-
-
 def _named(name: str | None) -> str:
     return f" ({name})" if name else ""
 
 
 # --- list-clients ----------------------------------------------------------------------
-
-
-def mapped_to(mapping: ClientMapping) -> str:
-    """``Contract Service`` and contract of a mapping, as list-clients shows them."""
-    service = _ref(mapping.contract_service_id, mapping.service_name)
-    return f"{service} on {_ref(mapping.contract_id, mapping.contract_name)}"
 
 
 @dataclass(frozen=True)
@@ -130,14 +97,6 @@ class ClientLine:
     client_name: str
     active_users: int | None
     mapping: ClientMapping | None
-
-    def row(self) -> Row:
-        return {
-            "Client ID": self.client_id,
-            "Client": self.client_name or None,
-            "Active users": self.active_users,
-            "Mapped to": mapped_to(self.mapping) if self.mapping else None,
-        }
 
 
 def list_clients(
@@ -203,49 +162,12 @@ class AccountHit:
     type_label: str | None
     services: tuple[ServiceLine, ...] = ()
 
-    def account_row(self) -> Row:
-        return {
-            "Account ID": self.account.id,
-            "Account": self.account.name or None,
-            "Type": self.type_label,
-            "Active": self.account.active,
-        }
-
 
 @dataclass(frozen=True)
 class SearchResult:
     accounts: list[AccountHit]
     more: bool  # more companies matched than the limit allowed to show
     with_contracts: bool
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (*ACCOUNT_COLUMNS, *CONTRACT_COLUMNS) if self.with_contracts else ACCOUNT_COLUMNS
-
-    def rows(self) -> list[Row]:
-        """One row per account; with contracts, one per contract service (account repeated)."""
-        rows: list[Row] = []
-        for hit in self.accounts:
-            base = hit.account_row()
-            if not self.with_contracts:
-                rows.append(base)
-                continue
-            if not hit.services:
-                rows.append({**base, **dict.fromkeys(CONTRACT_COLUMNS)})
-            for line in hit.services:
-                rows.append(
-                    {
-                        **base,
-                        "Contract ID": line.contract.id,
-                        "Contract": line.contract.name or None,
-                        "Contract Service ID": line.contract_service_id,
-                        "Service": line.service_name,
-                        "Units": line.units,
-                        "Unit price": line.rates.price,
-                        "Unit cost": line.rates.cost,
-                    }
-                )
-        return rows
 
 
 def search_accounts(
@@ -365,8 +287,6 @@ def _service_schedule(
 
 # --- billing periods: when writes are dated (map, list-mappings) ------------------------
 
-UNKNOWN_PERIOD = "unknown billing period"
-
 
 @dataclass(frozen=True)
 class Billing:
@@ -389,101 +309,6 @@ class Billing:
         start = self.schedule.contract_start
         return self.schedule.months == 1 and start is not None and start.day == 1
 
-    def writes_dated(self) -> str:
-        """``the 1st``, ``the 17th (monthly from the 17th)``, ``2027-02-17 (quarterly)``..."""
-        s = self.schedule
-        if s.prorate:
-            if self.from_the_1st:
-                return "the 1st"
-            return "the 1st, prorated" if s.prorated else "the 1st (prorate)"
-        if not self.known:
-            return UNKNOWN_PERIOD
-        if s.months == 1 and s.effective is not None:
-            day = f"the {ordinal(s.effective.day)}"
-            return day if self.from_the_1st else f"{day} ({s.describe()})"
-        when = s.effective or s.next_start
-        if when is None:
-            return UNKNOWN_PERIOD
-        return f"{when.isoformat()} ({s.name})"
-
-    def lines(self) -> list[str]:
-        """What ``map`` says: the billing period and, unless it is monthly from the 1st, the
-        day this month's writes are dated, the next period, or the proration."""
-        s = self.schedule
-        month = f"{self.first.year:04d}-{self.first.month:02d}"
-        if not self.known:
-            if s.contract_start is None:
-                why = "the contract has no start date in Autotask"
-            elif self.period_type is None:
-                why = "the contract has no contractPeriodType"
-            else:
-                why = f"contractPeriodType {self.period_type} has no label this tool reads"
-            head = f"Billing period: unknown ({why})"
-            if s.prorate:
-                return [head, f"Writes are dated the 1st (prorate); {_PRORATION}."]
-            return [
-                head,
-                "sync cannot date this client's writes: fix the contract in Autotask, or run "
-                "map again with --prorate to write on the 1st (Autotask then prorates).",
-            ]
-        head = f"Billing period: {s.describe()}"
-        if self.from_the_1st:
-            return [head]
-        if s.prorate:
-            covering = s.covering_start(self.first)
-            start = s.contract_start
-            if start is not None and start > self.first:
-                # Nothing before the contract's start to prorate: it is written from then.
-                when = (
-                    f"this month on {start.isoformat()}"
-                    if s.effective
-                    else (f"from {start.isoformat()}")
-                )
-                return [
-                    head,
-                    f"The contract starts {start.isoformat()}: writes are dated {when}, then "
-                    f"the 1st of each month ({_PRORATION}).",
-                ]
-            if not s.prorated:
-                return [
-                    head,
-                    f"Writes are dated the 1st: in {month} a billing period starts then; in other "
-                    f"months {_PRORATION}.",
-                ]
-            if covering is None:
-                return [head, f"Writes are dated the 1st: {_PRORATION}."]
-            return [
-                head,
-                f"Writes are dated the 1st: Autotask will prorate the period from "
-                f"{covering.isoformat()}, a proration it cannot delete.",
-            ]
-        if s.effective is not None:
-            return [
-                head,
-                f"Writes for {month} are dated {s.effective.isoformat()} (the start of its "
-                "billing period).",
-            ]
-        if s.next_start is not None:
-            return [
-                head,
-                f"No billing period starts in {month}: sync skips this client this month; the "
-                f"next period starts {s.next_start.isoformat()}.",
-            ]
-        return [head]
-
-    def document(self) -> Row:
-        s = self.schedule
-        return {
-            "billing_period": s.describe() if self.known else None,
-            "effective_date": s.effective.isoformat() if s.effective else None,
-            "next_period_start": s.next_start.isoformat() if s.next_start else None,
-            "prorated": s.prorated,
-            "writes_dated": self.writes_dated(),
-        }
-
-
-_PRORATION = "Autotask will prorate the period covering it, a proration it cannot delete"
-
 
 def mapping_billing(
     mapping: ClientMapping,
@@ -497,11 +322,6 @@ def mapping_billing(
     return Billing(
         mapping_schedule(mapping, contract, first, settings, months), first, contract.period_type
     )
-
-
-def offline_writes_dated(mapping: ClientMapping, settings: SyncSettings) -> str:
-    """What the config alone says about the dates of a mapping's writes."""
-    return "the 1st (prorate)" if mapping.effective_prorate(settings) else "billing period start"
 
 
 # --- map: validating a chain -----------------------------------------------------------
@@ -593,69 +413,6 @@ class MapChange:
     old: ClientMapping | None
     new: ClientMapping
     billing: Billing
-
-    def row(self) -> Row:
-        return {
-            **mapping_document(self.new),
-            **self.billing.document(),
-            "previous": _maybe_doc(self.old),
-        }
-
-    def lines(self) -> list[str]:
-        return [*self._mapped(), *(f"  {line}" for line in self.billing.lines())]
-
-    def _mapped(self) -> list[str]:
-        head = f"Mapped client {self.new.client_id}{_named(self.new.client_name)}"
-        if self.old is None:
-            return [f"{head} to {describe(self.new)}"]
-        if _chain(self.old) == _chain(self.new):
-            return [f"{head} (unchanged chain): {describe(self.new)}"]
-        return [f"{head}:", f"  was: {describe(self.old)}", f"  now: {describe(self.new)}"]
-
-
-def _chain(mapping: ClientMapping) -> tuple[int, int, int]:
-    return (mapping.account_id, mapping.contract_id, mapping.contract_service_id)
-
-
-def _maybe_doc(mapping: ClientMapping | None) -> Row | None:
-    return mapping_document(mapping) if mapping else None
-
-
-def describe(mapping: ClientMapping) -> str:
-    """``account 1 A, contract 2 C, contract service 3 S`` (IDs with names)."""
-    return (
-        f"account {_ref(mapping.account_id, mapping.account_name)}, "
-        f"contract {_ref(mapping.contract_id, mapping.contract_name)}, "
-        f"contract service {_ref(mapping.contract_service_id, mapping.service_name)}"
-    )
-
-
-def overrides_text(mapping: ClientMapping) -> str:
-    """The mapping's overrides as they stand in the config (exact values), or "" for none."""
-    parts = [
-        f"{key}: {value!r}"
-        for key in ("exclude_users", "min_units", "max_units", "unit_cost", "overwrite_cost")
-        + ("prorate", "enabled", "note")
-        if (value := getattr(mapping, key)) is not None
-        and not (key == "exclude_users" and value == 0)
-        and not (key == "enabled" and value is True)
-    ]
-    return ", ".join(parts)
-
-
-def mapping_document(mapping: ClientMapping) -> Row:
-    """The JSON shape of a mapping in ``map``/``unmap`` output."""
-    return {
-        "client_id": mapping.client_id,
-        "client": mapping.client_name,
-        "account_id": mapping.account_id,
-        "account": mapping.account_name,
-        "contract_id": mapping.contract_id,
-        "contract": mapping.contract_name,
-        "contract_service_id": mapping.contract_service_id,
-        "service_id": mapping.service_id,
-        "service": mapping.service_name,
-    }
 
 
 @dataclass(frozen=True)
@@ -1115,8 +872,18 @@ def unmap(config: Config, client_id: int) -> tuple[Config, ClientMapping]:
 # --- list-mappings [--check] -----------------------------------------------------------
 
 
-def last_sync_labels(state_dir: Path) -> dict[int, str]:
-    """``{client_id: "2026-12 12 updated"}`` from the history, if there is one.
+@dataclass(frozen=True)
+class LastSync:
+    """A client's newest item of a real (not dry) run: its period, the units it left
+    (``after``; None when unknown) and its status."""
+
+    period: str
+    units: int | None
+    status: str
+
+
+def last_syncs(state_dir: Path) -> dict[int, LastSync]:
+    """Each client's last sync from the history, if there is one.
 
     Never creates the state folder: without a history database there is nothing to show.
     """
@@ -1129,42 +896,9 @@ def last_sync_labels(state_dir: Path) -> dict[int, str]:
         log.warning("Last sync not shown: %s", exc.message)
         return {}
     return {
-        client_id: f"{item.period} {'-' if item.after is None else item.after} {item.status}"
+        client_id: LastSync(item.period, item.after, item.status)
         for client_id, item in items.items()
     }
-
-
-def mapping_row(
-    mapping: ClientMapping,
-    last_sync: str | None,
-    status: str | None = None,
-    *,
-    writes_dated: str | None = None,
-) -> Row:
-    row: Row = {
-        "Client ID": mapping.client_id,
-        "Client": mapping.client_name,
-        "Account": _ref(mapping.account_id, mapping.account_name),
-        "Contract": _ref(mapping.contract_id, mapping.contract_name),
-        "Contract Service": _ref(mapping.contract_service_id, mapping.service_name),
-        "Writes dated": writes_dated,
-        "Last sync": last_sync,
-    }
-    if status is not None:
-        row["Status"] = status
-    return row
-
-
-def list_rows(config: Config, last_sync: dict[int, str]) -> list[Row]:
-    """Plain ``list-mappings``: offline, so "Writes dated" says what the config knows."""
-    return [
-        mapping_row(
-            m,
-            last_sync.get(m.client_id),
-            writes_dated=offline_writes_dated(m, config.sync),
-        )
-        for m in config.mappings
-    ]
 
 
 @dataclass(frozen=True)
@@ -1174,20 +908,6 @@ class CheckResult:
     broken: set[int]
     refreshed: list[int]  # clients whose names (or service id) were refreshed
     billing: dict[int, Billing] = field(default_factory=dict)  # clients whose contract was read
-
-    def rows(self, last_sync: dict[int, str]) -> list[Row]:
-        rows = []
-        for m in self.config.mappings:
-            billing = self.billing.get(m.client_id)
-            rows.append(
-                mapping_row(
-                    m,
-                    last_sync.get(m.client_id),
-                    self.status[m.client_id],
-                    writes_dated=billing.writes_dated() if billing else None,
-                )
-            )
-        return rows
 
 
 def check_mappings(

@@ -6,11 +6,24 @@ from typing import Any
 
 import click
 
-from infima_autotask.cli._common import ID, Command, emit_rows, get_runtime, json_option, warn
-from infima_autotask.doctor import run_doctor
+from infima_autotask.cli._common import ID, Command, get_runtime, json_option, warn
+from infima_autotask.cli.tables import Column, emit_table
+from infima_autotask.doctor import Check, run_doctor
 from infima_autotask.errors import ApiError, UsageError
 
-COLUMNS = ("Check", "Result", "Detail")
+
+def check_name(check: Check) -> str:
+    """``Autotask connection``, ``client 101: chain``."""
+    if check.client_id is None:
+        return check.subject
+    return f"client {check.client_id}: {check.subject}"
+
+
+COLUMNS: tuple[Column[Check], ...] = (
+    Column("Check", check_name, lambda c: {"check": check_name(c), "client_id": c.client_id}),
+    Column("Result", lambda c: c.result),
+    Column("Detail", lambda c: c.detail),
+)
 
 
 @click.command(cls=Command)
@@ -38,8 +51,7 @@ def doctor(clients: tuple[int, ...], as_json: bool) -> None:
       infima-autotask doctor --client 101 --json
     """
     report = run_doctor(get_runtime(), clients=clients)
-    rows = [{"Check": c.name, "Result": c.result, "Detail": c.detail} for c in report.checks]
-    emit_rows(rows, COLUMNS, as_json=as_json)
+    emit_table(report.checks, COLUMNS, as_json=as_json)
     counts = report.summary
     warn(f"Doctor: {counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail")
     code = report.exit_code

@@ -10,17 +10,18 @@ import click
 
 from infima_autotask import mapping as lib
 from infima_autotask.cli import _common
+from infima_autotask.cli import mapping_view as view
 from infima_autotask.cli._common import (
     ACCOUNT_ID,
     COUNT,
     ID,
     Command,
     emit_json,
-    emit_rows,
     get_runtime,
     json_option,
     warn,
 )
+from infima_autotask.cli.tables import emit_table
 from infima_autotask.config import save_config
 from infima_autotask.whole_number import WholeNumberError, parse_whole
 
@@ -46,7 +47,7 @@ def list_clients(as_json: bool) -> None:
     lines, warnings = lib.list_clients(runtime.config, runtime.count_source())
     for message in warnings:
         warn(f"Warning: {message}")
-    emit_rows([line.row() for line in lines], lib.CLIENT_COLUMNS, as_json=as_json)
+    emit_table(lines, view.CLIENT_COLUMNS, as_json=as_json)
     if not lines and not as_json:
         warn("INFIMA lists no clients for this API key (or the counts file has no rows).")
 
@@ -88,28 +89,9 @@ def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_
     )
     if result.more:
         warn(f"Showing the first {limit} accounts; narrow QUERY or raise --limit (0: all).")
-    rows = result.rows()
-    if not as_json:
-        rows = [_table_row(row) for row in rows]
-    emit_rows(rows, result.columns, as_json=as_json)
+    emit_table(view.search_rows(result), view.search_columns(result), as_json=as_json)
     if not result.accounts and not as_json:
         warn(f"No {'' if inactive else 'active '}account name contains {query!r}.")
-
-
-def _table_row(row: dict[str, Any]) -> dict[str, Any]:
-    shown = {**row, "Active": "yes" if row["Active"] else "no"}
-    for key in ("Unit price", "Unit cost"):
-        if key in shown:
-            shown[key] = _rate(shown[key])
-    return shown
-
-
-def _rate(value: float | None) -> str | None:
-    """A per-unit rate: cents, or up to the 4 decimals ``price / units`` keeps (2.3333)."""
-    if value is None:
-        return None
-    cents = f"{value:.2f}"
-    return cents if float(cents) == value else f"{value:.4f}".rstrip("0")
 
 
 def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
@@ -218,10 +200,10 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
         save_config(result.config, runtime.config_path)
         runtime.set_config(result.config)
     if as_json:
-        emit_json([change.row() for change in result.changes])
+        emit_json([view.change_document(change) for change in result.changes])
     else:
         for change in result.changes:
-            click.echo("\n".join(change.lines()))
+            click.echo("\n".join(view.change_lines(change)))
     if not changed:
         warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
         return
@@ -246,10 +228,10 @@ def unmap(client_id: int, as_json: bool) -> None:
     save_config(config, runtime.config_path)
     runtime.set_config(config)
     if as_json:
-        emit_json([lib.mapping_document(removed)])
+        emit_json([view.mapping_document(removed)])
     else:
-        click.echo(f"Unmapped client {client_id}: was {lib.describe(removed)}")
-        kept = lib.overrides_text(removed)
+        click.echo(f"Unmapped client {client_id}: was {view.describe(removed)}")
+        kept = view.overrides_text(removed)
         if kept:
             # They are gone from the config with the mapping: enough to put them back.
             click.echo(f"  its overrides were: {kept}")
@@ -276,11 +258,14 @@ def list_mappings(check: bool, as_json: bool) -> None:
     """
     runtime = get_runtime()
     config = runtime.config
-    last = lib.last_sync_labels(runtime.state_dir(config))
+    last = lib.last_syncs(runtime.state_dir(config))
     if not check:
-        rows = lib.list_rows(config, last)
-        emit_rows(rows, lib.MAPPING_COLUMNS, as_json=as_json)
-        if not rows and not as_json:
+        lines = [
+            view.MappingLine(m, m.effective_prorate(config.sync), last.get(m.client_id))
+            for m in config.mappings
+        ]
+        emit_table(lines, view.MAPPING_COLUMNS, as_json=as_json)
+        if not lines and not as_json:
             warn(f"No mappings in {runtime.config_path} yet. {_HOW_TO_MAP}")
         return
     known = {info.id for info in runtime.count_source().clients()}
@@ -291,7 +276,18 @@ def list_mappings(check: bool, as_json: bool) -> None:
         save_config(result.config, runtime.config_path)
         runtime.set_config(result.config)
         warn(f"Refreshed names of {len(result.refreshed)} mapping(s) in {runtime.config_path}.")
-    emit_rows(result.rows(last), lib.CHECK_COLUMNS, as_json=as_json)
+    checked = [
+        view.MappingLine(
+            m,
+            m.effective_prorate(result.config.sync),
+            last.get(m.client_id),
+            checked=True,
+            billing=result.billing.get(m.client_id),
+            status=result.status[m.client_id],
+        )
+        for m in result.config.mappings
+    ]
+    emit_table(checked, view.CHECK_COLUMNS, as_json=as_json)
     total = len(result.config.mappings)
     warn(f"{total} mapping(s): {total - len(result.broken)} ok, {len(result.broken)} broken")
     if result.broken:
