@@ -391,7 +391,7 @@ def test_files_modes_schema_and_wal(tmp_path: Path) -> None:
             "id", "run_id", "period", "client_id", "client_name", "contract_id",
             "contract_service_id", "users", "target", "before", "after", "change", "price",
             "cost", "status", "message", "adjustment_id", "created_at", "updated_at",
-            "effective_date",
+            "effective_date", "before_cost",
         ]  # fmt: skip
     finally:
         conn.close()

@@ -206,7 +206,7 @@ def test_migrated_database_has_the_columns_of_a_new_one(state: Path, tmp_path: P
     assert _user_version(fresh) == 3
     for table in ("runs", "items"):
         assert _columns(path, table) == _columns(fresh, table)
-    assert [c[1] for c in _columns(path)][-1] == "effective_date"
+    assert [c[1] for c in _columns(path)][-2:] == ["effective_date", "before_cost"]
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"
     assert _raw(path, indexes) == _raw(fresh, indexes)
 
@@ -325,7 +325,7 @@ def test_effective_date_must_be_an_iso_date(state: Path, bad: str) -> None:
 
 
 def test_item_record_positional_fields_are_unchanged() -> None:
-    # effective_date is the last field: existing positional and keyword constructions work.
+    # New fields go last: existing positional and keyword constructions keep working.
     record = ItemRecord(1, "X", 2, 3, 4, 5, 6, 7, 8, 9.0, 10.0, "updated", "msg", 11)
     assert (record.message, record.adjustment_id, record.effective_date) == ("msg", 11, None)
-    assert list(ItemRecord.__dataclass_fields__)[-1] == "effective_date"
+    assert list(ItemRecord.__dataclass_fields__)[-2:] == ["effective_date", "before_cost"]

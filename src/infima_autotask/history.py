@@ -80,7 +80,8 @@ CREATE TABLE items (
     adjustment_id INTEGER,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    effective_date TEXT
+    effective_date TEXT,
+    before_cost REAL
 );
 CREATE INDEX items_period_status ON items(period, status);
 CREATE INDEX items_client ON items(client_id, created_at);
@@ -95,6 +96,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'sync'",
         "ALTER TABLE runs ADD COLUMN reverts INTEGER",
         "ALTER TABLE runs ADD COLUMN warnings TEXT",
+        "ALTER TABLE items ADD COLUMN before_cost REAL",
     ),
 }
 
@@ -126,7 +128,8 @@ class ItemRecord:
     status: str
     message: str = ""
     adjustment_id: int | None = None
-    effective_date: str | None = None  # keep last: callers construct items positionally
+    effective_date: str | None = None
+    before_cost: float | None = None  # the unit cost before the item (schema 3; revert uses it)
 
     @classmethod
     def of(cls, item: PlanItem) -> ItemRecord:
@@ -147,6 +150,7 @@ class ItemRecord:
             message=item.message,
             adjustment_id=item.adjustment_id,
             effective_date=item.effective.isoformat() if item.effective else None,
+            before_cost=item.unit_cost,
         )
 
 
