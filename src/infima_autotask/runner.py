@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
@@ -42,6 +42,8 @@ from infima_autotask.errors import (
     UsageError,
 )
 from infima_autotask.history import (
+    REVERT_RUN,
+    SYNC_RUN,
     History,
     HistoryItem,
     ItemRecord,
@@ -66,13 +68,12 @@ from infima_autotask.sync import (
     UserCount,
     current_month,
     ended_contracts,
-    exact,
     mapping_schedule,
     period_label,
     plan,
     summary,
 )
-from infima_autotask.writer import Progress, Writer, join, settle_ceiling
+from infima_autotask.writer import Progress, Writer, join, settle_ceiling, threshold_problem
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class SyncReport:
     interrupted: bool = False  # Ctrl-C or SIGTERM stopped the writes (exit 130)
     writing: bool = False  # the write phase began: a create may have been sent
     writes_planned: int = 0  # the changes this run set out to write
+    run_id: int | None = None  # its run in the history, once started
+    reverts: int | None = None  # a revert: the run it undoes
 
     @property
     def summary(self) -> dict[str, int]:
@@ -254,21 +257,41 @@ def run_sync(
         if not mappings:
             report.nothing_due = True
             return report
-        run_id = history.start_run(period=period, dry_run=options.dry_run, version=__version__)
-        try:
+        with recorded_run(history, report) as run_id:
             run = _Run(runtime, history, run_id, day, mappings, options, report, progress)
             run.notice = notice
             run.execute()
-        except BaseException as exc:
-            outcome = f"error: {exc.message}" if isinstance(exc, InfimaAutotaskError) else "aborted"
-            with contextlib.suppress(InfimaAutotaskError, ValueError):
-                history.finish_run(run_id, outcome=outcome[:500], summary=report.summary)
-            if isinstance(exc, KeyboardInterrupt):
-                raise SyncInterrupted(writing=report.writing) from None
-            raise
-        outcome = "interrupted" if report.interrupted else report.outcome
-        history.finish_run(run_id, outcome=outcome, summary=report.summary)
         return report
+
+
+@contextlib.contextmanager
+def recorded_run(
+    history: History, report: SyncReport, *, reverts: int | None = None
+) -> Iterator[int]:
+    """A run in the history from start to outcome (a sync, or a revert of run ``reverts``).
+
+    Whatever stops it is its outcome; Ctrl-C or SIGTERM becomes :class:`SyncInterrupted`,
+    saying whether a write may have been sent.
+    """
+    run_id = history.start_run(
+        period=report.period,
+        dry_run=report.dry_run,
+        version=__version__,
+        kind=SYNC_RUN if reverts is None else REVERT_RUN,
+        reverts=reverts,
+    )
+    report.run_id = run_id
+    try:
+        yield run_id
+    except BaseException as exc:
+        outcome = f"error: {exc.message}" if isinstance(exc, InfimaAutotaskError) else "aborted"
+        with contextlib.suppress(InfimaAutotaskError, ValueError):
+            history.finish_run(run_id, outcome=outcome[:500], summary=report.summary)
+        if isinstance(exc, KeyboardInterrupt):
+            raise SyncInterrupted(writing=report.writing) from None
+        raise
+    outcome = "interrupted" if report.interrupted else report.outcome
+    history.finish_run(run_id, outcome=outcome, summary=report.summary)
 
 
 class _Run:
@@ -628,17 +651,9 @@ class _Run:
 
         Read on every run, even without writes, so the request count is the SPEC §9 floor.
         """
-        threshold = autotask.threshold()
-        # The writes, their batched verification and the first write's own read-back.
-        need = k + math.ceil(k / 500) + 1
-        share = self.config.sync.max_api_usage_percent
-        # Exact: in floats 57 / 100 * 10000 is 5699.999..., refusing a run that stays at 57%.
-        if not k or (threshold.used + need) * 100 <= exact(share) * threshold.limit:
+        text = threshold_problem(autotask, k, self.config.sync.max_api_usage_percent)
+        if text is None:
             return
-        text = (
-            f"Autotask API usage is {threshold.used} of {threshold.limit} requests this hour; "
-            f"{need} more would pass max_api_usage_percent ({share:g}%)."
-        )
         if self.options.dry_run:
             self.report.warnings.append(f"{text} A real run now would write nothing.")
             return

@@ -544,12 +544,23 @@ def summary(items: cabc.Iterable[PlanItem]) -> dict[str, int]:
 
 
 def summary_line(
-    period: str, counts: cabc.Mapping[str, int], *, dry_run: bool, relation: str = ""
+    period: str,
+    counts: cabc.Mapping[str, int],
+    *,
+    dry_run: bool,
+    relation: str = "",
+    reverts: int | None = None,
 ) -> str:
     """``Period 2026-12: 12 updated, 30 unchanged, 2 skipped, 1 held, 0 failed``; an explicit
-    past or future month says so (``Period 2026-11 (a past month): ...``)."""
+    past or future month says so (``Period 2026-11 (a past month): ...``), and a revert names
+    the run it undoes (``Revert of run 7, period 2026-12: ...``)."""
     named = f" (a {relation} month)" if relation else ""
-    text = f"Period {period}{named}: {summary_text(counts, dry_run=dry_run)}"
+    head = (
+        f"Period {period}{named}"
+        if reverts is None
+        else f"Revert of run {reverts}, period {period}"
+    )
+    text = f"{head}: {summary_text(counts, dry_run=dry_run)}"
     return text + (" (dry run: nothing written)" if dry_run else "")
 
 

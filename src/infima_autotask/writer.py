@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,9 +28,7 @@ from infima_autotask.landing import Landing, item_landing, landing_message, land
 from infima_autotask.model import read_units_rows
 from infima_autotask.plan_file import adjustment_body
 from infima_autotask.statuses import FAILED, HELD, UPDATED
-from infima_autotask.sync import (
-    PlanItem,
-)
+from infima_autotask.sync import PlanItem, exact
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +391,21 @@ class Writer:
             adjustment_id=write.adjustment_id,
         )
         write.final = final
+
+
+def threshold_problem(autotask: AutotaskApi, k: int, share: float) -> str | None:
+    """Why ``k`` writes would pass ``share`` percent of this hour's API threshold (SPEC §8), or
+    None. Read on every run, even without writes, so the request count is the SPEC §9 floor."""
+    threshold = autotask.threshold()
+    # The writes, their batched verification and the first write's own read-back.
+    need = k + math.ceil(k / 500) + 1
+    # Exact: in floats 57 / 100 * 10000 is 5699.999..., refusing a run that stays at 57%.
+    if not k or (threshold.used + need) * 100 <= exact(share) * threshold.limit:
+        return None
+    return (
+        f"Autotask API usage is {threshold.used} of {threshold.limit} requests this hour; "
+        f"{need} more would pass max_api_usage_percent ({share:g}%)."
+    )
 
 
 def _refused(item: PlanItem | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -40,6 +40,7 @@ from infima_autotask.sync import (
     parse_month,
     summary_line,
 )
+from infima_autotask.writer import Progress
 
 SYNC_COLUMNS = (
     "Client",
@@ -184,7 +185,7 @@ def sync(
         planned = preview.summary[PLANNED]
         if planned:
             # With --json, stdout keeps its one document: the plan goes to the terminal.
-            _render(preview, as_json=False, show_all=show_all, to_stderr=as_json)
+            render_report(preview, as_json=False, show_all=show_all, to_stderr=as_json)
             question = (
                 f"Write {'this' if planned == 1 else 'these'} {planned} "
                 f"change{'s' if planned != 1 else ''} to Autotask?"
@@ -206,7 +207,7 @@ def sync(
         )
     report = _run(runtime, replace(options, plan=reviewed), quiet)
     if report.interrupted:
-        _render(report, as_json=as_json, show_all=show_all)
+        render_report(report, as_json=as_json, show_all=show_all)
         written = report.summary[UPDATED]
         changes = report.writes_planned
         warn(
@@ -215,7 +216,7 @@ def sync(
         )
         raise click.exceptions.Exit(INTERRUPTED)
     if not (quiet and not report.needs_attention):
-        _render(report, as_json=as_json, show_all=show_all)
+        render_report(report, as_json=as_json, show_all=show_all)
     if plan_out is not None:
         count = save_plan(plan_out, report.period, report.items, runtime.config.autotask.timezone)
         warn(
@@ -229,14 +230,19 @@ def sync(
 
 def _run(runtime: Runtime, options: SyncOptions, quiet: bool) -> SyncReport:
     """One run of the library's sync, with Ctrl-C and SIGTERM turned into exit 130."""
+    return interruptible(
+        lambda progress, notice: run_sync(runtime, options, progress=progress, notice=notice),
+        quiet=quiet,
+    )
+
+
+def interruptible(
+    call: Callable[[Progress | None, Callable[[str], None] | None], SyncReport], *, quiet: bool
+) -> SyncReport:
+    """Run a sync or a revert with its progress bar, Ctrl-C and SIGTERM turned into exit 130."""
     try:
         with _Bar() as bar, _sigterm_as_interrupt():
-            return run_sync(
-                runtime,
-                options,
-                progress=bar if _common.show_progress() else None,
-                notice=None if quiet else warn,
-            )
+            return call(bar if _common.show_progress() else None, None if quiet else warn)
     except SyncInterrupted as stop:
         if stop.writing:
             warn(
@@ -275,7 +281,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 LONG_TABLE = 20  # rows; a longer table shows only what needs reading (--all: every row)
 
 
-def _render(
+def render_report(
     report: SyncReport, *, as_json: bool, show_all: bool = False, to_stderr: bool = False
 ) -> None:
     for text in report.warnings:
@@ -309,11 +315,16 @@ def _render(
             rows = f"{hidden} unchanged or skipped row{'s' if hidden != 1 else ''}"
             warn(f"{rows} not shown; --all shows every row.")
     if report.nothing_due:
-        warn(f"Period {report.period}: nothing due.")
+        if report.reverts is None:
+            warn(f"Period {report.period}: nothing due.")
     else:
         warn(
             summary_line(
-                report.period, report.summary, dry_run=report.dry_run, relation=report.relation
+                report.period,
+                report.summary,
+                dry_run=report.dry_run,
+                relation=report.relation,
+                reverts=report.reverts,
             )
         )
         moving = [item for item in report.items if item.writes and item.change]
