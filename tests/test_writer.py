@@ -16,11 +16,12 @@ from infima_autotask.autotask import AutotaskApi
 from infima_autotask.credentials import AutotaskCredentials
 from infima_autotask.history import History
 from infima_autotask.http import HttpClient, RetryPolicy
-from infima_autotask.statuses import PLANNED
+from infima_autotask.psa.autotask import AutotaskLines
+from infima_autotask.statuses import PLANNED, Outcome
 from infima_autotask.sync import (
     PlanItem,
 )
-from infima_autotask.writer import Outcome, Write, Writer
+from infima_autotask.writer import Write, Writer
 
 E = date(2026, 12, 1)
 
@@ -58,12 +59,11 @@ def world(requests_mock, tmp_path):
     ):
         autotask = AutotaskApi(http, API_URL, AutotaskCredentials(USERNAME, CODE, SECRET))
         run_id = history.start_run(period="2026-12", dry_run=False, version="test")
+        window = (E - timedelta(days=1), date(2026, 12, 31))
         writer = Writer(
-            autotask,
+            AutotaskLines(autotask, zone=None, window=lambda items: window),
             history,
             run_id=run_id,
-            zone=None,
-            window=lambda items: (E - timedelta(days=1), date(2026, 12, 31)),
             wait=waits.append,
         )
         yield fake, writer, waits, history

@@ -28,11 +28,12 @@ from infima_autotask.model import (
     read_contract_services,
     read_units_rows,
 )
+from infima_autotask.psa.autotask import AutotaskLines, threshold_problem
 from infima_autotask.runner import SyncReport, recorded_run
 from infima_autotask.runtime import Runtime
 from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
 from infima_autotask.sync import PlanItem, parse_month
-from infima_autotask.writer import Progress, Writer, threshold_problem
+from infima_autotask.writer import Progress, Writer
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +118,13 @@ def run_revert(
             report.writing = bool(to_write)
             report.writes_planned = len(to_write)
             window = _window(written, first_day)
+            lines = AutotaskLines(
+                autotask, zone=config.autotask.timezone, window=lambda _items: window
+            )
             writer = Writer(
-                autotask,
+                lines,
                 history,
                 run_id=run_id,
-                zone=config.autotask.timezone,
-                window=lambda _items: window,
                 wait=runtime.seams.sleep,
                 progress=progress,
                 notice=notice,

@@ -61,6 +61,7 @@ from infima_autotask.model import (
     read_units_rows,
 )
 from infima_autotask.plan_file import PlannedWrite, ReviewedPlan
+from infima_autotask.psa.autotask import AutotaskLines, settle_ceiling, threshold_problem
 from infima_autotask.runtime import Runtime
 from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
 from infima_autotask.sync import (
@@ -73,7 +74,7 @@ from infima_autotask.sync import (
     plan,
     summary,
 )
-from infima_autotask.writer import Progress, Writer, join, settle_ceiling, threshold_problem
+from infima_autotask.writer import Progress, Writer, join
 
 log = logging.getLogger(__name__)
 
@@ -429,11 +430,9 @@ class _Run:
         self.report.writing = bool(to_write)
         self.report.writes_planned = len(to_write)
         writer = Writer(
-            autotask,
+            AutotaskLines(autotask, zone=self.zone, window=self._window),
             self.history,
             run_id=self.run_id,
-            zone=self.zone,
-            window=self._window,
             wait=self.runtime.seams.sleep,
             progress=self.progress,
             notice=self.notice,

@@ -1,56 +1,38 @@
 """The write path: each planned change sent once, its intent recorded first, read back after.
 
 This is the part that must never bill twice (SPEC §8 "Writes", "Outcomes of a write", "The
-first write", "Verification"). A :class:`Writer` takes the items planning marked ``planned``
-and returns each one final (``updated``, ``failed`` or ``held``). Every send ends in one
-:class:`Outcome`; a create is never retried by any layer, and an unknown outcome is re-read
-(after letting Autotask settle) and sent once more only when nothing of it shows. Waiting goes
-through an injected ``wait`` (Ctrl-C ends it), so tests drive every path without patching.
+first write", "Verification"; §10 for every PSA). A :class:`Writer` takes the items planning
+marked ``planned`` and returns each one final (``updated``, ``failed`` or ``held``). What a
+write is and how a line is read back belong to the PSA's backend (:mod:`infima_autotask.psa`);
+the rules here are the same for every PSA: every send ends in one :class:`Outcome`, a write is
+never retried by any layer, and an unknown outcome is re-read (after letting the PSA settle)
+and sent once more only when the line still shows ``before``. Waiting goes through an
+injected ``wait`` (Ctrl-C ends it), so tests drive every path without patching.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
-import math
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import date
 
-from infima_autotask.autotask import AutotaskApi
-from infima_autotask.errors import ApiError, ApiRejected, ApiUnavailable
+from infima_autotask.errors import ApiError
 from infima_autotask.history import History, ItemRecord
-from infima_autotask.landing import Landing, item_landing, landing_message, landing_problem
-from infima_autotask.model import read_units_rows
-from infima_autotask.plan_file import adjustment_body
-from infima_autotask.statuses import FAILED, HELD, UPDATED
-from infima_autotask.sync import PlanItem, exact
+from infima_autotask.landing import Landing
+from infima_autotask.psa import LineBackend, Sent
+from infima_autotask.statuses import FAILED, HELD, UPDATED, Outcome
+from infima_autotask.sync import PlanItem
 
 log = logging.getLogger(__name__)
 
-ADJUSTMENTS = "ContractServiceAdjustments"
 WRITE_THREADS = 3  # Autotask's thread limit per endpoint; the client's semaphore agrees
-
-REFUSED = "Autotask refused the change"
-MOVED = "Autotask moved the date of the change"
-DUPLICATE_DATE = "duplicate data into contract_service_period"
-POSTED_PERIOD = "already approved and posted"
 
 # (stage label, done, total): lets the CLI draw a progress bar without the library knowing.
 Progress = Callable[[str, int, int], None]
-
-
-class Outcome(enum.Enum):
-    """What one send of a write came to."""
-
-    SENT = "sent"  # accepted by Autotask: verified in the batched read
-    REJECTED = "rejected"  # refused (4xx, or a 500 with errors): failed, never re-sent
-    UNKNOWN = "unknown"  # timeout, connection, 429, 5xx without errors: re-read first
-    VERIFIED = "verified"  # read back and shown on E (the item is final)
 
 
 @dataclass
@@ -59,10 +41,10 @@ class Write:
 
     item: PlanItem
     intent_id: int = 0
-    adjustment_id: int | None = None
+    adjustment_id: int | None = None  # the PSA's id of what was written, when it says
     outcome: Outcome | None = None
+    halts: bool = False  # rejected in a way that stops the run's other writes
     final: PlanItem | None = None
-    settle: float = 0.0  # seconds to wait before re-reading after an unknown outcome
 
 
 @dataclass(frozen=True)
@@ -74,25 +56,21 @@ class WriteResult:
 
 
 class Writer:
-    """Sends a run's changes to Autotask and reads them back (one instance per run)."""
+    """Sends a run's changes to one PSA and reads them back (one instance per run and PSA)."""
 
     def __init__(
         self,
-        autotask: AutotaskApi,
+        backend: LineBackend,
         history: History,
         *,
         run_id: int,
-        zone: str | None,
-        window: Callable[[Sequence[PlanItem]], tuple[date, date]],
         wait: Callable[[float], object] | None = None,
         progress: Progress | None = None,
         notice: Callable[[str], None] | None = None,
     ) -> None:
-        self.autotask = autotask
+        self.backend = backend
         self.history = history
         self.run_id = run_id
-        self.zone = zone
-        self.window = window  # the units-read window covering these items' E - 1 .. E (+ 1)
         self.abort = threading.Event()
         # The settle wait before a re-read; ending it early on Ctrl-C is the default's point.
         self.wait = wait or self.abort.wait
@@ -115,7 +93,7 @@ class Writer:
         """
         writes = [Write(item) for item in items]
         total = len(writes)
-        stage = "Writing to Autotask"
+        stage = f"Writing to {self.backend.name}"
         interrupted = False
         first: Write | None = None  # the write that opened the gate, verified alone
         with ThreadPoolExecutor(WRITE_THREADS) as pool:
@@ -134,7 +112,8 @@ class Writer:
                     self._tick(stage, total - len(remaining), total)
                     if write.final is not None and write.final.status == UPDATED:
                         break
-                    if first is None and not _refused(write.final):
+                    # A plain rejection is that item's failure only; the next write goes alone.
+                    if first is None and (write.outcome is not Outcome.REJECTED or write.halts):
                         self._hold(
                             remaining,
                             f"not written: the first write of this run, client "
@@ -227,19 +206,20 @@ class Writer:
         # Committed before the request leaves: a kill after the send is found next run.
         write.intent_id = self.history.record_intent(self.run_id, ItemRecord.of(item))
         for attempt in (1, 2):
-            outcome, detail = self.send(write)
-            if outcome is Outcome.SENT:
+            sent = self.send(write)
+            detail = sent.detail
+            if sent.outcome is Outcome.SENT:
                 return
-            if outcome is Outcome.REJECTED and attempt == 2 and DUPLICATE_DATE in detail.lower():
-                # Refused as a second adjustment that day: the first send did land after all.
+            if sent.outcome is Outcome.REJECTED and attempt == 2 and sent.repeat:
+                # Refused as a repeat of a write already applied: the first send did land.
                 self._after_duplicate(write, detail)
                 return
-            if outcome is Outcome.REJECTED:
-                self._finish(write, FAILED, refusal(item, detail))
+            if sent.outcome is Outcome.REJECTED:
+                self._finish(write, FAILED, sent.message or detail)
                 return
-            if write.settle and not self.abort.is_set():
-                log.info("client %d: waiting %.1fs before re-reading", item.client_id, write.settle)
-                self.wait(write.settle)
+            if sent.settle and not self.abort.is_set():
+                log.info("client %d: waiting %.1fs before re-reading", item.client_id, sent.settle)
+                self.wait(sent.settle)
             if self.abort.is_set():
                 # Interrupted: never send again now. The intent stays open, so the next sync
                 # waits for this create to settle and re-reads before anything else.
@@ -249,7 +229,8 @@ class Writer:
                     after=item.before,
                     message=(
                         f"outcome unknown ({detail}) and the run was interrupted before it could "
-                        "re-read; the next `infima-autotask sync` re-reads Autotask first"
+                        f"re-read; the next `infima-autotask sync` re-reads {self.backend.name} "
+                        "first"
                     ),
                 )
                 return
@@ -267,36 +248,27 @@ class Writer:
                 self._finish(
                     write,
                     FAILED,
-                    f"outcome unknown; check Autotask (sent twice, neither confirmed: {detail})",
+                    f"outcome unknown; check {self.backend.name} (sent twice, neither "
+                    f"confirmed: {detail})",
                 )
             elif state is None:
                 self._finish(
                     write,
                     FAILED,
-                    f"outcome unknown ({detail}) and the re-read failed; check Autotask",
+                    f"outcome unknown ({detail}) and the re-read failed; check {self.backend.name}",
                 )
             else:
                 self._finish(write, FAILED, f"outcome unknown ({detail}); {shown}")
             return
 
-    def send(self, write: Write) -> tuple[Outcome, str]:
-        """One create, never retried here or below; the outcome and the detail of a failure."""
-        item = write.item
-        body = adjustment_body(item, self.zone)
-        try:
-            write.adjustment_id = self.autotask.create(ADJUSTMENTS, body)
-        except ApiRejected as exc:
-            write.outcome = Outcome.REJECTED
-            return write.outcome, "; ".join(exc.errors) or exc.message
-        except ApiError as exc:  # timeout, connection, 429, 5xx without errors: unknown
-            write.settle = settle_seconds(self.autotask, exc)
-            # Not a warning: the re-read settles it, and the item's status and Detail report
-            # it; a warning line would break --quiet on a run that ends all updated.
-            log.info("client %d: write outcome unknown: %s", item.client_id, exc)
-            write.outcome = Outcome.UNKNOWN
-            return write.outcome, exc.message
-        write.outcome = Outcome.SENT
-        return write.outcome, ""
+    def send(self, write: Write) -> Sent:
+        """One send through the backend, never retried here or below."""
+        sent = self.backend.send(write.item)
+        write.outcome = sent.outcome
+        write.halts = sent.halts
+        if sent.ref is not None:
+            write.adjustment_id = sent.ref
+        return sent
 
     def _after_duplicate(self, write: Write, detail: str) -> None:
         """The resend of an unknown outcome was refused as a same-day duplicate."""
@@ -310,23 +282,22 @@ class Writer:
             FAILED,
             f"outcome unknown: the second send was refused as a same-day duplicate ({detail}), "
             f"so the first one probably landed ({shown or 'the re-read did not show it'}); check "
-            "Autotask, and do not enter the change again by hand",
+            f"{self.backend.name}, and do not enter the change again by hand",
         )
 
     def reread(self, item: PlanItem) -> tuple[Landing | None, str]:
         """After an unknown outcome: where the write shows (None: the read failed), and what
-        Autotask shows when it neither landed nor is still ``before``."""
+        the line shows when it neither landed nor is still ``before``."""
         try:
-            rows = read_units_rows(self.autotask, [item.contract_service_id], *self.window([item]))
+            found = self.backend.read_back([item]).get(item.contract_service_id)
         except ApiError as exc:
             log.warning("client %d: re-read failed: %s", item.client_id, exc)
             return None, ""
-        found = rows.get(item.contract_service_id, [])
-        state = item_landing(item, found)
+        state = self.backend.landing(item, found)
         # Sent again only when nothing of it shows anywhere: a late landing is not "before".
         if state in (Landing.LANDED, Landing.BEFORE):
             return state, ""
-        return state, landing_message(state, found, item)
+        return state, self.backend.describe(item, found, state)
 
     # -- reading back -------------------------------------------------------------------
 
@@ -334,46 +305,46 @@ class Writer:
         """The first write's own read-back: None when it landed, else why not."""
         item = write.item
         try:
-            rows = read_units_rows(self.autotask, [item.contract_service_id], *self.window([item]))
+            found = self.backend.read_back([item]).get(item.contract_service_id)
         except ApiError as exc:
-            return (
-                f"{_written(write)} but the verification read failed ({exc.message}); "
-                "check Autotask"
-            )
-        return landing_problem(item, rows.get(item.contract_service_id, []))
+            return self._unread(write, exc)
+        return self._problem(item, found)
 
     def verify(self, writes: list[Write], *, confirmed: Write | None = None) -> None:
-        """One batched read of every written item's units rows (SPEC §8 "Verification").
+        """One batched read of every written item's line (SPEC §8 "Verification").
 
         ``confirmed`` was verified alone already: a failed batch read leaves it updated.
         """
         if not writes:
             return
         try:
-            rows = read_units_rows(
-                self.autotask,
-                [write.item.contract_service_id for write in writes],
-                *self.window([write.item for write in writes]),
-            )
+            found = self.backend.read_back([write.item for write in writes])
         except ApiError as exc:
             for write in writes:
                 if write is confirmed:
                     self._finish(write, UPDATED, write.item.message)
-                    continue
-                self._finish(
-                    write,
-                    FAILED,
-                    f"{_written(write)} but the verification read failed ({exc.message}); "
-                    "check Autotask",
-                )
+                else:
+                    self._finish(write, FAILED, self._unread(write, exc))
             return
         for write in writes:
             item = write.item
-            problem = landing_problem(item, rows.get(item.contract_service_id, []))
+            problem = self._problem(item, found.get(item.contract_service_id))
             if problem is None:
                 self._finish(write, UPDATED, item.message)
             else:
                 self._finish(write, FAILED, problem)
+
+    def _problem(self, item: PlanItem, found: object) -> str | None:
+        state = self.backend.landing(item, found)
+        return None if state is Landing.LANDED else self.backend.describe(item, found, state)
+
+    def _unread(self, write: Write, exc: ApiError) -> str:
+        written = (
+            f"written (adjustment {write.adjustment_id})" if write.adjustment_id else "written"
+        )
+        return (
+            f"{written} but the verification read failed ({exc.message}); check {self.backend.name}"
+        )
 
     def _finish(self, write: Write, status: str, message: str) -> None:
         item = write.item
@@ -393,46 +364,6 @@ class Writer:
         write.final = final
 
 
-def threshold_problem(autotask: AutotaskApi, k: int, share: float) -> str | None:
-    """Why ``k`` writes would pass ``share`` percent of this hour's API threshold (SPEC §8), or
-    None. Read on every run, even without writes, so the request count is the SPEC §9 floor."""
-    threshold = autotask.threshold()
-    # The writes, their batched verification and the first write's own read-back.
-    need = k + math.ceil(k / 500) + 1
-    # Exact: in floats 57 / 100 * 10000 is 5699.999..., refusing a run that stays at 57%.
-    if not k or (threshold.used + need) * 100 <= exact(share) * threshold.limit:
-        return None
-    return (
-        f"Autotask API usage is {threshold.used} of {threshold.limit} requests this hour; "
-        f"{need} more would pass max_api_usage_percent ({share:g}%)."
-    )
-
-
-def _refused(item: PlanItem | None) -> bool:
-    """Autotask refused the write: nothing landed, so the next write may go alone."""
-    return item is not None and item.status == FAILED and item.message.startswith(REFUSED)
-
-
-def refusal(item: PlanItem, detail: str) -> str:
-    """The message of a rejected write; a same-day duplicate says it needs a person, and a
-    refusal to touch a posted period (planning saw E's period open) says the date moved."""
-    if POSTED_PERIOD in detail.lower() and item.effective is not None:
-        return (
-            f"{MOVED}: Autotask refused it as a change to an approved and posted period "
-            f"({detail}), but the period from {item.effective.isoformat()} is open, so "
-            "Autotask dated it earlier; nothing was written. Set autotask.timezone to the "
-            "tenant's time zone (`infima-autotask doctor` shows it), then run sync again"
-        )
-    if DUPLICATE_DATE in detail.lower():
-        day = item.effective.isoformat() if item.effective else "that day"
-        return (
-            f"{REFUSED}: it already has an adjustment of contract service "
-            f"{item.contract_service_id} dated {day} and takes no second one ({detail}); make "
-            "this change by hand in Autotask"
-        )
-    return f"{REFUSED}: {detail}"
-
-
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Ignore further Ctrl-C and SIGTERM while the writes already sent finish and are recorded:
@@ -447,36 +378,6 @@ def signals_deferred() -> Iterator[None]:
     finally:
         for number, handler in previous:
             signal.signal(number, handler)
-
-
-def _written(write: Write) -> str:
-    """``written (adjustment 38000001)``, or ``written`` when Autotask sent no id."""
-    return f"written (adjustment {write.adjustment_id})" if write.adjustment_id else "written"
-
-
-def settle_ceiling(autotask: AutotaskApi) -> float:
-    """The longest wait for a create whose outcome is unknown (see :func:`settle_seconds`)."""
-    return min(autotask.http.retry.max_delay, autotask.http.timeout[1])
-
-
-def settle_seconds(autotask: AutotaskApi, exc: ApiError) -> float:
-    """How long to let Autotask finish a create whose outcome is unknown before re-reading.
-
-    A create that timed out, lost its connection or got a gateway error may still be running
-    behind the gateway; a re-read at once would miss it and the resend would bill twice. So
-    wait the read loop's longest backoff, capped by the read timeout (60 s: with the 60 s
-    already spent on a timeout, longer than ASP.NET's default 110 s execution timeout). A 429
-    was refused before any work: only its Retry-After is honoured. A bare 500 is the server's
-    own finished answer: no wait.
-    """
-    ceiling = settle_ceiling(autotask)
-    if not isinstance(exc, ApiUnavailable):
-        return 0.0
-    if exc.status == 429:
-        return min(exc.retry_after or 0.0, ceiling)
-    if exc.status is None or exc.status in (502, 503, 504):
-        return ceiling
-    return 0.0
 
 
 def join(*parts: str) -> str:
