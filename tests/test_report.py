@@ -436,6 +436,30 @@ def test_a_later_revert_run_stands_and_is_marked(invoke, history):
     assert document["totals"]["money_change"] == 0.0
 
 
+def test_a_revert_that_wrote_nothing_on_a_line_is_named_but_the_line_keeps_its_change(
+    invoke, history
+):
+    sync = sync_run(history, PERIOD, [record(101, "updated", before=10, after=12)])
+    revert = history.start_run(
+        period=PERIOD, dry_run=False, version="0.1.0", kind=REVERT_RUN, reverts=sync
+    )
+    refused = "the line shows 14 units now, not the 12 run 1 wrote"
+    history.record_items(revert, [record(101, "failed", before=14, message=refused)])
+    [row] = report_json(invoke, "--month", PERIOD)["rows"]
+    assert (row["before"], row["after"], row["change"], row["status"]) == (10, 14, 4, "failed")
+    assert row["detail"] == f"run {revert}, a revert of run {sync}; {refused}"
+
+
+def test_report_works_without_a_config_file(invoke, tmp_path, monkeypatch):
+    state = tmp_path / "elsewhere"
+    monkeypatch.setenv("INFIMA_AUTOTASK_STATE_DIR", str(state))
+    with History(state) as history:
+        sync_run(history, PERIOD, [record(101, "unchanged", before=7)])
+    result = invoke("report", "--month", PERIOD, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[1].startswith("101,Client 101,7,7,7,0,4.50,0.00,unchanged")
+
+
 def test_a_write_of_unknown_outcome_is_shown_and_kept_out_of_the_totals(invoke, history):
     run = history.start_run(period=PERIOD, dry_run=False, version="0.1.0")
     history.record_items(run, [record(101, "updated", before=10, after=12)])

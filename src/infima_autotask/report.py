@@ -122,7 +122,7 @@ class Report:
         if self.dry_run:
             notes.append(
                 f"{self.period} has only dry runs: nothing was written to Autotask. The rows "
-                "show what a sync would write (status planned)."
+                f"show their plan, each marked '{DRY_RUN_MARK}'."
             )
         unknown = self.totals.statuses.get(WRITING, 0)
         if unknown:
@@ -227,11 +227,7 @@ def _row(
         # A later run found the line already right: the month's change is the earlier write.
         status = UPDATED
         notes.append(f"written by run {writes[-1].run_id}")
-    for run_id in dict.fromkeys(item.run_id for item in line):
-        run = runs.get(run_id)
-        if run is not None and run.kind == REVERT_RUN:
-            undone = f"reverted run {run.reverts}" if run.reverts is not None else "was a revert"
-            notes.append(f"run {run.id} {undone}")
+    notes += _revert_notes(line, runs)
     if unknown:
         notes.append(
             f"outcome unknown: run {latest.run_id} stopped while writing a change of "
@@ -255,6 +251,26 @@ def _row(
         run_id=latest.run_id,
         run_kind=standing.kind if standing is not None else SYNC_RUN,
     )
+
+
+def _revert_notes(line: Sequence[HistoryItem], runs: Mapping[int, RunRecord]) -> list[str]:
+    """``run 9 reverted run 7`` for each revert that wrote on the line; the latest item's
+    revert run is named even when it wrote nothing there (its message says why)."""
+    notes: list[str] = []
+    for item in line:
+        run = runs.get(item.run_id)
+        if run is None or run.kind != REVERT_RUN:
+            continue
+        undone = f"run {run.reverts}" if run.reverts is not None else "an earlier run"
+        if item.status == UPDATED:
+            note = f"run {run.id} reverted {undone}"
+        elif item is line[-1]:
+            note = f"run {run.id}, a revert of {undone}"
+        else:
+            continue
+        if note not in notes:
+            notes.append(note)
+    return notes
 
 
 def _order(row: ReportRow) -> tuple[str, int]:

@@ -9,7 +9,6 @@ client names come from INFIMA.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Sequence
 from html import escape
 from typing import Any
@@ -60,6 +59,8 @@ _HEAD_H = 34
 _ROW_H = 22
 _MARGIN = 5  # above and below a sparkline inside its row
 _NAME_CHARS = 34
+# Fixed English names: calendar.month_abbr follows the process locale, the page does not.
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def to_html(report: Report) -> str:
@@ -134,7 +135,7 @@ def _month_labels(months: Sequence[str]) -> str:
         x = _LABEL_W + _COL_W * k + _COL_W / 2
         labels.append(
             f'<text class="month" x="{x:.1f}" y="14" text-anchor="middle">'
-            f"{escape(calendar.month_abbr[int(number)])}</text>"
+            f"{_MONTH_NAMES[int(number) - 1]}</text>"
         )
         if k == 0 or number == "01":
             labels.append(
