@@ -311,6 +311,7 @@ def test_html_is_one_self_contained_page_with_a_chart(invoke, month):
     assert len(paths) == 6
     assert paths[1].count("M") == 1 and paths[1].count("L") == 2  # 101: Oct, Nov, Dec
     assert paths[5].count("M") == 1 and paths[5].count("L") == 0  # 107: October only
+    assert "101 Client 101: 2026-10 9, 2026-11 10, 2026-12 12" in page.text  # on hover
     # The hostile name is shown as text, escaped in the source, and never a tag.
     assert HOSTILE in page.text
     assert "<script>" not in result.stdout and "&lt;script&gt;" in result.stdout

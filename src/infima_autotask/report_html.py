@@ -144,7 +144,15 @@ def _month_labels(months: Sequence[str]) -> str:
     return "".join(labels)
 
 
-def _sparkline(series: Series, index: int) -> str:
+def _hover(label: str, months: Sequence[str], seats: Sequence[int | None]) -> str:
+    """The row's figures, shown when the pointer rests on it: ``101 Acme: 2026-11 10, ...``."""
+    known = [
+        f"{month} {value}" for month, value in zip(months, seats, strict=True) if value is not None
+    ]
+    return f"{label}: {', '.join(known)}" if known else label
+
+
+def _sparkline(series: Series, index: int, months: Sequence[str]) -> str:
     top = _HEAD_H + index * _ROW_H
     name = series.client_name or f"Client {series.client_id}"
     label = f"{series.client_id} {name}"
@@ -169,10 +177,7 @@ def _sparkline(series: Series, index: int) -> str:
         path.append(f"{'L' if pen_down else 'M'}{x:.1f} {y(seats):.1f}")
         pen_down = True
         now = ' class="now"' if k == last else ""
-        dots.append(
-            f'<circle{now} cx="{x:.1f}" cy="{y(seats):.1f}" r="{3 if k == last else 2}">'
-            f"<title>{escape(f'{label}: {seats} seats')}</title></circle>"
-        )
+        dots.append(f'<circle{now} cx="{x:.1f}" cy="{y(seats):.1f}" r="{3 if k == last else 2}"/>')
     current = series.seats[last]
     value = (
         f'<text x="{_LABEL_W + _COL_W * len(series.seats) + 8}" y="{top + 15}">{current}</text>'
@@ -187,7 +192,7 @@ def _sparkline(series: Series, index: int) -> str:
     )
     return (
         f'<g class="series" data-client-id="{series.client_id}">'
-        f"<title>{escape(label)}</title>{band}"
+        f"<title>{escape(_hover(label, months, series.seats))}</title>{band}"
         f'<text x="4" y="{top + 15}">{escape(_short(label))}</text>'
         f'<path d="{" ".join(path)}"/>{"".join(dots)}{value}</g>'
     )
@@ -198,7 +203,9 @@ def _chart(report: Report) -> str:
         return '<p class="meta">No seats were written in these twelve months.</p>'
     width = _LABEL_W + _COL_W * len(report.months) + _VALUE_W
     height = _HEAD_H + _ROW_H * len(report.series) + 4
-    rows = "\n".join(_sparkline(series, index) for index, series in enumerate(report.series))
+    rows = "\n".join(
+        _sparkline(series, index, report.months) for index, series in enumerate(report.series)
+    )
     label = f"Seats per client, {report.months[0]} to {report.months[-1]}"
     return (
         f'<svg role="img" width="{width}" height="{height}" '
