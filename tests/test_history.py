@@ -27,6 +27,7 @@ from infima_autotask.history import (
     ItemRecord,
     RunRecord,
     SyncLock,
+    read_span,
 )
 
 
@@ -265,6 +266,26 @@ def test_successful_clients_per_period(history: History) -> None:
     assert history.successful_clients("2026-03") == {1, 2, 9}
     assert history.successful_clients("2026-02") == {8}
     assert history.successful_clients("2026-01") == set()
+
+
+def test_a_span_of_periods_is_read_oldest_first_bounds_included(state: Path) -> None:
+    assert read_span(state, "2025-12", "2026-02") is None  # no file yet: none made to read it
+    assert not state.exists()
+    with History(state, clock=Clock()) as history:
+        runs = {}
+        for period in ("2026-03", "2025-11", "2025-12", "2026-01", "2026-02"):
+            runs[period] = history.start_run(
+                period=period, dry_run=period == "2026-01", version="0"
+            )
+            history.record_item(runs[period], item(101, "unchanged"))
+    span = read_span(state, "2025-12", "2026-02")
+    assert span is not None
+    assert [run.period for run in span.runs] == ["2025-12", "2026-01", "2026-02"]
+    assert [(i.period, i.run_id, i.dry_run) for i in span.items] == [
+        ("2025-12", runs["2025-12"], False),
+        ("2026-01", runs["2026-01"], True),
+        ("2026-02", runs["2026-02"], False),
+    ]
 
 
 def test_held_then_updated_counts_once_successful(history: History) -> None:

@@ -272,6 +272,8 @@ def test_every_command_success_paths(tmp_path, sandbox, no_sleep):
     scan.run("success", "sync")
     assert len(sb.adjustments()) == 2
     scan.run("success", "history")
+    scan.run("success", "report")
+    scan.run("success", "report", "--format", "html", "--output", str(tmp_path / "report.html"))
     scan.run("success", "validate")
     scan.run("success", "unmap", str(data.COBALT_CLIENT_ID))
     assert yaml.safe_load(scan.config.read_text(encoding="utf-8"))["autotask"]["username"]
@@ -329,6 +331,7 @@ def test_every_command_failure_paths(tmp_path, sandbox, no_sleep):
     scan.run("bad input", "search-accounts", "   ", code=2)
     scan.run("bad input", "sync", "--client", "424242", code=2)
     scan.run("bad input", "history", "--month", "2026-13", code=2)
+    scan.run("bad input", "report", "--month", "2025-01", code=2)  # no run that month
     scan.run("bad input", "connect", "--infima", "--api-key-stdin", code=2, stdin="\n")
     scan.run("bad input", "sync", "--detailed-exitcode", code=2)
     scan.run("bad input", "history", "--client", "424242")  # nothing: exit 0, no rows
@@ -514,6 +517,7 @@ def test_scan_covered_every_command():
         "sync",
         "sync --dry-run",
         "history",
+        "report",
         "validate",
         "demo",
     }

@@ -600,6 +600,23 @@ class History:
             params.append(limit)
         return self._items(sql, params)
 
+    def runs_between(self, first: str, last: str) -> list[RunRecord]:
+        """Runs of the periods ``first`` to ``last`` (``YYYY-MM``, both included), oldest first."""
+        return [
+            _to_run(row)
+            for row in self._read(
+                _SELECT_RUNS + " WHERE period BETWEEN ? AND ? ORDER BY started_at, id",
+                (first, last),
+            )
+        ]
+
+    def items_between(self, first: str, last: str) -> list[HistoryItem]:
+        """Items of the periods ``first`` to ``last`` (both included), oldest first; dry-run
+        items included (flagged ``dry_run``)."""
+        return self._items(
+            "WHERE i.period BETWEEN ? AND ? ORDER BY i.created_at, i.id", (first, last)
+        )
+
     def last_items(self) -> dict[int, HistoryItem]:
         """The newest item of a real (not dry) run for each client."""
         found: dict[int, HistoryItem] = {}
@@ -770,3 +787,20 @@ def read_runs(
         return []
     with History(state_dir) as history:
         return history.runs(month=month, limit=limit)
+
+
+@dataclass(frozen=True)
+class PeriodSpan:
+    """The runs and items of a span of periods, oldest first."""
+
+    runs: list[RunRecord]
+    items: list[HistoryItem]
+
+
+def read_span(state_dir: Path, first: str, last: str) -> PeriodSpan | None:
+    """Runs and items of the periods ``first`` to ``last`` (``YYYY-MM``, both included);
+    ``None`` when there is no history file yet (nothing is created just to read it)."""
+    if not (state_dir / DB_NAME).is_file():
+        return None
+    with History(state_dir) as history:
+        return PeriodSpan(history.runs_between(first, last), history.items_between(first, last))

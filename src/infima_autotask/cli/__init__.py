@@ -16,6 +16,7 @@ from infima_autotask.cli import (
     cmd_doctor,
     cmd_history,
     cmd_mapping,
+    cmd_report,
     cmd_revert,
     cmd_setup,
     cmd_sync,
@@ -157,7 +158,16 @@ def cli(ctx: click.Context, config_path: Path, verbose: int) -> None:
     ctx.call_on_close(runtime.close)
 
 
-for _module in (cmd_setup, cmd_doctor, cmd_mapping, cmd_sync, cmd_history, cmd_revert, cmd_demo):
+for _module in (
+    cmd_setup,
+    cmd_doctor,
+    cmd_mapping,
+    cmd_sync,
+    cmd_history,
+    cmd_report,
+    cmd_revert,
+    cmd_demo,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
