@@ -266,3 +266,35 @@ def test_the_period_covering_a_day_is_the_last_start_on_or_before_it(start, mont
     found = period_start_on_or_before(start, months, day)
     earlier = [s for s in starts_of(start, months) if s <= day]
     assert found == (earlier[-1] if earlier else None)
+
+
+def test_money_change_rounds_half_up_to_the_cent_everywhere():
+    """One rule for sync's --json, its table and the report: 3 x 0.995 is 2.99 (float
+    rounding of 2.985 gave 2.98 in sync while the report said 2.99)."""
+    from decimal import Decimal
+
+    from infima_autotask.billing import money_change
+    from infima_autotask.statuses import PLANNED
+    from infima_autotask.sync import PlanItem
+
+    assert money_change(3, 0.995) == Decimal("2.99")
+    assert money_change(-3, 0.995) == Decimal("-2.99")
+    assert money_change(0, None) == Decimal("0.00")
+    assert money_change(None, 4.5) is None and money_change(2, None) is None
+    item = PlanItem(
+        client_id=1,
+        client_name="A",
+        contract_id=1,
+        contract_service_id=1,
+        service_id=1,
+        users=13,
+        target=13,
+        before=10,
+        after=13,
+        change=3,
+        unit_price=0.995,
+        unit_cost=0.5,
+        new_unit_cost=0.5,
+        status=PLANNED,
+    )
+    assert item.money_change == 2.99

@@ -14,6 +14,7 @@ import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 from infima_autotask.model import ContractService, UnitsRow
@@ -328,3 +329,18 @@ def wire_effective_date(day: date, zone: str | None) -> str:
         offset = datetime.combine(day, time(12), tzinfo=ZoneInfo(zone)).utcoffset()
         noon -= (offset or timedelta(0)) / 2
     return noon.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_CENT = Decimal("0.01")
+
+
+def money_change(change: int | None, unit_price: Decimal | float | None) -> Decimal | None:
+    """``change`` units at ``unit_price``, to the cent (half up: 3 x 0.995 is 2.99, where float
+    rounding gives 2.98); 0.00 when nothing changed, None when either is unknown."""
+    if change == 0:
+        return Decimal("0.00")
+    if change is None or unit_price is None:
+        return None
+    # repr: the shortest text of a float (4.5, 0.995), not its binary expansion.
+    price = unit_price if isinstance(unit_price, Decimal) else Decimal(repr(unit_price))
+    return (change * price).quantize(_CENT, rounding=ROUND_HALF_UP)

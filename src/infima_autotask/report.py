@@ -14,11 +14,11 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from infima_autotask.billing import add_months
+from infima_autotask.billing import add_months, money_change
 from infima_autotask.errors import UsageError
 from infima_autotask.fsutil import write_atomically
 from infima_autotask.history import (
@@ -138,15 +138,6 @@ def chart_months(period: str) -> tuple[str, ...]:
     """The twelve periods ending with ``period``, oldest first."""
     last = parse_month(period)
     return tuple(period_label(add_months(last, k - CHART_MONTHS + 1)) for k in range(CHART_MONTHS))
-
-
-def money_change(change: int | None, unit_price: Decimal | None) -> Decimal | None:
-    """``change`` units at ``unit_price``, to the cent (half up); 0 when nothing changed."""
-    if change == 0:
-        return ZERO
-    if change is None or unit_price is None:
-        return None
-    return (change * unit_price).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def build_report(state_dir: Path, period: str, *, now: datetime) -> Report:

@@ -15,6 +15,7 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 from infima_autotask.billing import Rates, Schedule, same_rate, schedule, unit_rates
+from infima_autotask.billing import money_change as billing_money_change
 from infima_autotask.chain import (
     ChainRef,
     ChainVerdict,
@@ -148,9 +149,10 @@ class PlanItem:
     @property
     def money_change(self) -> float:
         """change x unit price for a write; 0 for everything else."""
-        if not self.writes or self.change is None or self.unit_price is None:
+        if not self.writes:
             return 0.0
-        return round(self.change * self.unit_price, 2)
+        amount = billing_money_change(self.change, self.unit_price)
+        return 0.0 if amount is None else float(amount)
 
     def as_json(self) -> dict[str, object]:
         """The item object of SPEC §8's ``--json`` document."""
