@@ -143,7 +143,7 @@ def error_message(
     )
 
 
-def test_message() -> RunMessage:
+def message_for_test() -> RunMessage:
     return RunMessage(event=TEST_EVENT, outcome="test", headline="test message: this channel works")
 
 
@@ -528,7 +528,7 @@ class Notifier:
 
     def test(self) -> list[Delivery]:
         """A test message on every channel; the healthcheck gets its success ping."""
-        message = test_message()
+        message = message_for_test()
         done = self._messages(message)
         if self.settings.healthcheck_url:
             done.append(self._ping("", text_body(message)))
@@ -605,7 +605,7 @@ def notifier_for(runtime: Runtime, *, dry_run: bool) -> Notifier | None:
     return Notifier(settings, runtime)
 
 
-def test_notifier(runtime: Runtime) -> Notifier:
+def notifier_for_test(runtime: Runtime) -> Notifier:
     """The notifier of ``notify test``.
 
     Raises:

@@ -36,7 +36,7 @@ def test(as_json: bool) -> None:
       infima-autotask notify test
       infima-autotask notify test --json
     """
-    deliveries = notifications.test_notifier(get_runtime()).test()
+    deliveries = notifications.notifier_for_test(get_runtime()).test()
     rows = [
         {
             "Channel": delivery.channel,
