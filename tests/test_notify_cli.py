@@ -18,7 +18,7 @@ import keyring
 import pytest
 from conftest import make_config, write_config
 from keyrings.alt.file import PlaintextKeyring
-from notify_receivers import Receiver, SmtpRecorder, SmtpServer, CertAuthority, refusing_url
+from notify_receivers import CertAuthority, Receiver, SmtpRecorder, SmtpServer, refusing_url
 
 from infima_autotask.errors import NotificationError
 from infima_autotask.notify import connect_smtp
@@ -202,9 +202,9 @@ def test_connect_smtp_speaks_tls_at_once_when_asked(ca):
         with connect_smtp("127.0.0.1", server.port, timeout=5, tls=True) as smtp:
             assert isinstance(smtp, smtplib.SMTP_SSL)
             assert smtp.noop()[0] == 250
-        with pytest.raises((smtplib.SMTPServerDisconnected, OSError)):
-            with connect_smtp("127.0.0.1", server.port, timeout=0.5, tls=False) as smtp:
-                smtp.noop()
+        plain = pytest.raises((smtplib.SMTPServerDisconnected, OSError))
+        with plain, connect_smtp("127.0.0.1", server.port, timeout=0.5, tls=False) as smtp:
+            smtp.noop()
 
 
 def test_a_wrong_password_is_named_but_never_shown(invoke, config_path):

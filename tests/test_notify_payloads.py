@@ -16,11 +16,11 @@ from infima_autotask.notify import (
     email_message,
     error_message,
     generic_payload,
+    message_for_test,
     ping_url,
     report_message,
     slack_payload,
     teams_payload,
-    message_for_test,
     text_body,
     webhook_format,
 )
