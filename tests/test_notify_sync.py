@@ -274,3 +274,35 @@ def test_the_run_is_mailed(tool, tmp_path):
     assert "Held (1):" in mail.content and "Cobalt Logistics (client 103" in mail.content
     assert "Failed (1):" in mail.content and "Delta Vets (client 104" in mail.content
     assert recorder.logins == []  # no username: no login
+
+
+class _CtrlC(HttpClient):
+    """Ctrl-C while one request to the healthcheck is under way."""
+
+    def __init__(self, service, *, at: str, **kwargs):
+        super().__init__(service, **kwargs)
+        self.at = at
+
+    def request(self, method, url, **kwargs):
+        if self.service == "Healthcheck" and url.endswith(self.at):
+            raise KeyboardInterrupt
+        return super().request(method, url, **kwargs)
+
+
+def test_ctrl_c_during_the_start_ping_starts_nothing(tool, hook, hc):
+    tool.seams["http"] = partial(_CtrlC, at="/start")
+    tool.write({"webhook_url": hook.url(HOOK_PATH), "healthcheck_url": hc.url(PING_PATH)})
+    result = tool.run("sync")
+    assert result.exit_code == 130
+    assert result.stderr == "Interrupted before any write: nothing was sent to Autotask.\n"
+    assert tool.runs() == [] and tool.sb.adjustments() == []
+
+
+def test_ctrl_c_during_the_end_notifications_keeps_the_exit_code(tool, hook, hc):
+    tool.seams["http"] = partial(_CtrlC, at=PING_PATH)
+    tool.write({"webhook_url": hook.url(HOOK_PATH), "healthcheck_url": hc.url(PING_PATH)})
+    result = tool.run("sync", "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr == "Warning: notifications interrupted; the rest were not sent.\n"
+    assert len(tool.sb.adjustments()) == 1 and tool.runs()[0].outcome == "ok"
+    assert hook.received == []  # the webhook comes after the ping, and was not sent

@@ -261,7 +261,7 @@ class _Notifications:
         """``run()`` between the start and, when it stops with an error, the failure notices."""
         if self.notifier is None:
             return run()
-        self.started = self._send(self.notifier.start)
+        self.started = self._send(self.notifier.start, before_run=True)
         try:
             return run()
         except InfimaAutotaskError as exc:
@@ -287,12 +287,18 @@ class _Notifications:
         notify.keep_warnings(self.runtime, message.run_id, [*self.started, *done])
 
     @staticmethod
-    def _send(send: Callable[[], list[notify.Delivery]]) -> list[notify.Delivery]:
+    def _send(
+        send: Callable[[], list[notify.Delivery]], *, before_run: bool = False
+    ) -> list[notify.Delivery]:
         try:
             done = send()
-        except KeyboardInterrupt:  # the run is over: its exit code stands
+        except KeyboardInterrupt:
+            if before_run:  # Ctrl-C while the start ping hangs: the run does not start
+                text = "Interrupted before any write: nothing was sent to Autotask."
+                warn(text)
+                raise _Interrupted(text) from None
             warn("Warning: notifications interrupted; the rest were not sent.")
-            return []
+            return []  # the run is over: its exit code stands
         for delivery in done:
             if not delivery.delivered:
                 warn(f"Warning: {delivery.warning}")
