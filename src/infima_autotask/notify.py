@@ -175,7 +175,8 @@ def _facts(message: RunMessage) -> list[tuple[str, str]]:
     facts = [("Period", message.period or "?"), ("Host", message.host)]
     if message.exit_code is not None:
         meaning = _EXIT_MEANINGS.get(message.exit_code, "")
-        facts.append(("Exit code", f"{message.exit_code} ({meaning})" if meaning else "?"))
+        code = str(message.exit_code)
+        facts.append(("Exit code", f"{code} ({meaning})" if meaning else code))
     if message.run_id is not None:
         facts.append(("Run", f"{message.run_id} (infima-autotask history --runs)"))
     return facts
