@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+import re
 import zoneinfo
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from . import config_yaml
 from .config_yaml import describe, key_path
 from .errors import ConfigError
+from .http import is_safe_url, shown_url
 from .whole_number import MAX_INT
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,37 @@ class SyncSettings:
     max_api_usage_percent: float = 80
     # True: write on the 1st even inside a billing period (a proration Autotask cannot delete).
     prorate: bool = False
+
+
+WEBHOOK_FORMATS = ("slack", "teams")
+DEFAULT_SMTP_PORT = 587
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    """`notify.email`: where the run's result is mailed (the password is never here)."""
+
+    host: str
+    to: tuple[str, ...]
+    sender: str  # the `from` key
+    port: int = DEFAULT_SMTP_PORT
+    username: str | None = None
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """The `notify` section (SPEC §11). The URLs carry tokens: never in repr, logs or output."""
+
+    webhook_url: str | None = field(default=None, repr=False)
+    webhook_format: str | None = None  # None: decided by the URL's host (Slack, Teams), else JSON
+    healthcheck_url: str | None = field(default=None, repr=False)
+    dry_runs: bool = False
+    email: EmailSettings | None = None
+
+    @property
+    def configured(self) -> bool:
+        """Whether any channel is set up."""
+        return bool(self.webhook_url or self.healthcheck_url or self.email)
 
 
 @dataclass(frozen=True)
@@ -107,6 +140,7 @@ class Config:
     autotask: AutotaskSettings = field(default_factory=AutotaskSettings)
     infima: InfimaSettings = field(default_factory=InfimaSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    notify: NotifySettings | None = None  # None: no `notify` section in the file
     mappings: tuple[ClientMapping, ...] = ()
 
     def mapping_for(self, client_id: int) -> ClientMapping | None:
@@ -137,7 +171,7 @@ class Config:
 
 # --- key order of SPEC §6 (also the known keys of each level) -------------------------
 
-_TOP_KEYS = ("version", "state_dir", "autotask", "infima", "sync", "mappings")
+_TOP_KEYS = ("version", "state_dir", "autotask", "infima", "sync", "notify", "mappings")
 _AUTOTASK_KEYS = ("username", "integration_code", "api_url", "timezone")
 _INFIMA_KEYS = ("api_url", "counts_file", "count_users_without_status")
 _SYNC_KEYS = (
@@ -150,6 +184,8 @@ _SYNC_KEYS = (
     "max_api_usage_percent",
     "prorate",
 )
+_NOTIFY_KEYS = ("webhook_url", "webhook_format", "healthcheck_url", "dry_runs", "email")
+_EMAIL_KEYS = ("host", "port", "username", "from", "to")
 _MAPPING_KEYS = (
     "client_id",
     "client_name",
@@ -381,6 +417,96 @@ def _parse_sync(data: dict[Any, Any], problems: list[str]) -> SyncSettings | Non
     return sync
 
 
+# Minimal: one @, something on both sides, and nothing that could end or split a header.
+_ADDRESS = re.compile(r"[^@\s<>(),;:\"\[\]\\]+@[^@\s<>(),;:\"\[\]\\]+")
+_MAX_PORT = 65535
+
+
+def _secret_url(section: _Section, key: str) -> Any:
+    """A URL that carries a token: https, or http to loopback (SPEC §4, as for credentials).
+    A problem shows only its scheme and host: the rest is the secret."""
+    value = section._get(key)
+    if value is _MISSING or value is None:
+        return None
+    kind = "an https:// URL (http:// only to this machine: 127.0.0.1, localhost), or null"
+    if not isinstance(value, str) or not value.strip():
+        return section.report(key, f"must be {kind}, got {describe(value)}")
+    if not value.isprintable() or not is_safe_url(value):
+        return section.report(key, f"must be {kind}, got {shown_url(value)}")
+    return value
+
+
+def _address(section: _Section, key: str, value: object) -> Any:
+    if isinstance(value, str) and _ADDRESS.fullmatch(value) and value.isprintable():
+        return value
+    return section.report(
+        key, f"must be an e-mail address (name@example.com), got {describe(value)}"
+    )
+
+
+def _parse_email(value: object, problems: list[str]) -> EmailSettings | None:
+    if not isinstance(value, dict):
+        problems.append(
+            f"notify.email: must be null or a mapping of keys (host, port, username, from, to), "
+            f"got {describe(value)}"
+        )
+        return None
+    s = _Section(value, "notify.email", _EMAIL_KEYS, problems)
+    host = s.string("host", nullable=False, non_empty=True)
+    if host is _MISSING or host is None:
+        host = s.report("host", "missing (required): the SMTP server's name")
+    elif isinstance(host, str) and (any(c.isspace() for c in host) or "/" in host):
+        host = s.report(
+            "host", f"must be a host name such as smtp.example.com, got {describe(host)}"
+        )
+    port = s.integer("port", DEFAULT_SMTP_PORT, positive=True)
+    if isinstance(port, int) and port > _MAX_PORT:
+        port = s.report("port", f"must be a port number from 1 to {_MAX_PORT}, got {port}")
+    username = s.string("username", non_empty=True)
+    sender = value.get("from", _MISSING)
+    if sender is _MISSING:
+        sender = s.report("from", "missing (required): the sender's e-mail address")
+    else:
+        sender = _address(s, "from", sender)
+    raw_to = value.get("to", _MISSING)
+    to: Any
+    if raw_to is _MISSING:
+        to = s.report(
+            "to", "missing (required): a list of e-mail addresses, e.g. [billing@example.com]"
+        )
+    elif not isinstance(raw_to, list) or not raw_to:
+        example = "a list of e-mail addresses, e.g. [billing@example.com]"
+        to = s.report("to", f"must be {example}, got {describe(raw_to)}")
+    else:
+        to = tuple(_address(s, f"to[{index}]", entry) for index, entry in enumerate(raw_to))
+    return EmailSettings(host=host, to=to, sender=sender, port=port, username=username)
+
+
+def _parse_notify(data: dict[Any, Any], problems: list[str]) -> NotifySettings | None:
+    """The optional `notify` section; None when it is absent or null."""
+    raw = data.get("notify")
+    if raw is None:
+        return None
+    s = _sub_section(data, "notify", _NOTIFY_KEYS, problems)
+    if s is None:
+        return None
+    fmt = s.string("webhook_format")
+    if fmt is not None and fmt is not _BAD and fmt not in WEBHOOK_FORMATS:
+        fmt = s.report(
+            "webhook_format",
+            f"must be {' or '.join(WEBHOOK_FORMATS)}, or null (generic JSON, or decided by the "
+            f"URL), got {describe(fmt)}",
+        )
+    email = raw.get("email")
+    return NotifySettings(
+        webhook_url=_secret_url(s, "webhook_url"),
+        webhook_format=fmt,
+        healthcheck_url=_secret_url(s, "healthcheck_url"),
+        dry_runs=s.boolean("dry_runs", False),
+        email=None if email is None else _parse_email(email, problems),
+    )
+
+
 def _parse_mapping(
     entry: object, index: int, sync: SyncSettings | None, problems: list[str]
 ) -> ClientMapping | None:
@@ -459,6 +585,7 @@ def _validate(data: object, problems: list[str]) -> Config | None:
     autotask = _parse_autotask(data, problems)
     infima = _parse_infima(data, problems)
     sync = _parse_sync(data, problems)
+    notify = _parse_notify(data, problems)
 
     mappings: list[tuple[int, ClientMapping]] = []
     raw = data.get("mappings")
@@ -480,6 +607,7 @@ def _validate(data: object, problems: list[str]) -> Config | None:
         autotask=autotask,
         infima=infima,
         sync=sync,
+        notify=notify,
         mappings=tuple(m for _, m in mappings),
     )
 
@@ -538,16 +666,42 @@ def _mapping_to_dict(m: ClientMapping) -> dict[str, Any]:
     return {key: getattr(m, key) for key in _MAPPING_KEYS}
 
 
-def config_to_dict(config: Config) -> dict[str, Any]:
-    """A plain dict in SPEC §6 key order, every key present (nulls included)."""
+def _email_to_dict(email: EmailSettings | None) -> dict[str, Any] | None:
+    if email is None:
+        return None
     return {
+        "host": email.host,
+        "port": email.port,
+        "username": email.username,
+        "from": email.sender,
+        "to": list(email.to),
+    }
+
+
+def _notify_to_dict(notify: NotifySettings) -> dict[str, Any]:
+    return {
+        "webhook_url": notify.webhook_url,
+        "webhook_format": notify.webhook_format,
+        "healthcheck_url": notify.healthcheck_url,
+        "dry_runs": notify.dry_runs,
+        "email": _email_to_dict(notify.email),
+    }
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """A plain dict in SPEC §6 key order, every key present (nulls included); the optional
+    `notify` section only when the file has one."""
+    data: dict[str, Any] = {
         "version": config.version,
         "state_dir": config.state_dir,
         "autotask": {key: getattr(config.autotask, key) for key in _AUTOTASK_KEYS},
         "infima": {key: getattr(config.infima, key) for key in _INFIMA_KEYS},
         "sync": {key: getattr(config.sync, key) for key in _SYNC_KEYS},
-        "mappings": [_mapping_to_dict(m) for m in config.mappings],
     }
+    if config.notify is not None:
+        data["notify"] = _notify_to_dict(config.notify)
+    data["mappings"] = [_mapping_to_dict(m) for m in config.mappings]
+    return data
 
 
 def dump_config(config: Config) -> str:

@@ -25,6 +25,7 @@ ENV_USERNAME = "INFIMA_AUTOTASK_USERNAME"
 ENV_SECRET = "INFIMA_AUTOTASK_SECRET"  # noqa: S105 - a variable name, not a secret
 ENV_INTEGRATION_CODE = "INFIMA_AUTOTASK_INTEGRATION_CODE"
 ENV_INFIMA_KEY = "INFIMA_API_KEY"
+ENV_SMTP_PASSWORD = "INFIMA_SMTP_PASSWORD"  # noqa: S105 - a variable name
 ENV_CRYPTFILE_PASSWORD = "KEYRING_CRYPTFILE_PASSWORD"  # noqa: S105 - a variable name
 
 _KEYRING_FIX = (
@@ -104,6 +105,36 @@ def infima_api_key(env: Mapping[str, str] | None = None) -> str:
     return key
 
 
+def smtp_key_name(username: str) -> str:
+    """The keyring name of the SMTP password of ``username`` (SPEC §11)."""
+    return f"smtp:{username}"
+
+
+def smtp_password(username: str, env: Mapping[str, str] | None = None) -> str:
+    """The password of the SMTP account ``username``, from the environment or the keyring.
+
+    Raises:
+        CredentialsError: no password, or the keyring cannot be read.
+    """
+    env = os.environ if env is None else env
+    password = env.get(ENV_SMTP_PASSWORD)
+    if password:
+        log.debug("SMTP password taken from %s", ENV_SMTP_PASSWORD)
+    else:
+        # The password reaches the keyring by hand (`keyring set`), not through `connect`, so
+        # the rule that keeps secrets out of unencrypted keyrings is applied here instead.
+        _refuse_plaintext(env, outcome="the SMTP password was not read from it")
+        password = read_keyring(smtp_key_name(username), env)
+        if not password:
+            raise CredentialsError(
+                f"No SMTP password for {username}: set {ENV_SMTP_PASSWORD}, or store it in the "
+                f"keyring (service {KEYRING_SERVICE}, name {smtp_key_name(username)})."
+            )
+        log.debug("SMTP password taken from the keyring")
+    register_secret(password)
+    return password
+
+
 def read_keyring(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """``keyring.get_password`` with every keyring failure turned into CredentialsError."""
     _unlock_file_keyring(os.environ if env is None else env)
@@ -138,7 +169,7 @@ def store_keyring(name: str, value: str, env: Mapping[str, str] | None = None) -
         ) from None
 
 
-def _refuse_plaintext(env: Mapping[str, str]) -> None:
+def _refuse_plaintext(env: Mapping[str, str], *, outcome: str = "nothing was stored") -> None:
     """Never store a secret in a keyring that writes it unencrypted (or drops it), unless
     PYTHON_KEYRING_BACKEND names that keyring on purpose.
 
@@ -163,7 +194,7 @@ def _refuse_plaintext(env: Mapping[str, str]) -> None:
     where = getattr(writer, "file_path", "")
     raise CredentialsError(
         f"The keyring found ({path}) would keep the secret unencrypted"
-        f"{' in ' + str(where) if where else ' or not at all'}; nothing was stored. Set up an "
+        f"{' in ' + str(where) if where else ' or not at all'}; {outcome}. Set up an "
         "encrypted one (pip install keyrings.cryptfile, then export PYTHON_KEYRING_BACKEND="
         "keyrings.cryptfile.cryptfile.CryptFileKeyring and KEYRING_CRYPTFILE_PASSWORD), or "
         f"keep the secrets in the environment variables. To use {kind.__name__} anyway, set "

@@ -14,6 +14,9 @@ class InfimaAutotaskError(Exception):
     """An expected failure whose message tells the user what to do."""
 
     exit_code = 1
+    # The history run this error ended, when `sync` had recorded one: a notification that
+    # cannot be delivered is kept with it.
+    run_id: int | None = None
 
     def __init__(self, message: str, details: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -104,3 +107,10 @@ class ThresholdError(InfimaAutotaskError):
     """Writing would push Autotask API usage over the configured share of the threshold."""
 
     exit_code = 3
+
+
+class NotificationError(InfimaAutotaskError):
+    """A notification (webhook, e-mail, healthcheck ping) was not delivered.
+
+    Never an exit code of its own: `sync` reports it as a warning, `notify test` as a result.
+    """

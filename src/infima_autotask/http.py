@@ -78,18 +78,43 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_safe_url(url: str) -> bool:
+    """SPEC §4: https to any host, or plain http to loopback only."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    if parts.scheme == "https" and host:
+        return True
+    return parts.scheme == "http" and is_loopback(host)
+
+
+def shown_url(url: str, suffix: str = "") -> str:
+    """A URL that carries a token (a webhook, a healthcheck), safe to print or log:
+    ``scheme://host/…`` (plus a ``suffix`` that is no secret, such as ``/fail``)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port
+    except ValueError:
+        return "(an unreadable URL)"
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    netloc = host + (f":{port}" if port is not None else "")
+    return f"{parts.scheme or '?'}://{netloc}/…{suffix}"
+
+
 def check_url_safe(url: str) -> None:
     """Refuse to send credentials anywhere but https, or plain http to loopback (SPEC §4).
 
     Raises:
         UnsafeUrlError: for any other scheme or host.
     """
+    if is_safe_url(url):
+        return
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return
-    if parts.scheme == "http" and is_loopback(host):
-        return
     raise UnsafeUrlError(
         f"Refusing to send credentials to {parts.scheme}://{host or '?'}: only https, or http to "
         "this machine (127.0.0.1, localhost), is allowed. Fix the URL in the config or environment."
@@ -184,13 +209,19 @@ class HttpClient:
         *,
         auth: requests.auth.AuthBase | None = None,
         json_body: Any = None,
+        text_body: str | None = None,
         params: dict[str, Any] | None = None,
         retry: bool,
+        shown_as: str | None = None,
+        expect_json: bool = True,
     ) -> Any:
         """Send one request and return its parsed JSON body (``None`` for an empty body).
 
-        ``retry`` is True for reads only. Raises ApiRejected, AuthenticationError,
-        ApiUnavailable, BadResponseError or UnsafeUrlError.
+        ``retry`` is True for reads only. ``shown_as`` names a URL that carries a token (a
+        webhook) in logs and errors instead of its path. With ``expect_json`` False any 2xx
+        answer is success and its body is ignored (webhooks answer ``ok``, ``1`` or nothing).
+        Raises ApiRejected, AuthenticationError, ApiUnavailable, BadResponseError or
+        UnsafeUrlError.
         """
         # Every request, not only authenticated ones: the zone lookup carries the username.
         check_url_safe(url)
@@ -200,7 +231,16 @@ class HttpClient:
         while True:
             attempt += 1
             try:
-                return self._send_once(method, url, auth=auth, json_body=json_body, params=params)
+                return self._send_once(
+                    method,
+                    url,
+                    auth=auth,
+                    json_body=json_body,
+                    text_body=text_body,
+                    params=params,
+                    where=f"{method} {shown_as or _path(url)}",
+                    expect_json=expect_json,
+                )
             except ApiUnavailable as exc:
                 if not retry:
                     raise
@@ -209,7 +249,8 @@ class HttpClient:
                 waited = max(time.monotonic() - started, slept)
                 if attempt >= self.retry.max_attempts or waited + delay > self.retry.max_total_wait:
                     raise
-                log.info("%s %s: %s; retry %d in %.1fs", method, _path(url), exc, attempt, delay)
+                where = shown_as or _path(url)
+                log.info("%s %s: %s; retry %d in %.1fs", method, where, exc, attempt, delay)
                 self._sleep(delay)
                 slept += delay
 
@@ -227,10 +268,13 @@ class HttpClient:
         *,
         auth: requests.auth.AuthBase | None,
         json_body: Any,
+        text_body: str | None,
         params: dict[str, Any] | None,
+        where: str,
+        expect_json: bool,
     ) -> Any:
-        where = f"{method} {_path(url)}"
         settings = self._settings(url)
+        headers = {"Content-Type": "text/plain; charset=utf-8"} if text_body is not None else None
         t0 = time.monotonic()
         try:
             response = self._session().request(
@@ -238,6 +282,8 @@ class HttpClient:
                 url,
                 auth=auth,
                 json=json_body,
+                data=text_body.encode("utf-8") if text_body is not None else None,
+                headers=headers,
                 params=params,
                 timeout=self.timeout,
                 allow_redirects=False,  # a redirect would carry credential headers elsewhere
@@ -263,14 +309,14 @@ class HttpClient:
         log.debug("%s -> HTTP %d in %.2fs", where, response.status_code, elapsed)
         if log.isEnabledFor(logging.DEBUG) and json_body is not None:
             log.debug("request body: %s", redact(json.dumps(json_body)[:2000]))
-        return self._parse(response, where)
+        return self._parse(response, where, expect_json=expect_json)
 
-    def _parse(self, response: requests.Response, where: str) -> Any:
+    def _parse(self, response: requests.Response, where: str, *, expect_json: bool = True) -> Any:
         status = response.status_code
         body = _json_or_none(response)
         errors = _errors_of(body)
         if 200 <= status < 300:
-            if not response.content:
+            if not response.content or not expect_json:
                 return None
             if body is _NOT_JSON:
                 raise BadResponseError(

@@ -155,9 +155,15 @@ class SyncReport:
 class SyncInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM outside the writes' own handling (before them, or a second one)."""
 
-    def __init__(self, *, writing: bool) -> None:
+    def __init__(self, *, writing: bool, run_id: int | None = None) -> None:
         super().__init__()
         self.writing = writing
+        self.run_id = run_id
+
+
+def requested_month(options: SyncOptions) -> date | None:
+    """The month asked for: ``--month``, else the reviewed plan's; None: this month."""
+    return options.month or (options.plan.period if options.plan else None)
 
 
 def month_boundary(now: datetime, zone: str | None) -> str | None:
@@ -229,8 +235,7 @@ def run_sync(
             f"The plan {options.plan.source} is for {period_label(options.plan.period)}; "
             "leave out --month, or make a new plan for that month."
         )
-    chosen = options.month or (options.plan.period if options.plan else None)
-    day = chosen or current
+    day = requested_month(options) or current
     period = period_label(day)
     # A plan's month is checked like a default one: it was a default when it was made.
     boundary = None if options.month else month_boundary(now, config.sync.timezone)
@@ -289,7 +294,9 @@ def recorded_run(
         with contextlib.suppress(InfimaAutotaskError, ValueError):
             history.finish_run(run_id, outcome=outcome[:500], summary=report.summary)
         if isinstance(exc, KeyboardInterrupt):
-            raise SyncInterrupted(writing=report.writing) from None
+            raise SyncInterrupted(writing=report.writing, run_id=run_id) from None
+        if isinstance(exc, InfimaAutotaskError):
+            exc.run_id = run_id
         raise
     outcome = "interrupted" if report.interrupted else report.outcome
     history.finish_run(run_id, outcome=outcome, summary=report.summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import smtplib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,13 +42,15 @@ class Seams:
     own through click's ``obj``: ``CliRunner().invoke(cli, args, obj=Seams(clock=...))``).
 
     ``sleep`` None: real waiting (backoff with ``time.sleep``, a write's settle wait ended
-    early by Ctrl-C).
+    early by Ctrl-C). ``smtp`` None: ``notify.connect_smtp`` (the real SMTP server);
+    else called as ``smtp(host, port, timeout=..., tls=...)``.
     """
 
     clock: Callable[[], datetime] = utc_now
     sleep: Callable[[float], None] | None = None
     retry: Callable[[], RetryPolicy] = RetryPolicy
     http: Callable[..., HttpClient] = HttpClient
+    smtp: Callable[..., smtplib.SMTP] | None = None
 
 
 class Runtime:

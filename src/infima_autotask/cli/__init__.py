@@ -16,6 +16,7 @@ from infima_autotask.cli import (
     cmd_doctor,
     cmd_history,
     cmd_mapping,
+    cmd_notify,
     cmd_report,
     cmd_revert,
     cmd_setup,
@@ -166,6 +167,7 @@ for _module in (
     cmd_history,
     cmd_report,
     cmd_revert,
+    cmd_notify,
     cmd_demo,
 ):
     for _command in _module.COMMANDS:

@@ -49,6 +49,17 @@ class Command(click.Command):
         write_block(formatter, split_example(self.help)[1])
 
 
+class Group(click.Group):
+    """A command group whose help ends with its ``Example:`` block, as a command's does."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        write_block(formatter, split_example(self.help)[0])
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)  # after the list of its commands
+        write_block(formatter, split_example(self.help)[1])
+
+
 def can_prompt() -> bool:
     """Whether the user can answer a prompt: stdin and stderr are terminals."""
     return sys.stdin.isatty() and sys.stderr.isatty()

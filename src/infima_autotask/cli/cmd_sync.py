@@ -15,6 +15,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
+from infima_autotask import notify
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import (
     ID,
@@ -26,6 +27,7 @@ from infima_autotask.cli._common import (
     signed,
     warn,
 )
+from infima_autotask.errors import InfimaAutotaskError
 from infima_autotask.plan_file import ReviewedPlan, load_plan, save_plan
 from infima_autotask.runner import (
     SyncInterrupted,
@@ -205,7 +207,9 @@ def sync(
             "the plan shown above",
             runtime.config.autotask.timezone,
         )
-    report = _run(runtime, replace(options, plan=reviewed), quiet)
+    options = replace(options, plan=reviewed)
+    notifications = _Notifications.of(runtime, dry_run=dry_run)
+    report = notifications.run(lambda: _run(runtime, options, quiet), options)
     if report.interrupted:
         render_report(report, as_json=as_json, show_all=show_all)
         written = report.summary[UPDATED]
@@ -214,6 +218,7 @@ def sync(
             f"Interrupted: {written} of {changes} changes written; the rest not sent; run "
             "`infima-autotask sync` again to finish."
         )
+        notifications.finish(notify.report_message(report, INTERRUPTED))
         raise click.exceptions.Exit(INTERRUPTED)
     if not (quiet and not report.needs_attention):
         render_report(report, as_json=as_json, show_all=show_all)
@@ -224,8 +229,80 @@ def sync(
             f"these with `infima-autotask sync --plan {plan_out}`."
         )
     code = report.exit_code(detailed=detailed_exitcode)
+    notifications.finish(notify.report_message(report, code))
     if code:
         raise click.exceptions.Exit(code)
+
+
+class _Interrupted(click.exceptions.Exit):
+    """Exit 130 from a run stopped by Ctrl-C or SIGTERM, with what the operator was told."""
+
+    def __init__(self, text: str, run_id: int | None = None) -> None:
+        super().__init__(INTERRUPTED)
+        self.text = text
+        self.run_id = run_id
+
+
+class _Notifications:
+    """A sync's notifications (``notify.py``) around its real run: a failed delivery is a
+    ``Warning:`` line on stderr (even with -q: it needs a person) kept with the run in the
+    history, never a changed exit code."""
+
+    def __init__(self, runtime: Runtime, notifier: notify.Notifier | None) -> None:
+        self.runtime = runtime
+        self.notifier = notifier
+        self.started: list[notify.Delivery] = []
+
+    @classmethod
+    def of(cls, runtime: Runtime, *, dry_run: bool) -> _Notifications:
+        return cls(runtime, notify.notifier_for(runtime, dry_run=dry_run))
+
+    def run(self, run: Callable[[], SyncReport], options: SyncOptions) -> SyncReport:
+        """``run()`` between the start and, when it stops with an error, the failure notices."""
+        if self.notifier is None:
+            return run()
+        self.started = self._send(self.notifier.start, before_run=True)
+        try:
+            return run()
+        except InfimaAutotaskError as exc:
+            self._stopped(options, exc.exit_code, exc.message, exc.run_id)
+            raise
+        except _Interrupted as stop:
+            self._stopped(options, INTERRUPTED, stop.text, stop.run_id)
+            raise
+
+    def _stopped(self, options: SyncOptions, code: int, text: str, run_id: int | None) -> None:
+        period = notify.expected_period(self.runtime, options)
+        self.finish(
+            notify.error_message(
+                period=period, dry_run=options.dry_run, exit_code=code, error=text, run_id=run_id
+            )
+        )
+
+    def finish(self, message: notify.RunMessage) -> None:
+        if self.notifier is None:
+            return
+        notifier = self.notifier
+        done = self._send(lambda: notifier.finish(message))
+        notify.keep_warnings(self.runtime, message.run_id, [*self.started, *done])
+
+    @staticmethod
+    def _send(
+        send: Callable[[], list[notify.Delivery]], *, before_run: bool = False
+    ) -> list[notify.Delivery]:
+        try:
+            done = send()
+        except KeyboardInterrupt:
+            if before_run:  # Ctrl-C while the start ping hangs: the run does not start
+                text = "Interrupted before any write: nothing was sent to Autotask."
+                warn(text)
+                raise _Interrupted(text) from None
+            warn("Warning: notifications interrupted; the rest were not sent.")
+            return []  # the run is over: its exit code stands
+        for delivery in done:
+            if not delivery.delivered:
+                warn(f"Warning: {delivery.warning}")
+        return done
 
 
 def _run(runtime: Runtime, options: SyncOptions, quiet: bool) -> SyncReport:
@@ -245,16 +322,18 @@ def interruptible(
             return call(bar if _common.show_progress() else None, None if quiet else warn)
     except SyncInterrupted as stop:
         if stop.writing:
-            warn(
+            text = (
                 "Interrupted: nothing more was sent; a write in flight may have landed. Run "
                 "`infima-autotask sync` again: it reads Autotask before writing anything."
             )
         else:
-            warn("Interrupted before any write: nothing was sent to Autotask.")
-        raise click.exceptions.Exit(INTERRUPTED) from None
+            text = "Interrupted before any write: nothing was sent to Autotask."
+        warn(text)
+        raise _Interrupted(text, stop.run_id) from None
     except KeyboardInterrupt:
-        warn("Interrupted before any write: nothing was sent to Autotask.")
-        raise click.exceptions.Exit(INTERRUPTED) from None
+        text = "Interrupted before any write: nothing was sent to Autotask."
+        warn(text)
+        raise _Interrupted(text) from None
 
 
 INTERRUPTED = 130  # SPEC §3: writes in flight finished and were recorded, nothing queued sent
