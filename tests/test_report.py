@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 
@@ -431,7 +432,8 @@ def test_a_later_revert_run_stands_and_is_marked(invoke, history):
     row = document["rows"][0]
     assert row["client_id"] == 101
     assert (row["before"], row["after"], row["change"], row["money_change"]) == (10, 10, 0, 0.0)
-    assert (row["status"], row["run_id"], row["run_kind"]) == ("updated", revert, "revert")
+    # Back where the month began: no change to bill, and the revert says why.
+    assert (row["status"], row["run_id"], row["run_kind"]) == ("unchanged", revert, "revert")
     assert row["detail"] == f"run {revert} reverted run {sync}"
     assert document["rows"][1]["run_kind"] == "sync"
     assert document["totals"]["money_change"] == 0.0
@@ -440,15 +442,19 @@ def test_a_later_revert_run_stands_and_is_marked(invoke, history):
 def test_a_revert_that_wrote_nothing_on_a_line_is_named_but_the_line_keeps_its_change(
     invoke, history
 ):
+    """The revert changed nothing: the sync's write still stands (status, users, change),
+    and the revert's refusal is said beside it."""
     sync = sync_run(history, PERIOD, [record(101, "updated", before=10, after=12)])
     revert = history.start_run(
         period=PERIOD, dry_run=False, version="0.1.0", kind=REVERT_RUN, reverts=sync
     )
     refused = "the line shows 14 units now, not the 12 run 1 wrote"
-    history.record_items(revert, [record(101, "failed", before=14, message=refused)])
+    held = replace(record(101, "held", before=14, message=refused), users=None, target=None)
+    history.record_items(revert, [held])  # a revert counts no users
     [row] = report_json(invoke, "--month", PERIOD)["rows"]
-    assert (row["before"], row["after"], row["change"], row["status"]) == (10, 14, 4, "failed")
-    assert row["detail"] == f"run {revert}, a revert of run {sync}; {refused}"
+    assert (row["before"], row["after"], row["change"], row["status"]) == (10, 12, 2, "updated")
+    assert (row["users"], row["run_id"], row["run_kind"]) == (12, sync, "sync")
+    assert row["detail"] == f"run {revert}, a revert of run {sync}, left it as it was ({refused})"
 
 
 def test_report_works_without_a_config_file(invoke, tmp_path, monkeypatch):

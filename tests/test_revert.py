@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from test_faults import (  # noqa: F401
     ACME,
     ADJ,
@@ -192,3 +193,43 @@ def test_on_a_terminal_the_revert_is_shown_and_asked_first(
     agreed = ask("y\n")
     assert agreed.exit_code == 0, agreed.output
     assert world.units() == SEEDED and len(world.sandbox.adjustments()) == 4
+
+
+def test_after_a_revert_held_on_a_line_the_report_shows_the_write_that_stands(
+    world: World,
+) -> None:
+    """Reviewer's case: run 1 writes Acme 10 -> 12, run 2 (one user excluded) 12 -> 11, then
+    `revert 1` holds Acme (changed since) and puts Cobalt back. The report and list-mappings
+    must show Acme as run 2 left it (updated, 11 units, 12 users), not the revert's hold."""
+    first = synced(world)
+    doc = yaml.safe_load(world.config.read_text())
+    next(m for m in doc["mappings"] if m["client_id"] == ACME)["exclude_users"] = 1
+    world.config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    assert sync(world, "--yes", "--client", str(ACME)).exit_code == 0
+    assert world.units()[ACME] == 11
+
+    result = revert(world, str(first), "--yes", "--json")
+    assert result.exit_code == 1
+    assert items(result)[ACME]["status"] == "held"
+
+    report = json.loads(world.run("report", "--month", f"{THIS_MONTH:%Y-%m}", "--json").stdout)
+    rows = {row["client_id"]: row for row in report["rows"]}
+    acme, cobalt = rows[ACME], rows[COBALT]
+    assert (acme["status"], acme["users"], acme["before"], acme["after"], acme["change"]) == (
+        "updated",
+        12,
+        10,
+        11,
+        1,
+    )
+    assert "a revert of run" in acme["detail"] and "left it as it was" in acme["detail"]
+    assert (cobalt["status"], cobalt["after"], cobalt["change"], cobalt["users"]) == (
+        "unchanged",
+        40,
+        0,
+        31,
+    )
+    mappings = json.loads(world.run("list-mappings", "--json").stdout)
+    last = {row["client_id"]: row["last_sync"] for row in mappings}
+    assert (last[ACME]["units"], last[ACME]["status"]) == (11, "updated")
+    assert (last[COBALT]["units"], last[COBALT]["status"]) == (40, "updated")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import LockHeldError, StateError
 from .fsutil import make_private_dirs
-from .statuses import FINAL, SUCCESS, WRITING
+from .statuses import FINAL, SUCCESS, UPDATED, WRITING
 from .whole_number import WholeNumberError, parse_whole
 
 if TYPE_CHECKING:
@@ -618,13 +618,15 @@ class History:
         )
 
     def last_items(self) -> dict[int, HistoryItem]:
-        """The newest item of a real (not dry) run for each client."""
+        """The newest item of a real (not dry) run for each client: a sync's, or a revert's
+        that wrote (a revert that left a line as it was says nothing about the line)."""
         found: dict[int, HistoryItem] = {}
         for item in self._items(
             "WHERE i.id IN (SELECT id FROM (SELECT i2.id, ROW_NUMBER() OVER ("
             "PARTITION BY i2.client_id ORDER BY i2.created_at DESC, i2.id DESC) AS n "
-            "FROM items i2 JOIN runs r2 ON r2.id = i2.run_id WHERE r2.dry_run = 0) WHERE n = 1)",
-            (),
+            "FROM items i2 JOIN runs r2 ON r2.id = i2.run_id WHERE r2.dry_run = 0 "
+            "AND (r2.kind != ? OR i2.status IN (?, ?))) WHERE n = 1)",
+            (REVERT_RUN, UPDATED, WRITING),
         ):
             found[item.client_id] = item
         return found

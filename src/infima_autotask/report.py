@@ -199,13 +199,16 @@ def _rows(
 def _row(
     items: Sequence[HistoryItem], runs: Mapping[int, RunRecord], *, dry_run: bool
 ) -> ReportRow:
-    """One client's row from its items of the month, oldest first; the latest stands.
+    """One client's row from its items of the month, oldest first; the latest that speaks
+    for the line stands: a sync's, or a revert's that wrote (a revert that left the line as
+    it was, held or refused, changed nothing, and is only named).
 
     Only the items of the latest one's contract service count: a client re-mapped during the
     month starts afresh on its new line.
     """
-    latest = items[-1]
-    line = [item for item in items if item.contract_service_id == latest.contract_service_id]
+    line = [item for item in items if item.contract_service_id == items[-1].contract_service_id]
+    speaking = [item for item in line if _speaks_for_line(item, runs)]
+    latest = speaking[-1] if speaking else line[-1]
     before = next((item.before for item in line if item.before is not None), None)
     unknown = latest.status == WRITING
     after = None if unknown else latest.after
@@ -214,11 +217,15 @@ def _row(
     status = latest.status
     notes = [DRY_RUN_MARK] if dry_run else []
     writes = [item for item in line if item.status == UPDATED]
-    if status == UNCHANGED and change and writes:
-        # A later run found the line already right: the month's change is the earlier write.
-        status = UPDATED
-        notes.append(f"written by run {writes[-1].run_id}")
+    if status in (UNCHANGED, UPDATED) and writes:
+        # The month's change is what the writes left: a later run that found the line already
+        # right does not hide an earlier write, and a revert back to before is no change.
+        status = UPDATED if change else UNCHANGED
+        if latest.status == UNCHANGED and change:
+            notes.append(f"written by run {writes[-1].run_id}")
     notes += _revert_notes(line, runs)
+    # A revert run counts no users: the month's count is the latest sync's.
+    users = next((item.users for item in reversed(line) if item.users is not None), None)
     if unknown:
         notes.append(
             f"outcome unknown: run {latest.run_id} stopped while writing a change of "
@@ -230,7 +237,7 @@ def _row(
         client_id=latest.client_id,
         client_name=latest.client_name,
         contract_service_id=latest.contract_service_id,
-        users=latest.users,
+        users=users,
         before=before,
         after=after,
         change=change,
@@ -242,6 +249,11 @@ def _row(
         run_id=latest.run_id,
         run_kind=standing.kind if standing is not None else SYNC_RUN,
     )
+
+
+def _speaks_for_line(item: HistoryItem, runs: Mapping[int, RunRecord]) -> bool:
+    run = runs.get(item.run_id)
+    return run is None or run.kind != REVERT_RUN or item.status in (UPDATED, WRITING)
 
 
 def _revert_notes(line: Sequence[HistoryItem], runs: Mapping[int, RunRecord]) -> list[str]:
@@ -256,7 +268,7 @@ def _revert_notes(line: Sequence[HistoryItem], runs: Mapping[int, RunRecord]) ->
         if item.status == UPDATED:
             note = f"run {run.id} reverted {undone}"
         elif item is line[-1]:
-            note = f"run {run.id}, a revert of {undone}"
+            note = f"run {run.id}, a revert of {undone}, left it as it was ({item.message})"
         else:
             continue
         if note not in notes:
