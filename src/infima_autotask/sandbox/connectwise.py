@@ -516,28 +516,31 @@ class ConnectWiseHandler(BaseHandler):
         with state.lock:
             agreement = _get(state.agreements, seg[2], "Agreement")
             mine = [a for a in state.additions.values() if a["agreementId"] == agreement["id"]]
-            if len(seg) == 4:
-                _allow(method, "GET", "POST")
-                if method == "POST":
-                    _no_params(params)
-                    return self._create(agreement["id"], body)
-                reply = self._list("additions", mine, params)
-                shown = [a["id"] for a in mine]
-            else:
-                addition = _get({a["id"]: a for a in mine}, seg[4], "Addition")
-                _allow(method, "GET", "PATCH", "PUT", "DELETE")
+            addition = _get({a["id"]: a for a in mine}, seg[4], "Addition") if len(seg) == 5 else {}
+        # Writes take the lock themselves: a held write (apply-then-hold) must not block reads.
+        if len(seg) == 4:
+            _allow(method, "GET", "POST")
+            if method == "POST":
                 _no_params(params)
-                if method == "PATCH":
-                    return self._patch(addition, body)
-                if method == "PUT":
-                    return self._put(addition, body)
+                return self._create(agreement["id"], body)
+            with state.lock:
+                reply = self._list("additions", mine, params)
+            shown = [a["id"] for a in mine]
+        else:
+            _allow(method, "GET", "PATCH", "PUT", "DELETE")
+            _no_params(params)
+            if method == "PATCH":
+                return self._patch(addition, body)
+            if method == "PUT":
+                return self._put(addition, body)
+            with state.lock:
                 if method == "DELETE":
-                    del state.additions[addition["id"]]
+                    state.additions.pop(addition["id"], None)
                     state.deleted.append(dict(addition))
                     self._audit_entry(addition, "deleted", addition["quantity"], None, "api")
                     return Reply(204)
                 reply = json_reply(200, dict(addition))
-                shown = [addition["id"]]
+            shown = [addition["id"]]
         for addition_id in shown:  # another writer right after the tool's read
             self._concurrent(addition_id, "after-get")
         return reply
