@@ -56,6 +56,11 @@ def _tracking_identifier() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(27))
 
 
+def _api_member_key() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
 class Sandbox:
     """The simulated APIs, their data, injected faults and a request log."""
 
@@ -70,11 +75,10 @@ class Sandbox:
         self.api_key = secrets.token_urlsafe(32)
         self.latency = latency
         self.state = SandboxState(today=today or date.today())
-        # ConnectWise: an API member's key pair and the MSP's own clientId (a GUID).
-        self.cw_public_key = "".join(
-            secrets.choice(string.ascii_letters + string.digits) for _ in range(16)
-        )
-        self.cw_private_key = secrets.token_urlsafe(12)
+        # ConnectWise: an API member's key pair (16 letters and digits each, as ConnectWise
+        # makes them) and the MSP's own clientId (a GUID).
+        self.cw_public_key = _api_member_key()
+        self.cw_private_key = _api_member_key()
         self.cw_client_id = str(uuid.uuid4())
         self.cw = ConnectWiseState(today=self.state.today)
         if seed:
