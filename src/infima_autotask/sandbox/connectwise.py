@@ -37,7 +37,6 @@ from ._http import (
 )
 from .cw_data import (
     ADDITION_FIELDS,
-    COMPANY_ID,
     SYSTEM_VERSION,
     ConnectWiseState,
     now_stamp,
@@ -418,7 +417,7 @@ class ConnectWiseHandler(BaseHandler):
                 raise CwError(404, "NotFound", f"No resource matches {path!r}.")
             if endpoint == "cw:additions" and method != "GET":
                 endpoint = "cw:write"
-            if endpoint == "cw:write" and method != "GET" and self.cw.role == "read-only":
+            if endpoint == "cw:write" and self.cw.role == "read-only":
                 raise CwError(403, "Forbidden", "You do not have permission to edit agreements.")
             fault = self.sandbox.faults.take(endpoint)
             if fault is not None:
@@ -438,7 +437,7 @@ class ConnectWiseHandler(BaseHandler):
         if method != "GET":
             raise CwError(405, "MethodNotAllowed", f"Method {method} is not allowed here.")
         company = unquote(path[len("/login/companyinfo/") :])
-        if company != COMPANY_ID:
+        if company != self.sandbox.cw_company_id:
             return json_reply(200, None)
         with self.cw.lock:
             codebase = self.cw.codebase
@@ -449,7 +448,7 @@ class ConnectWiseHandler(BaseHandler):
                 "Codebase": codebase,
                 "VersionCode": "v2025.1",
                 "VersionNumber": "v4.6",
-                "CompanyID": COMPANY_ID,
+                "CompanyID": company,
                 "IsCloud": False,
                 "SiteUrl": self.headers.get("Host", ""),
             },
@@ -464,7 +463,7 @@ class ConnectWiseHandler(BaseHandler):
                 "A valid clientId header is required on every request "
                 "(https://developer.connectwise.com/ClientID).",
             )
-        expected = f"{COMPANY_ID}+{sandbox.cw_public_key}:{sandbox.cw_private_key}"
+        expected = f"{sandbox.cw_company_id}+{sandbox.cw_public_key}:{sandbox.cw_private_key}"
         scheme, _, token = (self.header("Authorization") or "").partition(" ")
         try:
             given = base64.b64decode(token, validate=True).decode("utf-8")
