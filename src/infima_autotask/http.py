@@ -1,6 +1,7 @@
 """The one HTTP choke point: timeouts, the read retry loop, URL safety and redaction.
 
-Both API clients send every request through :meth:`HttpClient.request`. Reads (GET and
+Every API client sends every request through :meth:`HttpClient.request` (or
+:meth:`HttpClient.exchange`, which also returns the answer's headers). Reads (GET and
 query POSTs) are retried on 429/502/503/504 and connection errors with exponential backoff
 and jitter, honouring ``Retry-After``. Creates are never retried here: SPEC §8 resolves a
 write whose outcome is unknown by re-reading first.
@@ -14,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -122,6 +123,14 @@ def check_url_safe(url: str) -> None:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A parsed answer and its headers (ConnectWise pages by ``Link`` header)."""
+
+    body: Any
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Bounds of the read retry loop."""
 
@@ -223,6 +232,32 @@ class HttpClient:
         Raises ApiRejected, AuthenticationError, ApiUnavailable, BadResponseError or
         UnsafeUrlError.
         """
+        return self.exchange(
+            method,
+            url,
+            auth=auth,
+            json_body=json_body,
+            text_body=text_body,
+            params=params,
+            retry=retry,
+            shown_as=shown_as,
+            expect_json=expect_json,
+        ).body
+
+    def exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: requests.auth.AuthBase | None = None,
+        json_body: Any = None,
+        text_body: str | None = None,
+        params: dict[str, Any] | None = None,
+        retry: bool,
+        shown_as: str | None = None,
+        expect_json: bool = True,
+    ) -> Answer:
+        """:meth:`request`, returning the answer's headers with its parsed body."""
         # Every request, not only authenticated ones: the zone lookup carries the username.
         check_url_safe(url)
         started = time.monotonic()
@@ -272,7 +307,7 @@ class HttpClient:
         params: dict[str, Any] | None,
         where: str,
         expect_json: bool,
-    ) -> Any:
+    ) -> Answer:
         settings = self._settings(url)
         headers = {"Content-Type": "text/plain; charset=utf-8"} if text_body is not None else None
         t0 = time.monotonic()
@@ -309,7 +344,7 @@ class HttpClient:
         log.debug("%s -> HTTP %d in %.2fs", where, response.status_code, elapsed)
         if log.isEnabledFor(logging.DEBUG) and json_body is not None:
             log.debug("request body: %s", redact(json.dumps(json_body)[:2000]))
-        return self._parse(response, where, expect_json=expect_json)
+        return Answer(self._parse(response, where, expect_json=expect_json), response.headers)
 
     def _parse(self, response: requests.Response, where: str, *, expect_json: bool = True) -> Any:
         status = response.status_code

@@ -1,12 +1,18 @@
-"""Loopback simulators of the Autotask REST API and the INFIMA Reporting API.
+"""Loopback simulators of the Autotask REST API, the INFIMA Reporting API and ConnectWise PSA.
 
-``Sandbox`` runs both on 127.0.0.1 (random ports) for the ``demo`` command, end-to-end
+``Sandbox`` runs them on 127.0.0.1 (random ports) for the ``demo`` command, end-to-end
 tests and benchmarks::
 
     with Sandbox() as sandbox:
         requests.get(sandbox.zone_url, params={"user": sandbox.username})
         sandbox.faults.add("ContractServiceAdjustments", "apply-then-drop")
         sandbox.units_on(data.ACME_CONTRACT_SERVICE_ID, date.today().replace(day=1))
+        sandbox.faults.add("cw:write", "apply-then-drop")
+        sandbox.cw.quantity(cw_data.JUNIPER_ADDITION_ID)
+
+ConnectWise is reached at ``cw_site`` with ``cw_company_id``, ``cw_public_key``,
+``cw_private_key`` and ``cw_client_id``; its data and knobs are ``sandbox.cw``
+(``ConnectWiseState``; seed IDs in ``infima_autotask.sandbox.cw_data``).
 
 Seed IDs are constants in ``infima_autotask.sandbox.data``. Tenant behaviour is switched on
 ``sandbox.state``: ``tenant_timezone`` and ``date_rule`` (how an adjustment's effectiveDate
@@ -18,23 +24,28 @@ from __future__ import annotations
 import secrets
 import string
 import threading
+import uuid
 from datetime import date
 from types import TracebackType
 from typing import Any
 
-from . import data
+from . import cw_data, data
 from ._http import Fault, Faults, RequestRecord, SandboxServer
 from .autotask import AutotaskHandler, InFlight, units_on
+from .connectwise import ConnectWiseHandler
+from .cw_data import ConnectWiseState
 from .data import InfimaClient, SandboxState
 from .infima import InfimaHandler
 
 __all__ = [
+    "ConnectWiseState",
     "Fault",
     "Faults",
     "InfimaClient",
     "RequestRecord",
     "Sandbox",
     "SandboxState",
+    "cw_data",
     "data",
 ]
 
@@ -45,10 +56,16 @@ def _tracking_identifier() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(27))
 
 
+def _api_member_key() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
+
+
 class Sandbox:
-    """Both simulated APIs, their data, injected faults and a request log."""
+    """The simulated APIs, their data, injected faults and a request log."""
 
     username: str = "sync-api@sandbox.example"
+    cw_company_id: str = cw_data.COMPANY_ID
 
     def __init__(
         self, *, today: date | None = None, latency: float = 0.0, seed: bool = True
@@ -58,32 +75,51 @@ class Sandbox:
         self.api_key = secrets.token_urlsafe(32)
         self.latency = latency
         self.state = SandboxState(today=today or date.today())
+        # ConnectWise: an API member's key pair (16 letters and digits each, as ConnectWise
+        # makes them) and the MSP's own clientId (a GUID).
+        self.cw_public_key = _api_member_key()
+        self.cw_private_key = _api_member_key()
+        self.cw_client_id = str(uuid.uuid4())
+        self.cw = ConnectWiseState(today=self.state.today)
         if seed:
             data.seed(self.state)
+            cw_data.seed(self.cw)
         self.faults = Faults()
         self.requests: list[RequestRecord] = []
         self.zone_url = ""
         self.autotask_url = ""
         self.infima_url = ""
+        self.cw_site = ""
         self._log_lock = threading.Lock()
         self._in_flight = InFlight()
         self._servers: list[SandboxServer] = []
         self._threads: list[threading.Thread] = []
 
     def __repr__(self) -> str:
-        return f"Sandbox(autotask_url={self.autotask_url!r}, infima_url={self.infima_url!r})"
+        return (
+            f"Sandbox(autotask_url={self.autotask_url!r}, infima_url={self.infima_url!r}, "
+            f"cw_site={self.cw_site!r})"
+        )
+
+    @property
+    def cw_url(self) -> str:
+        """The ConnectWise API base, ``{cw_site}/{codebase}apis/3.0/`` (follows the codebase)."""
+        with self.cw.lock:
+            return f"{self.cw_site}/{self.cw.codebase}apis/3.0/"
 
     def start(self) -> Sandbox:
-        """Start both servers on random loopback ports; returns self."""
+        """Start the servers on random loopback ports; returns self."""
         if self._servers:
             return self
         autotask = SandboxServer(AutotaskHandler, self)
         infima = SandboxServer(InfimaHandler, self)
-        self._servers = [autotask, infima]
+        connectwise = SandboxServer(ConnectWiseHandler, self)
+        self._servers = [autotask, infima, connectwise]
         base = f"http://127.0.0.1:{autotask.port}/atservicesrest/"
         self.autotask_url = base
         self.zone_url = f"{base}v1.0/zoneInformation"
         self.infima_url = f"http://127.0.0.1:{infima.port}"
+        self.cw_site = f"http://127.0.0.1:{connectwise.port}"
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever,
@@ -96,7 +132,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
-        """Stop both servers (a held write is released first)."""
+        """Stop the servers (a held write is released first)."""
         self.faults.release()
         for server in self._servers:
             server.shutdown()

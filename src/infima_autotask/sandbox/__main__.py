@@ -36,6 +36,13 @@ def main() -> None:
             f"#   export INFIMA_AUTOTASK_SECRET={sandbox.secret}",
             f"#   export INFIMA_AUTOTASK_INTEGRATION_CODE={sandbox.integration_code}",
             f"#   export INFIMA_API_KEY={sandbox.api_key}",
+            "",
+            "# ConnectWise PSA (`connect --psa connectwise`):",
+            f"#   site              {sandbox.cw_site}",
+            f"#   company id        {sandbox.cw_company_id}",
+            f"#   public key        {sandbox.cw_public_key}",
+            f"#   private key       {sandbox.cw_private_key}",
+            f"#   clientId          {sandbox.cw_client_id}",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by both simulators: replies, the request log, injected faults."""
+"""HTTP plumbing shared by the simulators: replies, the request log, injected faults."""
 
 from __future__ import annotations
 
@@ -30,7 +30,21 @@ AUTOTASK_FAULT_ENDPOINTS = {
     "zoneinformation",
 }
 INFIMA_FAULT_ENDPOINTS = {"infima:clients", "infima:users", "infima:partner"}
-PLAIN_KINDS = {"429", "500-errors", "500-bare", "503", "502", "drop", "timeout"}
+# ConnectWise: cw:write is every PATCH/PUT/POST/DELETE of an addition; cw:additions its reads.
+CONNECTWISE_FAULT_ENDPOINTS = {
+    "cw:companyinfo",
+    "cw:system",
+    "cw:companies",
+    "cw:agreements",
+    "cw:additions",
+    "cw:write",
+}
+ALL_FAULT_ENDPOINTS = (
+    AUTOTASK_FAULT_ENDPOINTS | INFIMA_FAULT_ENDPOINTS | CONNECTWISE_FAULT_ENDPOINTS
+)
+WRITE_FAULT_ENDPOINTS = {"contractserviceadjustments", "cw:write"}
+# 429-html: a Cloudflare-style HTML page (with Retry-After when retry_after is given).
+PLAIN_KINDS = {"429", "429-html", "500-errors", "500-bare", "503", "502", "drop", "timeout"}
 APPLY_KINDS = {"apply-then-drop", "apply-then-hold", "apply-then-500-bare"}
 _HOLD_LIMIT = 60.0  # a held write gives up waiting for release() after this, so stop() can't hang
 
@@ -108,12 +122,12 @@ class Faults:
         Raises ValueError for an unknown endpoint or kind, or a combination that makes no sense.
         """
         key = endpoint.lower()
-        if key not in AUTOTASK_FAULT_ENDPOINTS | INFIMA_FAULT_ENDPOINTS:
+        if key not in ALL_FAULT_ENDPOINTS:
             raise ValueError(f"unknown fault endpoint {endpoint!r}")
         if kind not in PLAIN_KINDS | APPLY_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
-        if kind in APPLY_KINDS and key != "contractserviceadjustments":
-            raise ValueError(f"{kind} applies to ContractServiceAdjustments only")
+        if kind in APPLY_KINDS and key not in WRITE_FAULT_ENDPOINTS:
+            raise ValueError(f"{kind} applies to ContractServiceAdjustments and cw:write only")
         if client_id is not None and key != "infima:users":
             raise ValueError("client_id applies to infima:users only")
         if times == 0 or times < -1:
@@ -169,14 +183,22 @@ class Faults:
             self.held.clear()
 
 
+def retry_after_header(fault: Fault) -> dict[str, str]:
+    """``Retry-After`` as the fault asks (none when ``retry_after`` is None)."""
+    if fault.retry_after is None:
+        return {}
+    seconds = fault.retry_after
+    return {"Retry-After": str(int(seconds)) if seconds == int(seconds) else str(seconds)}
+
+
 def fault_reply(fault: Fault) -> Reply:
     """The answer a plain fault gives (``timeout`` is handled by the caller)."""
     if fault.kind == "429":
-        headers = {}
-        if fault.retry_after is not None:
-            seconds = fault.retry_after
-            headers["Retry-After"] = str(int(seconds)) if seconds == int(seconds) else str(seconds)
-        return json_reply(429, {"errors": ["Simulated rate limit"]}, headers)
+        return json_reply(429, {"errors": ["Simulated rate limit"]}, retry_after_header(fault))
+    if fault.kind == "429-html":
+        reply = html_reply(429, "<title>Error 1015</title>You are being rate limited")
+        reply.headers.update(retry_after_header(fault))
+        return reply
     if fault.kind in ("500-errors",):
         return json_reply(500, {"errors": ["Simulated failure"]})
     if fault.kind in ("500-bare", "apply-then-500-bare"):

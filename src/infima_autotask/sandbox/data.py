@@ -33,6 +33,9 @@ Iris Architects        29683510    29684008     29685800     18     108: 20 acti
                                    (yearly from the 1st of month -5: none starts this month)
 =====================  ==========  ===========  ===========  =====  ======================
 
+INFIMA client 109 (Juniper Dental: 20 active, 1 inactive) is billed in ConnectWise: its
+company, agreement and addition are in ``cw_data``.
+
 Acme also has a Block Hours contract 29684009 (no services) and a second service on its
 Recurring Service contract (29685101, "Managed Backup" 30020). Contracts of clients 101-105 are
 billed monthly from the 1st: units rows exist for the previous month (approved and posted),
@@ -111,6 +114,8 @@ EVERGREEN_CLIENT_ID = 105  # no mapping in the demo
 GRANITE_CLIENT_ID = 106  # mapped: the demo's client billed from another day than the 1st
 HARBOR_CLIENT_ID = 107  # not in seed_mappings(): tests map it on purpose
 IRIS_CLIENT_ID = 108  # not in seed_mappings(): tests map it on purpose
+# Billed in ConnectWise (Juniper Dental, cw_data.JUNIPER_*): not in seed_mappings().
+JUNIPER_CLIENT_ID = 109
 
 GRANITE_START_DAY = 17  # Granite's billing periods start on the 17th
 
@@ -714,6 +719,7 @@ def seed(state: SandboxState) -> None:
         state.add_infima_client(GRANITE_CLIENT_ID, "Granite Dental", 14)
         state.add_infima_client(HARBOR_CLIENT_ID, "Harbor Physio", 11)
         state.add_infima_client(IRIS_CLIENT_ID, "Iris Architects", 20)
+        state.add_infima_client(JUNIPER_CLIENT_ID, "Juniper Dental", 20, 1)
 
 
 # client id: (INFIMA name, account id, account name, contract id, contract service id)
