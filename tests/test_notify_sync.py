@@ -170,6 +170,9 @@ def test_an_undelivered_webhook_is_a_warning_kept_with_the_run(tool, hc, how):
     (line,) = result.stderr.splitlines()  # -q: the warning alone, because it needs a person
     assert line.startswith("Warning: webhook notification not delivered: ")
     assert FAILING[how] in line
+    # Nothing to run again: the run stands, and the channel can be checked on its own.
+    assert "run again" not in line and "Try again later" not in line
+    assert line.endswith("The run is unaffected; `infima-autotask notify test` checks the channel.")
     assert "http://127.0.0.1:" in line and "/…" in line and "hookToken" not in line
     assert len(tool.sb.adjustments()) == 1  # the run wrote, and was not lost
     (run,) = tool.runs()
@@ -306,3 +309,22 @@ def test_ctrl_c_during_the_end_notifications_keeps_the_exit_code(tool, hook, hc)
     assert result.stderr == "Warning: notifications interrupted; the rest were not sent.\n"
     assert len(tool.sb.adjustments()) == 1 and tool.runs()[0].outcome == "ok"
     assert hook.received == []  # the webhook comes after the ping, and was not sent
+
+
+def test_a_revert_notifies_like_a_sync(tool, hook, hc):
+    """A revert writes billing changes too: the webhook hears it and the healthcheck pings."""
+    tool.write({"webhook_url": hook.url(HOOK_PATH), "healthcheck_url": hc.url(PING_PATH)})
+    assert tool.run("sync").exit_code == 0
+    (synced,) = tool.runs()
+    hook.received.clear()
+    hc.received.clear()
+
+    result = tool.run("revert", str(synced.id), "--yes")
+    assert result.exit_code == 0, result.output
+    assert hc.paths() == [f"{PING_PATH}/start", PING_PATH]
+    (request,) = hook.received
+    document = request.json()
+    reverting = tool.runs()[0]
+    assert document["run_id"] == reverting.id and document["exit_code"] == 0
+    assert document["text"].startswith(f"Revert of run {synced.id}, period ")
+    assert document["summary"]["updated"] == 1

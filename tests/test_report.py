@@ -359,7 +359,7 @@ def test_output_that_cannot_be_written_is_an_error(invoke, month, tmp_path):
     result = invoke("report", "--month", PERIOD, "--format", "csv", "--output", str(target))
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr.startswith(f"Error: Cannot write the report to {target}: ")
-    assert result.stderr.endswith("Choose a writable path.\n")
+    assert result.stderr.endswith("choose another --output.\n")
 
 
 # -- odd months ------------------------------------------------------------------------------
@@ -543,3 +543,13 @@ def test_report_after_a_real_sync_makes_no_request(invoke, setup, fake, requests
     assert (rows[101]["unit_price"], rows[101]["money_change"]) == (4.5, 9.0)
     assert (rows[101]["effective"], rows[102]["status"]) == ("2026-12-01", "unchanged")
     assert document["totals"]["money_change"] == 9.0
+
+
+def test_output_into_a_folder_that_does_not_exist_is_refused(invoke, history, tmp_path):
+    sync_run(history, PERIOD, [record(101, "unchanged", before=7)])
+    target = tmp_path / "no-such-folder" / "report.csv"
+    result = invoke("report", "--month", PERIOD, "--format", "csv", "--output", str(target))
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: Cannot write the report to ")
+    assert "does not exist" in result.stderr
+    assert not target.parent.exists()

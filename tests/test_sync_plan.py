@@ -145,7 +145,9 @@ LIMITS = SyncSettings(max_decrease_percent=50, max_increase_percent=100)
         (4, 10, LIMITS, True, "planned", 4, "lifted by --yes"),
         (75, 100, SyncSettings(max_decrease_percent=25), False, "planned", 75, ""),
         (74, 100, SyncSettings(max_decrease_percent=25), False, "held", 100, "drop of 26%"),
-        (2, 3, SyncSettings(max_decrease_percent=33.3), False, "held", 3, "drop of 33%"),
+        (2, 3, SyncSettings(max_decrease_percent=33.3), False, "held", 3, "drop of 33.33%"),
+        # 22.5% over a 22% limit once read "drop of 22% ... over 22%" (rounded to the limit)
+        (31, 40, SyncSettings(max_decrease_percent=22), False, "held", 40, "drop of 22.5% (40"),
         (2, 3, SyncSettings(max_decrease_percent=33.34), False, "planned", 2, ""),
         # increase: only when set; exactly the limit is not held
         (1000, 10, SyncSettings(), False, "planned", 1000, ""),

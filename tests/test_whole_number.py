@@ -88,8 +88,11 @@ def test_an_option_refuses_what_is_not_a_whole_number(invoke, offline, option, t
             f"{text!r} is not a whole number.",
             f"{text!r} is not a positive whole number.",
             f"{text!r} is not a whole number of 0 or more.",
+            f"{text!r} is too large (at most 9223372036854775807).",
         )
     )
+    if text == HUGE:  # positive, only too large: said so, not "not a positive whole number"
+        assert errors[-1].endswith("is too large (at most 9223372036854775807).")
 
 
 def test_history_options_take_ascii_digits_with_spaces(invoke, setup, fake):

@@ -124,7 +124,16 @@ def smtp_password(username: str, env: Mapping[str, str] | None = None) -> str:
         # The password reaches the keyring by hand (`keyring set`), not through `connect`, so
         # the rule that keeps secrets out of unencrypted keyrings is applied here instead.
         _refuse_plaintext(env, outcome="the SMTP password was not read from it")
-        password = read_keyring(smtp_key_name(username), env)
+        fix = (
+            f"set {ENV_SMTP_PASSWORD}, or store it in the keyring (service {KEYRING_SERVICE}, "
+            f"name {smtp_key_name(username)})"
+        )
+        try:
+            password = read_keyring(smtp_key_name(username), env)
+        except CredentialsError as exc:
+            raise CredentialsError(
+                f"No SMTP password for {username}: {exc.message.rstrip('.')}; {fix}."
+            ) from None
         if not password:
             raise CredentialsError(
                 f"No SMTP password for {username}: set {ENV_SMTP_PASSWORD}, or store it in the "

@@ -101,7 +101,11 @@ def report_message(report: SyncReport, exit_code: int) -> RunMessage:
             headline=f"Period {report.period}: nothing due.",
         )
     line = summary_line(
-        report.period, report.summary, dry_run=report.dry_run, relation=report.relation
+        report.period,
+        report.summary,
+        dry_run=report.dry_run,
+        relation=report.relation,
+        reverts=report.reverts,
     )
     if report.interrupted:
         line += "; interrupted: the rest was not sent"
@@ -473,7 +477,14 @@ class Delivery:
 
     @property
     def warning(self) -> str:
-        return f"{self.channel} notification not delivered: {self.problem}"
+        # The run itself is done and stands: nothing is to be run again for this.
+        problem = (self.problem or "").removesuffix(".")
+        for advice in (" Try again later", ", then run again", " Try again later; if it persists"):
+            problem = problem.split(advice)[0] if advice in problem else problem
+        return (
+            f"{self.channel} notification not delivered: {problem.rstrip('.;, ')}. The run is "
+            "unaffected; `infima-autotask notify test` checks the channel."
+        )
 
 
 _TOKEN_LENGTH = 16  # shorter paths (/hook) are no token, and masking them would garble logs

@@ -497,8 +497,15 @@ def save_report(path: Path, text: str) -> None:
     """Write the report to ``path`` atomically (mode 0600: it names clients and money).
 
     Raises:
-        UsageError: the file cannot be written.
+        UsageError: the folder does not exist, or the file cannot be written.
     """
+    folder = path.expanduser().parent
+    if not folder.is_dir():
+        # A mistyped path must not quietly become a new folder nobody looks in.
+        raise UsageError(
+            f"Cannot write the report to {path}: the folder {folder} does not exist. "
+            "Create it first, or choose another --output."
+        )
     try:
         write_atomically(path, text.encode("utf-8"))
     except OSError as exc:

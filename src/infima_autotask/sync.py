@@ -229,6 +229,13 @@ def _percent(value: float) -> str:
     return f"{value:g}%"
 
 
+def _share(part: int, whole: int) -> str:
+    """``part`` of ``whole`` in percent, cut (not rounded) to two decimals: a drop of 22.5%
+    over a 22% limit reads 22.5%, not 22% (the limit itself), and 1/3 over 33.3% reads 33.33%."""
+    hundredths = part * 10_000 // whole
+    return f"{float(Fraction(hundredths, 100)):g}%"
+
+
 def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> str | None:
     """The liftable hold (SPEC §8) of a units change, or None."""
     lift = f"if it is right, run `infima-autotask sync --client {client_id} --yes`"
@@ -237,9 +244,9 @@ def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> 
     # Exact arithmetic so "exactly the limit" is never held by rounding (93.6 * 1375 in floats
     # is 128699.99999999999, so a drop of exactly 93.6% was held).
     if target < before and (before - target) * 100 > exact(settings.max_decrease_percent) * before:
-        drop = (before - target) * 100 / before
         return (
-            f"drop of {drop:.0f}% ({before} -> {target}) is over max_decrease_percent "
+            f"drop of {_share(before - target, before)} ({before} -> {target}) is over "
+            "max_decrease_percent "
             f"{_percent(settings.max_decrease_percent)}; {lift}"
         )
     rise_limit = settings.max_increase_percent
@@ -248,7 +255,7 @@ def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> 
         and target > before
         and (target - before) * 100 > exact(rise_limit) * before
     ):
-        rise = f"{(target - before) * 100 / before:.0f}%" if before else "from 0"
+        rise = _share(target - before, before) if before else "from 0"
         return (
             f"rise {rise} ({before} -> {target}) is over max_increase_percent "
             f"{_percent(rise_limit)}; {lift}"

@@ -16,7 +16,12 @@ from tabulate import tabulate
 from infima_autotask.errors import InfimaAutotaskError, UsageError
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import parse_month
-from infima_autotask.whole_number import NotWholeNumberError, OutOfRangeError, parse_whole
+from infima_autotask.whole_number import (
+    MAX_INT,
+    NotWholeNumberError,
+    OutOfRangeError,
+    parse_whole,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +108,9 @@ class _Whole(_ParamType):
         except NotWholeNumberError:
             self.fail(f"{value!r} is not a whole number.", param, ctx)
         except OutOfRangeError:
+            text = str(value).strip()
+            if not text.startswith("-") and text.lstrip("0"):  # above the range, not below
+                self.fail(f"{value!r} is too large (at most {MAX_INT}).", param, ctx)
             kind = "a positive whole number" if self.low else "a whole number of 0 or more"
             self.fail(f"{value!r} is not {kind}.", param, ctx)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from infima_autotask import notify
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import ID, Command, get_runtime, json_option, warn
-from infima_autotask.cli.cmd_sync import INTERRUPTED, interruptible, render_report
+from infima_autotask.cli.cmd_sync import INTERRUPTED, Notifications, interruptible, render_report
 from infima_autotask.revert import RevertOptions, run_revert
 from infima_autotask.runner import SyncReport
 from infima_autotask.runtime import Runtime
@@ -56,15 +57,25 @@ def revert(run_id: int, dry_run: bool, yes: bool, as_json: bool) -> None:
         if not agreed:
             warn("Nothing was written.")
             return
-    report = _run(runtime, run_id, dry_run=dry_run)
+    # A revert writes to Autotask like a sync: the same notifications tell the same people.
+    notifications = Notifications.of(runtime, dry_run=dry_run)
+    report = notifications.run(
+        lambda: _run(runtime, run_id, dry_run=dry_run),
+        period=lambda: f"revert of run {run_id}",
+        dry_run=dry_run,
+    )
     render_report(report, as_json=as_json)
     if report.interrupted:
         warn(
             f"Interrupted: {report.summary[UPDATED]} of {report.writes_planned} changes "
             f"written; the rest not sent; run `infima-autotask revert {run_id}` again to finish."
         )
+        notifications.finish(notify.report_message(report, INTERRUPTED))
         raise click.exceptions.Exit(INTERRUPTED)
-    _exit(report)
+    code = report.exit_code()
+    notifications.finish(notify.report_message(report, code))
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 def _run(runtime: Runtime, run_id: int, *, dry_run: bool) -> SyncReport:

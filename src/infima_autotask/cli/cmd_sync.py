@@ -208,8 +208,12 @@ def sync(
             runtime.config.autotask.timezone,
         )
     options = replace(options, plan=reviewed)
-    notifications = _Notifications.of(runtime, dry_run=dry_run)
-    report = notifications.run(lambda: _run(runtime, options, quiet), options)
+    notifications = Notifications.of(runtime, dry_run=dry_run)
+    report = notifications.run(
+        lambda: _run(runtime, options, quiet),
+        period=lambda: notify.expected_period(runtime, options),
+        dry_run=dry_run,
+    )
     if report.interrupted:
         render_report(report, as_json=as_json, show_all=show_all)
         written = report.summary[UPDATED]
@@ -243,10 +247,10 @@ class _Interrupted(click.exceptions.Exit):
         self.run_id = run_id
 
 
-class _Notifications:
-    """A sync's notifications (``notify.py``) around its real run: a failed delivery is a
-    ``Warning:`` line on stderr (even with -q: it needs a person) kept with the run in the
-    history, never a changed exit code."""
+class Notifications:
+    """A sync's or a revert's notifications (``notify.py``) around its real run: a failed
+    delivery is a ``Warning:`` line on stderr (even with -q: it needs a person) kept with the
+    run in the history, never a changed exit code."""
 
     def __init__(self, runtime: Runtime, notifier: notify.Notifier | None) -> None:
         self.runtime = runtime
@@ -254,28 +258,32 @@ class _Notifications:
         self.started: list[notify.Delivery] = []
 
     @classmethod
-    def of(cls, runtime: Runtime, *, dry_run: bool) -> _Notifications:
+    def of(cls, runtime: Runtime, *, dry_run: bool) -> Notifications:
         return cls(runtime, notify.notifier_for(runtime, dry_run=dry_run))
 
-    def run(self, run: Callable[[], SyncReport], options: SyncOptions) -> SyncReport:
-        """``run()`` between the start and, when it stops with an error, the failure notices."""
+    def run(
+        self, run: Callable[[], SyncReport], *, period: Callable[[], str], dry_run: bool
+    ) -> SyncReport:
+        """``run()`` between the start and, when it stops with an error, the failure notices
+        (naming ``period()``, as the run could not say it)."""
         if self.notifier is None:
             return run()
         self.started = self._send(self.notifier.start, before_run=True)
         try:
             return run()
         except InfimaAutotaskError as exc:
-            self._stopped(options, exc.exit_code, exc.message, exc.run_id)
+            self._stopped(period(), dry_run, exc.exit_code, exc.message, exc.run_id)
             raise
         except _Interrupted as stop:
-            self._stopped(options, INTERRUPTED, stop.text, stop.run_id)
+            self._stopped(period(), dry_run, INTERRUPTED, stop.text, stop.run_id)
             raise
 
-    def _stopped(self, options: SyncOptions, code: int, text: str, run_id: int | None) -> None:
-        period = notify.expected_period(self.runtime, options)
+    def _stopped(
+        self, period: str, dry_run: bool, code: int, text: str, run_id: int | None
+    ) -> None:
         self.finish(
             notify.error_message(
-                period=period, dry_run=options.dry_run, exit_code=code, error=text, run_id=run_id
+                period=period, dry_run=dry_run, exit_code=code, error=text, run_id=run_id
             )
         )
 
