@@ -390,7 +390,7 @@ def test_connect_infima_url_from_the_environment(invoke, requests_mock, memkeyri
 def test_connect_infima_never_overwrites_a_broken_config(
     invoke, infima_ok, memkeyring, config_path
 ):
-    config_path.write_bytes(b"version: 2\n")
+    config_path.write_bytes(b"version: 3\n")
     before = config_path.read_bytes()
     result = invoke("connect", "--infima", "--api-key-stdin", input=API_KEY + "\n")
     assert result.exit_code == 2
@@ -650,7 +650,7 @@ def test_validate_lists_every_problem(invoke, config_path):
     mappings[0]["min_units"] = 20
     mappings[0]["max_units"] = 10
     mappings[1]["contract_service_id"] = mappings[0]["contract_service_id"]
-    doc = make_config(mappings, version=2, sync={"timezone": "Mars/Olympus"}, surprise=True)
+    doc = make_config(mappings, version=3, sync={"timezone": "Mars/Olympus"}, surprise=True)
     write_config(config_path, doc)
     result = invoke("validate")
     assert result.exit_code == 2

@@ -174,10 +174,10 @@ BAD_DOCUMENTS = [
     ([1, 2], "(document)", "must be a mapping"),
     ("version: 1", "(document)", "must be a mapping"),
     ({"mappings": []}, "version", "missing"),
-    (_doc(version=2), "version", "must be 1, got 2"),
-    (_doc(version="1"), "version", "must be 1, got '1'"),
-    (_doc(version=True), "version", "must be 1, got true"),
-    (_doc(version=1.0), "version", "must be 1"),
+    (_doc(version=3), "version", "must be 1, or 2 with other PSAs, got 3"),
+    (_doc(version="1"), "version", "must be 1, or 2 with other PSAs, got '1'"),
+    (_doc(version=True), "version", "must be 1, or 2 with other PSAs, got true"),
+    (_doc(version=1.0), "version", "must be 1, or 2 with other PSAs"),
     (_doc(mapings=[]), "mapings", "unknown key; did you mean 'mappings'?"),
     (_doc(zzz=1), "zzz", "unknown key"),
     (_doc(autotask={"user_name": "x"}), "autotask.user_name", "did you mean 'username'?"),
@@ -332,7 +332,7 @@ def test_all_problems_are_reported_at_once():
         parse_config(data, "/p/config.yaml")
     details = info.value.details
     expected = [
-        "version: must be 1, got 3",
+        "version: must be 1, or 2 with other PSAs, got 3",
         "extra: unknown key",
         "sync.timezone: unknown IANA time zone 'Nowhere/City' (e.g. 'America/New_York')",
         "sync.max_decrease_percent: must be a number from 0 to 100, got 500",
@@ -352,7 +352,7 @@ def test_all_problems_are_reported_at_once():
 
 def test_one_problem_is_singular():
     with pytest.raises(ConfigError) as info:
-        parse_config({"version": 2}, "/c.yaml")
+        parse_config({"version": 3}, "/c.yaml")
     assert "(1 problem);" in info.value.message
 
 

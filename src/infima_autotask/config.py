@@ -25,7 +25,12 @@ from .whole_number import MAX_INT
 log = logging.getLogger(__name__)
 
 DEFAULT_INFIMA_URL = "https://app.infimasecapis.com"
-CONFIG_VERSION = 1
+CONFIG_VERSION = 1  # what a file with only Autotask mappings keeps
+VERSIONS = (1, 2)  # 2: other PSAs (SPEC §10); every version 1 file stays valid as it is
+
+AUTOTASK, CONNECTWISE, HALO = "autotask", "connectwise", "halo"
+PSAS = (AUTOTASK, CONNECTWISE, HALO)
+PSA_NAMES = {AUTOTASK: "Autotask", CONNECTWISE: "ConnectWise", HALO: "HaloPSA"}
 
 _VALIDATE_HINT = "fix them and run `infima-autotask validate`."
 
@@ -39,6 +44,26 @@ class AutotaskSettings:
     api_url: str | None = None
     # IANA name of the tenant's time zone: the effectiveDate of a write lands on its date there.
     timezone: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectWiseSettings:
+    """The `connectwise` section (config version 2); the private key is never here."""
+
+    site: str | None = None  # na.myconnectwise.net, or an on-premises host
+    company_id: str | None = None  # the company id typed at ConnectWise's login
+    public_key: str | None = None
+    client_id: str | None = None  # the MSP's own clientId from ConnectWise's developer portal
+    codebase: str | None = None  # written by `connect` ("v2025_1/")
+
+
+@dataclass(frozen=True)
+class HaloSettings:
+    """The `halo` section (config version 2); the client secret is never here."""
+
+    url: str | None = None
+    tenant: str | None = None  # hosted Halo only
+    client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +123,14 @@ class NotifySettings:
 
 @dataclass(frozen=True)
 class ClientMapping:
-    """One INFIMA client mapped to one Autotask Contract Service, with its overrides."""
+    """One INFIMA client mapped to one PSA line, with its overrides.
+
+    Every PSA's line is held in the same three ids, so the engine needs no PSA's words:
+    ``contract_id``, ``contract_service_id`` and ``service_id`` are Autotask's contract,
+    contract service and service; ConnectWise's agreement, addition and product
+    (``agreement_id``, ``addition_id``, ``product_id`` in the file); for Halo the subscription
+    is the ``contract_service_id`` (``subscription_id`` in the file) and the other two are 0.
+    """
 
     client_id: int
     account_id: int
@@ -117,9 +149,12 @@ class ClientMapping:
     overwrite_cost: bool | None = None
     prorate: bool | None = None
     note: str | None = None
+    psa: str = AUTOTASK
 
     def effective_overwrite_cost(self, sync: SyncSettings) -> bool:
-        """The mapping's `overwrite_cost`, else the `sync` default."""
+        """The mapping's `overwrite_cost`, else the `sync` default (never for Halo)."""
+        if self.psa == HALO:
+            return False
         return sync.overwrite_cost if self.overwrite_cost is None else self.overwrite_cost
 
     def effective_prorate(self, sync: SyncSettings) -> bool:
@@ -142,6 +177,14 @@ class Config:
     sync: SyncSettings = field(default_factory=SyncSettings)
     notify: NotifySettings | None = None  # None: no `notify` section in the file
     mappings: tuple[ClientMapping, ...] = ()
+    connectwise: ConnectWiseSettings | None = None
+    halo: HaloSettings | None = None
+
+    @property
+    def needs_version_2(self) -> bool:
+        """Another PSA is set up or mapped: the file must say ``version: 2``."""
+        others = any(mapping.psa != AUTOTASK for mapping in self.mappings)
+        return others or self.connectwise is not None or self.halo is not None
 
     def mapping_for(self, client_id: int) -> ClientMapping | None:
         """The mapping of `client_id`, or None."""
@@ -171,8 +214,20 @@ class Config:
 
 # --- key order of SPEC §6 (also the known keys of each level) -------------------------
 
-_TOP_KEYS = ("version", "state_dir", "autotask", "infima", "sync", "notify", "mappings")
+_TOP_KEYS = (
+    "version",
+    "state_dir",
+    "autotask",
+    "connectwise",
+    "halo",
+    "infima",
+    "sync",
+    "notify",
+    "mappings",
+)
 _AUTOTASK_KEYS = ("username", "integration_code", "api_url", "timezone")
+_CONNECTWISE_KEYS = ("site", "company_id", "public_key", "client_id", "codebase")
+_HALO_KEYS = ("url", "tenant", "client_id")
 _INFIMA_KEYS = ("api_url", "counts_file", "count_users_without_status")
 _SYNC_KEYS = (
     "timezone",
@@ -206,6 +261,56 @@ _MAPPING_KEYS = (
     "note",
 )
 _ID_KEYS = ("client_id", "account_id", "contract_id", "contract_service_id", "service_id")
+_OVERRIDE_KEYS = _MAPPING_KEYS[_MAPPING_KEYS.index("enabled") :]
+# Each PSA's words in the file for the line's ids and names (file key -> ClientMapping field).
+_LINE_KEYS: dict[str, dict[str, str]] = {
+    AUTOTASK: {
+        key: key
+        for key in ("account_id", "account_name", "contract_id", "contract_name")
+        + ("contract_service_id", "service_id", "service_name")
+    },
+    CONNECTWISE: {
+        "account_id": "account_id",
+        "account_name": "account_name",
+        "agreement_id": "contract_id",
+        "agreement_name": "contract_name",
+        "addition_id": "contract_service_id",
+        "product_id": "service_id",
+        "product_name": "service_name",
+    },
+    HALO: {
+        "account_id": "account_id",
+        "account_name": "account_name",
+        "subscription_id": "contract_service_id",
+        "subscription_name": "service_name",
+    },
+}
+# Overrides that mean nothing on a PSA, with the reason the operator reads.
+_NOT_FOR: dict[str, dict[str, str]] = {
+    AUTOTASK: {},
+    CONNECTWISE: {"prorate": "ConnectWise keeps no billing periods to prorate"},
+    HALO: {
+        "prorate": "Halo keeps no billing periods to prorate",
+        "overwrite_cost": "a Halo subscription has no unit cost to overwrite",
+        "unit_cost": "a Halo subscription has no unit cost to overwrite",
+    },
+}
+
+
+def line_key(psa: str, field_name: str) -> str:
+    """The file's word for a line field on ``psa`` (``contract_service_id`` is ConnectWise's
+    ``addition_id``)."""
+    for key, name in _LINE_KEYS[psa].items():
+        if name == field_name:
+            return key
+    return field_name
+
+
+def _mapping_keys(psa: str) -> tuple[str, ...]:
+    overrides = tuple(key for key in _OVERRIDE_KEYS if key not in _NOT_FOR[psa])
+    return ("client_id", "client_name", "psa", *_LINE_KEYS[psa], *overrides)
+
+
 # Company 0 is real in Autotask: every tenant's own organization. Other ids start at 1.
 _ZERO_ALLOWED_IDS = frozenset({"account_id"})
 
@@ -508,35 +613,50 @@ def _parse_notify(data: dict[Any, Any], problems: list[str]) -> NotifySettings |
 
 
 def _parse_mapping(
-    entry: object, index: int, sync: SyncSettings | None, problems: list[str]
+    entry: object, index: int, sync: SyncSettings | None, version: object, problems: list[str]
 ) -> ClientMapping | None:
     prefix = f"mappings[{index}]"
     if not isinstance(entry, dict):
         problems.append(f"{prefix}: must be a mapping of keys, got {describe(entry)}")
         return None
-    s = _Section(entry, prefix, _MAPPING_KEYS, problems)
-    ids = {
-        key: s.integer(key, required=True, positive=key not in _ZERO_ALLOWED_IDS)
-        for key in _ID_KEYS
-    }
+    psa = AUTOTASK if entry.get("psa") is None else entry["psa"]
+    if psa not in PSAS:
+        problems.append(f"{prefix}.psa: must be one of {', '.join(PSAS)}, got {describe(psa)}")
+        return None
+    if psa != AUTOTASK and version == 1:
+        problems.append(
+            f"{prefix}.psa: a {PSA_NAMES[psa]} mapping needs `version: 2` at the top of the file"
+        )
+    s = _Section(entry, prefix, (*_mapping_keys(psa), *_NOT_FOR[psa]), problems)
+    for key, reason in _NOT_FOR[psa].items():
+        if entry.get(key) is not None:
+            s.report(key, f"does not apply to a {PSA_NAMES[psa]} mapping: {reason}")
+    line: dict[str, Any] = {}
+    for key, name in _LINE_KEYS[psa].items():
+        if key.endswith("_id"):
+            zero = psa == AUTOTASK and key in _ZERO_ALLOWED_IDS
+            line[name] = s.integer(key, required=True, positive=not zero)
+        else:
+            line[name] = s.string(key)
     mapping = ClientMapping(
-        client_id=ids["client_id"],
-        account_id=ids["account_id"],
-        contract_id=ids["contract_id"],
-        contract_service_id=ids["contract_service_id"],
-        service_id=ids["service_id"],
+        client_id=s.integer("client_id", required=True, positive=True),
+        account_id=line["account_id"],
+        contract_id=line.get("contract_id", 0),
+        contract_service_id=line["contract_service_id"],
+        service_id=line.get("service_id", 0),
         client_name=s.string("client_name"),
-        account_name=s.string("account_name"),
-        contract_name=s.string("contract_name"),
-        service_name=s.string("service_name"),
+        account_name=line.get("account_name"),
+        contract_name=line.get("contract_name"),
+        service_name=line.get("service_name"),
         enabled=s.boolean("enabled", True),
         exclude_users=s.integer("exclude_users", 0),
         min_units=s.integer("min_units", None, nullable=True),
         max_units=s.integer("max_units", None, nullable=True),
-        unit_cost=s.number("unit_cost", None, nullable=True),
-        overwrite_cost=s.boolean("overwrite_cost", None, nullable=True),
-        prorate=s.boolean("prorate", None, nullable=True),
+        unit_cost=s.number("unit_cost", None, nullable=True) if psa != HALO else None,
+        overwrite_cost=(s.boolean("overwrite_cost", None, nullable=True) if psa != HALO else None),
+        prorate=s.boolean("prorate", None, nullable=True) if psa == AUTOTASK else None,
         note=s.string("note"),
+        psa=psa,
     )
     low, high = mapping.min_units, mapping.max_units
     if isinstance(low, int) and isinstance(high, int) and low > high:
@@ -550,6 +670,57 @@ def _parse_mapping(
     ):
         s.report("unit_cost", "required when overwrite_cost is true (here or in sync.unit_cost)")
     return mapping
+
+
+def _check_lines_unique(mappings: list[tuple[int, ClientMapping]], problems: list[str]) -> None:
+    """A PSA line is mapped at most once (the same id on two PSAs is two lines)."""
+    seen: dict[tuple[str, int], int] = {}
+    for index, mapping in mappings:
+        value = mapping.contract_service_id
+        if not isinstance(value, int):
+            continue
+        key = line_key(mapping.psa, "contract_service_id")
+        if (mapping.psa, value) in seen:
+            problems.append(
+                f"mappings[{index}].{key}: duplicate {key} {value}, also in "
+                f"mappings[{seen[(mapping.psa, value)]}]"
+            )
+        else:
+            seen[(mapping.psa, value)] = index
+
+
+def _parse_connectwise(
+    data: dict[Any, Any], version: object, problems: list[str]
+) -> ConnectWiseSettings | None:
+    if data.get("connectwise") is None:
+        return None
+    s = _sub_section(data, "connectwise", _CONNECTWISE_KEYS, problems)
+    if s is None:
+        return None
+    if version == 1:
+        problems.append("connectwise: needs `version: 2` at the top of the file")
+    return ConnectWiseSettings(
+        site=s.string("site", non_empty=True),
+        company_id=s.string("company_id", non_empty=True),
+        public_key=s.string("public_key", non_empty=True),
+        client_id=s.string("client_id", non_empty=True),
+        codebase=s.string("codebase", non_empty=True),
+    )
+
+
+def _parse_halo(data: dict[Any, Any], version: object, problems: list[str]) -> HaloSettings | None:
+    if data.get("halo") is None:
+        return None
+    s = _sub_section(data, "halo", _HALO_KEYS, problems)
+    if s is None:
+        return None
+    if version == 1:
+        problems.append("halo: needs `version: 2` at the top of the file")
+    return HaloSettings(
+        url=s.string("url", url=True),
+        tenant=s.string("tenant", non_empty=True),
+        client_id=s.string("client_id", non_empty=True),
+    )
 
 
 def _check_unique(mappings: list[tuple[int, ClientMapping]], key: str, problems: list[str]) -> None:
@@ -578,11 +749,13 @@ def _validate(data: object, problems: list[str]) -> Config | None:
     top = _Section(data, "", _TOP_KEYS, problems)
     version = data.get("version", _MISSING)
     if version is _MISSING:
-        problems.append(f"version: missing (required; must be {CONFIG_VERSION})")
-    elif not isinstance(version, int) or isinstance(version, bool) or version != CONFIG_VERSION:
-        problems.append(f"version: must be {CONFIG_VERSION}, got {describe(version)}")
+        problems.append("version: missing (required; 1, or 2 with other PSAs)")
+    elif not isinstance(version, int) or isinstance(version, bool) or version not in VERSIONS:
+        problems.append(f"version: must be 1, or 2 with other PSAs, got {describe(version)}")
     state_dir = top.string("state_dir", non_empty=True)
     autotask = _parse_autotask(data, problems)
+    connectwise = _parse_connectwise(data, version, problems)
+    halo = _parse_halo(data, version, problems)
     infima = _parse_infima(data, problems)
     sync = _parse_sync(data, problems)
     notify = _parse_notify(data, problems)
@@ -593,22 +766,24 @@ def _validate(data: object, problems: list[str]) -> Config | None:
         problems.append(f"mappings: must be a list of mappings, got {describe(raw)}")
     elif raw is not None:
         for index, entry in enumerate(raw):
-            mapping = _parse_mapping(entry, index, sync, problems)
+            mapping = _parse_mapping(entry, index, sync, version, problems)
             if mapping is not None:
                 mappings.append((index, mapping))
     _check_unique(mappings, "client_id", problems)
-    _check_unique(mappings, "contract_service_id", problems)
+    _check_lines_unique(mappings, problems)
 
     if problems or autotask is None or infima is None or sync is None:
         return None
     return Config(
-        version=CONFIG_VERSION,
+        version=version,
         state_dir=state_dir,
         autotask=autotask,
         infima=infima,
         sync=sync,
         notify=notify,
         mappings=tuple(m for _, m in mappings),
+        connectwise=connectwise,
+        halo=halo,
     )
 
 
@@ -662,8 +837,17 @@ def load_config_or_default(path: Path) -> Config:
     return load_config(path)
 
 
-def _mapping_to_dict(m: ClientMapping) -> dict[str, Any]:
-    return {key: getattr(m, key) for key in _MAPPING_KEYS}
+def _mapping_to_dict(m: ClientMapping, *, version: int) -> dict[str, Any]:
+    """A mapping in its PSA's words; a version 1 file's mappings stay as they always were."""
+    doc: dict[str, Any] = {"client_id": m.client_id, "client_name": m.client_name}
+    if version >= 2:
+        doc["psa"] = m.psa
+    for key, name in _LINE_KEYS[m.psa].items():
+        doc[key] = getattr(m, name)
+    for key in _OVERRIDE_KEYS:
+        if key not in _NOT_FOR[m.psa]:
+            doc[key] = getattr(m, key)
+    return doc
 
 
 def _email_to_dict(email: EmailSettings | None) -> dict[str, Any] | None:
@@ -690,18 +874,23 @@ def _notify_to_dict(notify: NotifySettings) -> dict[str, Any]:
 
 def config_to_dict(config: Config) -> dict[str, Any]:
     """A plain dict in SPEC §6 key order, every key present (nulls included); the optional
-    `notify` section only when the file has one."""
-    data: dict[str, Any] = {
-        "version": config.version,
+    sections (`connectwise`, `halo`, `notify`) only when the file has them."""
+    version = 2 if config.needs_version_2 else config.version
+    doc: dict[str, Any] = {
+        "version": version,
         "state_dir": config.state_dir,
         "autotask": {key: getattr(config.autotask, key) for key in _AUTOTASK_KEYS},
-        "infima": {key: getattr(config.infima, key) for key in _INFIMA_KEYS},
-        "sync": {key: getattr(config.sync, key) for key in _SYNC_KEYS},
     }
+    if config.connectwise is not None:
+        doc["connectwise"] = {key: getattr(config.connectwise, key) for key in _CONNECTWISE_KEYS}
+    if config.halo is not None:
+        doc["halo"] = {key: getattr(config.halo, key) for key in _HALO_KEYS}
+    doc["infima"] = {key: getattr(config.infima, key) for key in _INFIMA_KEYS}
+    doc["sync"] = {key: getattr(config.sync, key) for key in _SYNC_KEYS}
     if config.notify is not None:
-        data["notify"] = _notify_to_dict(config.notify)
-    data["mappings"] = [_mapping_to_dict(m) for m in config.mappings]
-    return data
+        doc["notify"] = _notify_to_dict(config.notify)
+    doc["mappings"] = [_mapping_to_dict(m, version=version) for m in config.mappings]
+    return doc
 
 
 def dump_config(config: Config) -> str:
