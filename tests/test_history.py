@@ -403,7 +403,7 @@ def test_files_modes_schema_and_wal(tmp_path: Path) -> None:
     assert stat.S_IMODE((state / DB_NAME).stat().st_mode) == 0o600
     conn = sqlite3.connect(state / DB_NAME)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"runs", "items"}
@@ -412,7 +412,7 @@ def test_files_modes_schema_and_wal(tmp_path: Path) -> None:
             "id", "run_id", "period", "client_id", "client_name", "contract_id",
             "contract_service_id", "users", "target", "before", "after", "change", "price",
             "cost", "status", "message", "adjustment_id", "created_at", "updated_at",
-            "effective_date", "before_cost",
+            "effective_date", "before_cost", "psa",
         ]  # fmt: skip
     finally:
         conn.close()
@@ -431,7 +431,7 @@ def test_existing_folder_is_left_alone_and_reopen_keeps_data(state: Path) -> Non
 def test_newer_schema_is_refused(state: Path) -> None:
     History(state).close()
     conn = sqlite3.connect(state / DB_NAME)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute("PRAGMA user_version = 5")
     conn.close()
     with pytest.raises(StateError, match="newer infima-autotask"):
         History(state)

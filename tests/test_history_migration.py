@@ -146,7 +146,7 @@ def state(tmp_path: Path) -> Path:
 def test_version_1_file_is_migrated_keeping_every_row(state: Path) -> None:
     path = _make_v1(state)
     with History(state) as h:
-        assert _user_version(path) == SCHEMA_VERSION == 3
+        assert _user_version(path) == SCHEMA_VERSION == 4
 
         stored = sorted(h.items(), key=lambda i: i.id)
         assert len(stored) == len(V1_ITEMS)
@@ -203,10 +203,10 @@ def test_migrated_database_has_the_columns_of_a_new_one(state: Path, tmp_path: P
     fresh_state = tmp_path / "fresh"
     History(fresh_state).close()
     fresh = fresh_state / DB_NAME
-    assert _user_version(fresh) == 3
+    assert _user_version(fresh) == 4
     for table in ("runs", "items"):
         assert _columns(path, table) == _columns(fresh, table)
-    assert [c[1] for c in _columns(path)][-2:] == ["effective_date", "before_cost"]
+    assert [c[1] for c in _columns(path)][-3:] == ["effective_date", "before_cost", "psa"]
     indexes = "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"
     assert _raw(path, indexes) == _raw(fresh, indexes)
 
@@ -219,7 +219,7 @@ def test_opening_twice_is_a_no_op(state: Path) -> None:
     with History(state) as h:
         assert len(h.items()) == len(V1_ITEMS)
     History(state).close()
-    assert _user_version(path) == 3
+    assert _user_version(path) == 4
     assert _raw(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == schema
     assert _raw(path, "SELECT * FROM items ORDER BY id") == rows
 
@@ -243,7 +243,7 @@ def test_two_processes_opening_a_version_1_file_at_once(state: Path) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    assert _user_version(path) == 3
+    assert _user_version(path) == 4
     assert [c[1] for c in _columns(path)].count("effective_date") == 1
 
 
@@ -282,17 +282,17 @@ def test_failure_after_a_first_step_rolls_the_whole_migration_back(
     monkeypatch.undo()  # the real migration then succeeds on the same file
     with History(state) as h:
         assert [i.effective_date for i in h.items()] == [None] * len(V1_ITEMS)
-    assert _user_version(path) == 3
+    assert _user_version(path) == 4
 
 
 def test_newer_database_is_still_refused_untouched(state: Path) -> None:
     path = _make_v1(state)
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute("PRAGMA user_version = 5")
     conn.close()
-    with pytest.raises(StateError, match=r"newer infima-autotask \(schema 4\)"):
+    with pytest.raises(StateError, match=r"newer infima-autotask \(schema 5\)"):
         History(state)
-    assert _user_version(path) == 4
+    assert _user_version(path) == 5
     assert "effective_date" not in [c[1] for c in _columns(path)]
 
 
@@ -328,4 +328,4 @@ def test_item_record_positional_fields_are_unchanged() -> None:
     # New fields go last: existing positional and keyword constructions keep working.
     record = ItemRecord(1, "X", 2, 3, 4, 5, 6, 7, 8, 9.0, 10.0, "updated", "msg", 11)
     assert (record.message, record.adjustment_id, record.effective_date) == ("msg", 11, None)
-    assert list(ItemRecord.__dataclass_fields__)[-2:] == ["effective_date", "before_cost"]
+    assert list(ItemRecord.__dataclass_fields__)[-3:] == ["effective_date", "before_cost", "psa"]

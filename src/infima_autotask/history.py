@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "history.sqlite3"
 LOCK_NAME = "sync.lock"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 
 
@@ -81,7 +81,8 @@ CREATE TABLE items (
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     effective_date TEXT,
-    before_cost REAL
+    before_cost REAL,
+    psa TEXT NOT NULL DEFAULT 'autotask'
 );
 CREATE INDEX items_period_status ON items(period, status);
 CREATE INDEX items_client ON items(client_id, created_at);
@@ -98,6 +99,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN warnings TEXT",
         "ALTER TABLE items ADD COLUMN before_cost REAL",
     ),
+    3: ("ALTER TABLE items ADD COLUMN psa TEXT NOT NULL DEFAULT 'autotask'",),
 }
 
 SYNC_RUN = "sync"
@@ -130,6 +132,7 @@ class ItemRecord:
     adjustment_id: int | None = None
     effective_date: str | None = None
     before_cost: float | None = None  # the unit cost before the item (schema 3; revert uses it)
+    psa: str = "autotask"  # the PSA of the line (schema 4)
 
     @classmethod
     def of(cls, item: PlanItem) -> ItemRecord:
@@ -151,6 +154,7 @@ class ItemRecord:
             adjustment_id=item.adjustment_id,
             effective_date=item.effective.isoformat() if item.effective else None,
             before_cost=item.unit_cost,
+            psa=item.psa,
         )
 
 

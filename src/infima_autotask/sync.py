@@ -24,7 +24,7 @@ from infima_autotask.chain import (
     check_chain,
     renewals_wanted,
 )
-from infima_autotask.config import ClientMapping, SyncSettings
+from infima_autotask.config import AUTOTASK, ClientMapping, SyncSettings
 from infima_autotask.errors import UsageError
 from infima_autotask.model import Contract, ContractService, UnitsRow, choose_row
 from infima_autotask.statuses import FAILED, HELD, PLANNED, SKIPPED, UNCHANGED, UPDATED
@@ -127,6 +127,7 @@ class PlanItem:
     day_before: UnitsRow | None = None
     account_name: str = ""
     service_name: str = ""
+    psa: str = AUTOTASK
 
     @property
     def cost_changes(self) -> bool:
@@ -159,6 +160,7 @@ class PlanItem:
         return {
             "client_id": self.client_id,
             "client_name": self.client_name,
+            "psa": self.psa,
             "account_name": self.account_name or None,
             "contract_id": self.contract_id,
             "contract_service_id": self.contract_service_id,
