@@ -26,6 +26,7 @@ ENV_SECRET = "INFIMA_AUTOTASK_SECRET"  # noqa: S105 - a variable name, not a sec
 ENV_INTEGRATION_CODE = "INFIMA_AUTOTASK_INTEGRATION_CODE"
 ENV_INFIMA_KEY = "INFIMA_API_KEY"
 ENV_SMTP_PASSWORD = "INFIMA_SMTP_PASSWORD"  # noqa: S105 - a variable name
+ENV_CONNECTWISE_PRIVATE_KEY = "INFIMA_CONNECTWISE_PRIVATE_KEY"
 ENV_CRYPTFILE_PASSWORD = "KEYRING_CRYPTFILE_PASSWORD"  # noqa: S105 - a variable name
 
 _KEYRING_FIX = (
@@ -101,6 +102,36 @@ def infima_api_key(env: Mapping[str, str] | None = None) -> str:
                 f"or set {ENV_INFIMA_KEY}."
             )
         log.debug("INFIMA API key taken from the keyring")
+    register_secret(key)
+    return key
+
+
+def connectwise_key_name(company_id: str, public_key: str) -> str:
+    """The keyring name of a ConnectWise API member's private key (SPEC §10)."""
+    return f"connectwise:{company_id}+{public_key}"
+
+
+def connectwise_private_key(
+    company_id: str, public_key: str, env: Mapping[str, str] | None = None
+) -> str:
+    """The private key of the ConnectWise API member ``company_id+public_key``, from the
+    environment or the keyring.
+
+    Raises:
+        CredentialsError: no key, or the keyring cannot be read.
+    """
+    env = os.environ if env is None else env
+    key = env.get(ENV_CONNECTWISE_PRIVATE_KEY)
+    if key:
+        log.debug("ConnectWise private key taken from %s", ENV_CONNECTWISE_PRIVATE_KEY)
+    else:
+        key = read_keyring(connectwise_key_name(company_id, public_key), env)
+        if not key:
+            raise CredentialsError(
+                "No ConnectWise private key is stored. Run `infima-autotask connect --psa "
+                f"connectwise`, or set {ENV_CONNECTWISE_PRIVATE_KEY}."
+            )
+        log.debug("ConnectWise private key taken from the keyring")
     register_secret(key)
     return key
 

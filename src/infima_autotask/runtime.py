@@ -12,7 +12,14 @@ from pathlib import Path
 
 from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.config import Config, load_config
-from infima_autotask.credentials import AutotaskCredentials, autotask_credentials, infima_api_key
+from infima_autotask.connectwise import ConnectWiseApi, ConnectWiseCredentials
+from infima_autotask.credentials import (
+    AutotaskCredentials,
+    autotask_credentials,
+    connectwise_private_key,
+    infima_api_key,
+)
+from infima_autotask.errors import ConfigError
 from infima_autotask.http import HttpClient, RetryPolicy
 from infima_autotask.infima import CountsFile, CountSource, InfimaApi
 
@@ -70,6 +77,7 @@ class Runtime:
         self._config: Config | None = None
         self._autotask: AutotaskApi | None = None
         self._infima: InfimaApi | None = None
+        self._connectwise: ConnectWiseApi | None = None
         self._http: list[HttpClient] = []
 
     @property
@@ -113,6 +121,44 @@ class Runtime:
                 log.info("Autotask zone URL: %s", api_url)
             self._autotask = AutotaskApi(http, api_url, creds)
         return self._autotask
+
+    def connectwise(self) -> ConnectWiseApi:
+        """The ConnectWise client of the config's `connectwise` section.
+
+        Raises:
+            ConfigError: the section or one of its values is missing.
+            CredentialsError: no private key.
+        """
+        if self._connectwise is None:
+            settings = self.config.connectwise
+            site, company, public, client = (
+                (settings.site, settings.company_id, settings.public_key, settings.client_id)
+                if settings is not None
+                else (None, None, None, None)
+            )
+            if not (site and company and public and client):
+                names = ("site", "company_id", "public_key", "client_id")
+                missing = [
+                    name
+                    for name, v in zip(names, (site, company, public, client), strict=True)
+                    if not v
+                ]
+                raise ConfigError(
+                    f"ConnectWise is not set up ({', '.join('connectwise.' + m for m in missing)} "
+                    "missing). Run `infima-autotask connect --psa connectwise`."
+                )
+            creds = ConnectWiseCredentials(
+                site=site,
+                company_id=company,
+                public_key=public,
+                private_key=connectwise_private_key(company, public, self.env),
+                client_id=client,
+            )
+            codebase = settings.codebase if settings is not None else None
+            self._connectwise = ConnectWiseApi(
+                self.new_http("ConnectWise"), creds, codebase=codebase
+            )
+        return self._connectwise
 
     def infima_url(self, config: Config | None = None) -> str:
         return self.env.get(ENV_INFIMA_URL) or (config or self.config).infima.api_url
