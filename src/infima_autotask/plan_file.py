@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from infima_autotask.billing import wire_effective_date
+from infima_autotask.config import CONNECTWISE
+from infima_autotask.connectwise.client import patch_body
 from infima_autotask.errors import UsageError
 from infima_autotask.fsutil import write_atomically
 from infima_autotask.statuses import PLANNED
@@ -42,6 +44,16 @@ def adjustment_body(item: PlanItem, zone: str | None) -> dict[str, Any]:
         "adjustedUnitPrice": item.unit_price,
         "adjustedUnitCost": item.new_unit_cost,
     }
+
+
+def request_body(item: PlanItem, zone: str | None) -> Any:
+    """The body a planned item's write sends: Autotask's adjustment (a delta), or
+    ConnectWise's JSON Patch (the absolute target)."""
+    if item.psa != CONNECTWISE:
+        return adjustment_body(item, zone)
+    if item.target is None:  # planning never plans a write without a target
+        raise ValueError(f"client {item.client_id}: a write without a target")
+    return patch_body(item.target, item.new_unit_cost if item.cost_changes else None)
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ def save_plan(path: Path, period: str, items: Iterable[PlanItem], zone: str | No
     count = 0
     for item in items:
         document = item.as_json()
-        document["request"] = adjustment_body(item, zone) if item.status == PLANNED else None
+        document["request"] = request_body(item, zone) if item.status == PLANNED else None
         count += item.status == PLANNED
         documents.append(document)
     plan = {
@@ -147,15 +159,17 @@ def load_plan(path: Path) -> ReviewedPlan:
         for entry in document["items"]:
             if entry["status"] != PLANNED:
                 continue
+            timeless = entry.get("psa") == CONNECTWISE
             writes[whole_from_json(entry["client_id"])] = PlannedWrite(
                 contract_service_id=whole_from_json(entry["contract_service_id"]),
                 users=whole_from_json(entry["users"]),
                 before=whole_from_json(entry["before"]),
                 target=whole_from_json(entry["target"]),
-                effective=str(entry["effective_date"]),
+                effective=_optional_text(entry["effective_date"], timeless),
                 unit_price=_number(entry["unit_price"]),
                 unit_cost=_number(entry["unit_cost"]),
-                sent_date=str(entry["request"]["effectiveDate"]),
+                # A ConnectWise write carries no date: it takes effect when sent.
+                sent_date=None if timeless else str(entry["request"]["effectiveDate"]),
             )
     except (KeyError, TypeError, ValueError, UsageError):  # WholeNumberError is a ValueError
         raise UsageError(f"{bad}: an item is missing a value or has a wrong one.") from None
@@ -166,3 +180,12 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(value)
     return float(value)
+
+
+def _optional_text(value: Any, timeless: bool) -> str | None:
+    """An item's effective date as saved: ConnectWise's is null, Autotask's a date."""
+    if timeless:
+        if value is not None:
+            raise ValueError("a ConnectWise write has no effective date")
+        return None
+    return str(value)

@@ -9,6 +9,12 @@ and read it back; write the rest once each (at most three in flight), recording 
 before and the outcome after; then verify every written item in one batched read. Where a
 write landed is judged by one rule (:func:`landing`) everywhere; Ctrl-C or SIGTERM stops
 before anything queued is sent.
+
+Mappings are split by PSA (SPEC §10): the above is the Autotask path, taken only when a
+mapping (or an open intent) is Autotask. ConnectWise mappings read their agreements and
+additions alongside, are planned by ``psa.connectwise_plan`` and written after the Autotask
+writes through the same :class:`Writer`; Halo mappings are reported failed, never sent. All
+items end in one report, one history run and one exit code, in config order.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ from infima_autotask.billing import (
     Rates,
     next_month,
     period_labels,
+    same_rate,
     shows,
 )
 from infima_autotask.chain import Successor, find_successors
-from infima_autotask.config import ClientMapping
+from infima_autotask.config import AUTOTASK, CONNECTWISE, HALO, ClientMapping
+from infima_autotask.connectwise.client import ConnectWiseApi
+from infima_autotask.connectwise.model import Addition, Agreement
 from infima_autotask.errors import (
     ApiError,
     InfimaAutotaskError,
@@ -53,6 +62,7 @@ from infima_autotask.infima import INFIMA_THREADS, CountsFile, CountSource, Infi
 from infima_autotask.landing import Landing, describe_row, landing, moved_message
 from infima_autotask.model import (
     Contract,
+    ContractService,
     UnitsRow,
     choose_row,
     read_contract_picklists,
@@ -62,6 +72,9 @@ from infima_autotask.model import (
 )
 from infima_autotask.plan_file import PlannedWrite, ReviewedPlan
 from infima_autotask.psa.autotask import AutotaskLines, settle_ceiling, threshold_problem
+from infima_autotask.psa.connectwise import ConnectWiseLines, read_lines
+from infima_autotask.psa.connectwise_plan import plan_connectwise
+from infima_autotask.psa.halo import plan_halo
 from infima_autotask.runtime import Runtime
 from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
 from infima_autotask.sync import (
@@ -69,6 +82,7 @@ from infima_autotask.sync import (
     UserCount,
     current_month,
     ended_contracts,
+    local_date,
     mapping_schedule,
     period_label,
     plan,
@@ -321,11 +335,15 @@ class _Run:
         self.day = day
         self.period = period_label(day)
         self.mappings = mappings
+        # Only these go through Autotask: a run without any makes no Autotask request.
+        self.autotask_mappings = [m for m in mappings if m.psa == AUTOTASK]
+        self.cw_mappings = [m for m in mappings if m.psa == CONNECTWISE]
         self.options = options
         self.report = report
         self.progress = progress
         self.notice: Callable[[str], None] | None = None
         self.autotask: AutotaskApi | None = None
+        self.connectwise: ConnectWiseApi | None = None
         self.zone = self.config.autotask.timezone
         self._landed: dict[int, HistoryItem] = {}  # intents of a killed run found written
         # Every units read covers D - 1 (the day before a write dated D) to the month's end.
@@ -343,7 +361,7 @@ class _Run:
         last = self.window[1]
         edge = {
             mapping.contract_service_id
-            for mapping in self.mappings
+            for mapping in self.autotask_mappings
             if (
                 when := mapping_schedule(
                     mapping, contracts.get(mapping.contract_id), self.day, self.config.sync, months
@@ -379,54 +397,83 @@ class _Run:
 
     def execute(self) -> None:
         options = self.options
+        if self.cw_mappings:
+            # A missing connectwise section or private key stops the run before any request.
+            self.connectwise = self.runtime.connectwise()
         source = self.runtime.count_source(options.counts_file)
         # A failing client list stops the run (exit 3) before anything is sent to Autotask.
         infima_clients = {client.id: client for client in source.clients()}
         pool = ThreadPoolExecutor(INFIMA_THREADS, thread_name_prefix="infima-count")
+        pending = [] if options.dry_run else self.history.pending_intents(self.period)
+        at_pending = [p for p in pending if p.psa == AUTOTASK]
+        cw_pending = [p for p in pending if p.psa == CONNECTWISE]
+        at_mappings = self.autotask_mappings
+        uses_autotask = bool(at_mappings or at_pending)
+        contracts: dict[int, Contract] = {}
+        services: dict[int, ContractService] = {}
+        rows: dict[int, list[UnitsRow]] = {}
+        active: frozenset[int] | set[int] = frozenset()
+        months: dict[int, int] = {}
+        agreements: dict[int, Agreement | None] = {}
+        additions: dict[int, Addition | None] = {}
         try:
             counting = self._start_counts(pool, source, infima_clients)
-            autotask = self._client()
-            pending = [] if options.dry_run else self.history.pending_intents(self.period)
-            cs_ids = [mapping.contract_service_id for mapping in self.mappings]
-            contracts = read_contracts(autotask, [mapping.contract_id for mapping in self.mappings])
-            services = read_contract_services(autotask, cs_ids)
-            # Pending intents of clients outside this selection are re-read in the same batch.
-            extra = [p.contract_service_id for p in pending if p.contract_service_id is not None]
-            picklists = read_contract_picklists(autotask)
-            active = picklists.active_statuses
-            months = period_labels(picklists.period_labels)
-            rows = self._read_rows(autotask, contracts, months, [*cs_ids, *extra])
-            self._widen_for_intents(autotask, pending, rows)
-            self._settle_pending(autotask, pending, rows)
-            self._resolve_pending(pending, rows)
+            if uses_autotask:
+                autotask = self._client()
+                cs_ids = [mapping.contract_service_id for mapping in at_mappings]
+                contract_ids = [mapping.contract_id for mapping in at_mappings]
+                contracts = read_contracts(autotask, contract_ids)
+                services = read_contract_services(autotask, cs_ids)
+                # Pending intents of clients outside this selection are re-read in the same batch.
+                extra = [
+                    p.contract_service_id for p in at_pending if p.contract_service_id is not None
+                ]
+                picklists = read_contract_picklists(autotask)
+                active = picklists.active_statuses
+                months = period_labels(picklists.period_labels)
+                rows = self._read_rows(autotask, contracts, months, [*cs_ids, *extra])
+                self._widen_for_intents(autotask, at_pending, rows)
+                self._settle_pending(autotask, at_pending, rows)
+                self._resolve_pending(at_pending, rows)
+            if self.connectwise is not None or cw_pending:
+                agreements, additions = self._read_connectwise(cw_pending)
             counts = self._collect_counts(counting)
         finally:
             # After a failed read, user lists not yet started are never sent.
             pool.shutdown(wait=True, cancel_futures=True)
-        ended = ended_contracts(self.mappings, contracts, services, self.day, active)
-        successors: dict[tuple[int, int], Successor] = {}
-        if ended:
-            try:
-                successors = find_successors(autotask, ended, self.day, active)
-            except ApiError as exc:  # only the failure message loses its hint
-                log.warning("renewal look-up failed: %s", exc)
-        items = plan(
-            self.mappings,
-            day=self.day,
-            settings=self.config.sync,
-            counts=counts,
-            contracts=contracts,
-            contract_services=services,
-            rows=rows,
-            active_statuses=active,
-            period_months=months,
-            successors=successors,
-            yes=options.yes,
+        at_items: list[PlanItem] = []
+        if at_mappings:
+            autotask = self._client()
+            ended = ended_contracts(at_mappings, contracts, services, self.day, active)
+            successors: dict[tuple[int, int], Successor] = {}
+            if ended:
+                try:
+                    successors = find_successors(autotask, ended, self.day, active)
+                except ApiError as exc:  # only the failure message loses its hint
+                    log.warning("renewal look-up failed: %s", exc)
+            at_items = plan(
+                at_mappings,
+                day=self.day,
+                settings=self.config.sync,
+                counts=counts,
+                contracts=contracts,
+                contract_services=services,
+                rows=rows,
+                active_statuses=active,
+                period_months=months,
+                successors=successors,
+                yes=options.yes,
+            )
+        items = self._in_config_order(
+            [*at_items, *self._plan_others(counts, agreements, additions)]
         )
         items = [self._reviewed(self._confirmed(item)) for item in items]
         self.report.unmapped = self._unmapped(source, infima_clients)
         to_write = [item for item in items if item.status == PLANNED]
-        self._check_threshold(autotask, len(to_write))
+        at_writes = [item for item in to_write if item.psa == AUTOTASK]
+        cw_writes = [item for item in to_write if item.psa == CONNECTWISE]
+        if self.autotask is not None:
+            self._check_threshold(self.autotask, len(at_writes))
         if options.dry_run:
             self.history.record_items(self.run_id, [ItemRecord.of(item) for item in items])
             self.report.items = items
@@ -436,17 +483,106 @@ class _Run:
         )
         self.report.writing = bool(to_write)
         self.report.writes_planned = len(to_write)
-        writer = Writer(
-            AutotaskLines(autotask, zone=self.zone, window=self._window),
+        finals: dict[int, PlanItem] = {}
+        interrupted = False
+        if self.autotask is not None:
+            writer = self._writer(AutotaskLines(self.autotask, zone=self.zone, window=self._window))
+            result = writer.write_all(at_writes)
+            finals.update(result.finals)
+            interrupted = result.interrupted
+        if cw_writes and self.connectwise is not None:
+            if interrupted:
+                finals.update(self._not_sent(cw_writes))
+            else:
+                result = self._writer(ConnectWiseLines(self.connectwise)).write_all(cw_writes)
+                finals.update(result.finals)
+                interrupted = result.interrupted
+        self.report.interrupted = interrupted
+        self.report.items = [finals.get(item.client_id, item) for item in items]
+
+    def _writer(self, backend: AutotaskLines | ConnectWiseLines) -> Writer:
+        return Writer(
+            backend,
             self.history,
             run_id=self.run_id,
             wait=self.runtime.seams.sleep,
             progress=self.progress,
             notice=self.notice,
         )
-        result = writer.write_all(to_write)
-        self.report.interrupted = result.interrupted
-        self.report.items = [result.finals.get(item.client_id, item) for item in items]
+
+    def _not_sent(self, items: list[PlanItem]) -> dict[int, PlanItem]:
+        """Writes of another PSA never started after Ctrl-C: held, said so (exit 130)."""
+        message = "not sent: the run was interrupted; run `sync` again to finish"
+        held = [replace(item, status=HELD, message=message, after=item.before) for item in items]
+        self.history.record_items(self.run_id, [ItemRecord.of(item) for item in held])
+        return {item.client_id: item for item in held}
+
+    def _plan_others(
+        self,
+        counts: dict[int, UserCount],
+        agreements: dict[int, Agreement | None],
+        additions: dict[int, Addition | None],
+    ) -> list[PlanItem]:
+        """The items of the mappings of other PSAs than Autotask."""
+        now = self.runtime.clock()
+        zone = self.config.sync.timezone
+        items = []
+        for mapping in self.mappings:
+            if mapping.psa == CONNECTWISE:
+                items.append(
+                    plan_connectwise(
+                        mapping,
+                        day=self.day,
+                        current=current_month(now, zone),
+                        today=local_date(now, zone),
+                        settings=self.config.sync,
+                        count=counts.get(mapping.client_id),
+                        agreement=agreements.get(mapping.contract_id),
+                        addition=additions.get(mapping.contract_service_id),
+                        yes=self.options.yes,
+                    )
+                )
+            elif mapping.psa == HALO:
+                items.append(plan_halo(mapping, counts.get(mapping.client_id)))
+        return items
+
+    def _in_config_order(self, items: list[PlanItem]) -> list[PlanItem]:
+        by_client = {item.client_id: item for item in items}
+        return [by_client[m.client_id] for m in self.mappings if m.client_id in by_client]
+
+    def _read_connectwise(
+        self, pending: list[HistoryItem]
+    ) -> tuple[dict[int, Agreement | None], dict[int, Addition | None]]:
+        """The mappings' agreements and additions, then open ConnectWise intents resolved
+        from them (an intent's addition outside this selection is read on its own)."""
+        api = self.connectwise or self.runtime.connectwise()
+        self.connectwise = api
+        agreements, additions = read_lines(api, self.cw_mappings)
+        for intent in pending:
+            cs_id, agreement_id = intent.contract_service_id, intent.contract_id
+            if cs_id is None or agreement_id is None:
+                continue
+            if cs_id not in additions:
+                additions[cs_id] = api.addition(agreement_id, cs_id)
+            self._resolve_cw_intent(intent, additions[cs_id])
+        return agreements, additions
+
+    def _resolve_cw_intent(self, intent: HistoryItem, found: Addition | None) -> None:
+        """Close an open ConnectWise intent of a killed run from the addition just read."""
+        shown = found.whole_quantity if found is not None else None
+        if found is not None and shown == intent.target and same_rate(found.unit_cost, intent.cost):
+            status, message = UPDATED, "confirmed after an interrupted run"
+            self._landed[intent.client_id] = intent
+        elif shown is not None and shown == intent.before:
+            status, message = FAILED, "not applied by the interrupted run"
+        else:
+            status = FAILED
+            message = (
+                f"ConnectWise shows {'nothing' if shown is None else shown} on addition "
+                f"{intent.contract_service_id} since an interrupted run; the quantity changed since"
+            )
+        log.info("intent %d of client %d: %s", intent.id, intent.client_id, message)
+        self.history.resolve_intent(intent.id, status=status, message=message)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -469,6 +605,8 @@ class _Run:
                 return UserCount(None, f"INFIMA users: {exc.message}", name=name)
 
         for mapping in self.mappings:
+            if mapping.psa == HALO:  # never synced by this version: no user list either
+                continue
             client = known.get(mapping.client_id)
             if client is not None:
                 counting[mapping.client_id] = pool.submit(count, client.id, client.name)

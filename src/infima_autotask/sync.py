@@ -238,7 +238,7 @@ def _share(part: int, whole: int) -> str:
     return f"{float(Fraction(hundredths, 100)):g}%"
 
 
-def _guard(before: int, target: int, settings: SyncSettings, client_id: int) -> str | None:
+def units_guard(before: int, target: int, settings: SyncSettings, client_id: int) -> str | None:
     """The liftable hold (SPEC §8) of a units change, or None."""
     lift = f"if it is right, run `infima-autotask sync --client {client_id} --yes`"
     if target == 0 and before > 0 and not settings.allow_zero:
@@ -280,7 +280,7 @@ def mapping_schedule(
     return schedule(start, months, day, prorate=mapping.effective_prorate(settings))
 
 
-def _override_guard(
+def override_guard(
     mapping: ClientMapping, users: int | None, target: int, settings: SyncSettings
 ) -> str | None:
     """The liftable hold of a target raised above INFIMA's count by min_units by more than
@@ -406,7 +406,7 @@ def plan_one(
             f"the billing period from {row.start.isoformat()} is already approved and posted; "
             "change it in Autotask by hand",
         )
-    hold = _guard(before, target, settings, mapping.client_id) or _override_guard(
+    hold = units_guard(before, target, settings, mapping.client_id) or override_guard(
         mapping, users, target, settings
     )
     if hold is not None and not yes:

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from infima_autotask.errors import ApiError, ApiUnavailable
+from infima_autotask.http import HttpClient
 from infima_autotask.landing import Landing
 from infima_autotask.statuses import Outcome
 from infima_autotask.sync import PlanItem
@@ -62,3 +64,28 @@ class LineBackend(Protocol):
     def describe(self, item: PlanItem, found: object, state: Landing) -> str:
         """Why ``state`` is not a landed write, in the operator's words, with the fix."""
         ...
+
+
+def settle_ceiling_of(http: HttpClient) -> float:
+    """The longest wait for a write whose outcome is unknown (see :func:`settle_wait`)."""
+    return min(http.retry.max_delay, http.timeout[1])
+
+
+def settle_wait(http: HttpClient, exc: ApiError) -> float:
+    """How long to let the PSA finish a write whose outcome is unknown before re-reading.
+
+    A write that timed out, lost its connection or got a gateway error may still be running
+    behind the gateway; a re-read at once would miss it and the resend would write twice. So
+    wait the read loop's longest backoff, capped by the read timeout (60 s: with the 60 s
+    already spent on a timeout, longer than ASP.NET's default 110 s execution timeout). A 429
+    was refused before any work: only its Retry-After is honoured. A bare 500 is the server's
+    own finished answer: no wait.
+    """
+    ceiling = settle_ceiling_of(http)
+    if not isinstance(exc, ApiUnavailable):
+        return 0.0
+    if exc.status == 429:
+        return min(exc.retry_after or 0.0, ceiling)
+    if exc.status is None or exc.status in (502, 503, 504):
+        return ceiling
+    return 0.0

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 
 from infima_autotask.autotask import AutotaskApi
-from infima_autotask.errors import ApiError, ApiRejected, ApiUnavailable
+from infima_autotask.errors import ApiError, ApiRejected
 from infima_autotask.landing import Landing, item_landing, landing_message
 from infima_autotask.model import UnitsRow, read_units_rows
 from infima_autotask.plan_file import adjustment_body
-from infima_autotask.psa import Sent
+from infima_autotask.psa import Sent, settle_ceiling_of, settle_wait
 from infima_autotask.statuses import Outcome
 from infima_autotask.sync import PlanItem, exact
 
@@ -105,27 +105,13 @@ def refusal(item: PlanItem, detail: str) -> str:
 
 def settle_ceiling(autotask: AutotaskApi) -> float:
     """The longest wait for a create whose outcome is unknown (see :func:`settle_seconds`)."""
-    return min(autotask.http.retry.max_delay, autotask.http.timeout[1])
+    return settle_ceiling_of(autotask.http)
 
 
 def settle_seconds(autotask: AutotaskApi, exc: ApiError) -> float:
-    """How long to let Autotask finish a create whose outcome is unknown before re-reading.
-
-    A create that timed out, lost its connection or got a gateway error may still be running
-    behind the gateway; a re-read at once would miss it and the resend would bill twice. So
-    wait the read loop's longest backoff, capped by the read timeout (60 s: with the 60 s
-    already spent on a timeout, longer than ASP.NET's default 110 s execution timeout). A 429
-    was refused before any work: only its Retry-After is honoured. A bare 500 is the server's
-    own finished answer: no wait.
-    """
-    ceiling = settle_ceiling(autotask)
-    if not isinstance(exc, ApiUnavailable):
-        return 0.0
-    if exc.status == 429:
-        return min(exc.retry_after or 0.0, ceiling)
-    if exc.status is None or exc.status in (502, 503, 504):
-        return ceiling
-    return 0.0
+    """How long to let Autotask finish a create whose outcome is unknown before re-reading
+    (:func:`infima_autotask.psa.settle_wait`)."""
+    return settle_wait(autotask.http, exc)
 
 
 def threshold_problem(autotask: AutotaskApi, k: int, share: float) -> str | None:
