@@ -338,3 +338,27 @@ def test_an_intent_left_open_by_a_killed_run_is_read_from_connectwise(
     assert len(world.patches()) == patches and world.requests("autotask") == []
     with History(Path(world.env["INFIMA_AUTOTASK_STATE_DIR"])) as history:
         assert history.pending_intents(THIS_MONTH.strftime("%Y-%m")) == []
+
+
+def test_a_revert_of_a_mixed_run_never_sends_a_connectwise_line_to_autotask(world):
+    """revert reverts Autotask lines only: Juniper's addition is held with the value to set
+    by hand, and no adjustment or PATCH is sent for it."""
+    result, doc = world.sync()
+    assert result.exit_code == 0, result.output
+    with History(Path(world.env["INFIMA_AUTOTASK_STATE_DIR"])) as history:
+        (run,) = history.runs()
+    adjustments = len(world.sandbox.adjustments())
+    patches = len(world.patches())
+
+    reverted = world.run("revert", str(run.id), "--yes", "--json")
+    assert reverted.exit_code == 1, reverted.output
+    items = by_client(json.loads(reverted.stdout))
+    juniper = items[JUNIPER]
+    assert (juniper["psa"], juniper["status"]) == ("connectwise", "held")
+    assert "set this ConnectWise line back to 18 by hand" in juniper["message"]
+    assert len(world.patches()) == patches  # nothing sent to ConnectWise
+    sent = world.sandbox.adjustments()[adjustments:]
+    assert sent and all(a["contractServiceID"] != ADDITION for a in sent)
+    assert {i["status"] for c, i in items.items() if i["psa"] == "autotask" and i["change"]} <= {
+        "updated"
+    }

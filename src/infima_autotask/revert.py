@@ -18,6 +18,7 @@ from datetime import date, timedelta
 
 from infima_autotask.autotask import AutotaskApi
 from infima_autotask.billing import Rates, shows, unit_rates
+from infima_autotask.config import AUTOTASK, PSA_NAMES
 from infima_autotask.errors import ThresholdError, UsageError
 from infima_autotask.history import History, HistoryItem, ItemRecord, SyncLock
 from infima_autotask.landing import describe_row
@@ -92,15 +93,27 @@ def run_revert(
                 "settled yet. Run `infima-autotask sync` first (it reads Autotask and settles "
                 "them), then revert."
             )
+        # Only Autotask lines are reverted by this version: any other PSA's line is held with
+        # the value to set by hand, never sent to Autotask by mistake.
+        others = [item for item in written if item.psa != AUTOTASK]
+        written = [item for item in written if item.psa == AUTOTASK]
         with recorded_run(history, report, reverts=options.run_id) as run_id:
-            autotask = runtime.autotask()
             first_day = parse_month(original.period)
-            items = plan_revert(
-                read_contract_services(autotask, [i.contract_service_id or 0 for i in written]),
-                _read_rows(autotask, written, first_day),
-                written,
-                run_id=options.run_id,
-                first_day=first_day,
+            items = [_not_reverted(item) for item in others]
+            if not written:
+                history.record_items(run_id, [ItemRecord.of(item) for item in items])
+                report.items = items
+                return report
+            autotask = runtime.autotask()
+            items = (
+                plan_revert(
+                    read_contract_services(autotask, [i.contract_service_id or 0 for i in written]),
+                    _read_rows(autotask, written, first_day),
+                    written,
+                    run_id=options.run_id,
+                    first_day=first_day,
+                )
+                + items
             )
             to_write = [item for item in items if item.status == PLANNED]
             problem = threshold_problem(autotask, len(to_write), config.sync.max_api_usage_percent)
@@ -208,6 +221,31 @@ def _plan_one(
         new_unit_cost=earlier.cost,
         status=PLANNED,
         message=f"revert of run {run_id}",
+    )
+
+
+def _not_reverted(item: HistoryItem) -> PlanItem:
+    """A line of another PSA: held, with what to set by hand."""
+    return PlanItem(
+        client_id=item.client_id,
+        client_name=item.client_name or "",
+        contract_id=item.contract_id or 0,
+        contract_service_id=item.contract_service_id or 0,
+        service_id=0,
+        users=None,
+        target=item.before,
+        before=item.after,
+        after=item.after,
+        change=None,
+        unit_price=item.price,
+        unit_cost=item.cost,
+        new_unit_cost=item.cost,
+        status=HELD,
+        message=(
+            f"not reverted: this version reverts Autotask lines only; set this "
+            f"{PSA_NAMES.get(item.psa, item.psa)} line back to {item.before} by hand"
+        ),
+        psa=item.psa,
     )
 
 
