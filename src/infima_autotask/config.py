@@ -186,6 +186,25 @@ class Config:
         others = any(mapping.psa != AUTOTASK for mapping in self.mappings)
         return others or self.connectwise is not None or self.halo is not None
 
+    @property
+    def connected_psas(self) -> tuple[str, ...]:
+        """The PSAs this file holds a connection for (``connect`` wrote their section)."""
+        found = []
+        if self.autotask.username:
+            found.append(AUTOTASK)
+        if self.connectwise is not None and self.connectwise.site:
+            found.append(CONNECTWISE)
+        if self.halo is not None and self.halo.url:
+            found.append(HALO)
+        return tuple(found)
+
+    @property
+    def default_psa(self) -> str:
+        """What ``--psa`` means when not given (SPEC §10): the only connected PSA, else
+        Autotask."""
+        connected = self.connected_psas
+        return connected[0] if len(connected) == 1 else AUTOTASK
+
     def mapping_for(self, client_id: int) -> ClientMapping | None:
         """The mapping of `client_id`, or None."""
         for mapping in self.mappings:
