@@ -110,6 +110,12 @@ def product_label(addition: Addition) -> str:
     return " ".join(p for p in parts if p) or f"product {addition.product_id}"
 
 
+def product_name(addition: Addition) -> str | None:
+    """What a mapping keeps as ``product_name``: the addition's description, else the
+    product's identifier."""
+    return addition.description or addition.product_identifier or None
+
+
 # --- map --psa connectwise ---------------------------------------------------------------
 
 
@@ -259,7 +265,7 @@ def map_line(
         "contract_name": agreement.name or None,
         "contract_service_id": addition.id,
         "service_id": addition.product_id,
-        "service_name": product_label(addition),
+        "service_name": product_name(addition),
         "psa": CONNECTWISE,
         "prorate": None,  # means nothing on ConnectWise; the file refuses it there
     }
@@ -391,7 +397,7 @@ def _refresh(
     if addition is not None and addition.agreement_id == m.contract_id:
         if addition.product_id != m.service_id:
             changed["service_id"] = addition.product_id
-        label = product_label(addition)
-        if label != m.service_name:
+        label = product_name(addition)
+        if label is not None and label != m.service_name:
             changed["service_name"] = label
     return replace(m, **changed) if changed else m  # type: ignore[arg-type]
