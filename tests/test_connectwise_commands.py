@@ -264,9 +264,13 @@ def test_map_unknown_infima_client_and_taken_addition(connected, config_path):
     unknown = connected("map", "4242", "--psa", "connectwise", "--account", "250")
     assert unknown.exit_code == 2
     assert "INFIMA does not know client 4242" in unknown.stderr
-    first = connected("map", "109", "--psa", "connectwise", "--account", "250", "--addition", "88412")
+    first = connected(
+        "map", "109", "--psa", "connectwise", "--account", "250", "--addition", "88412"
+    )
     assert first.exit_code == 0, first.output
-    taken = connected("map", "101", "--psa", "connectwise", "--account", "250", "--addition", "88412")
+    taken = connected(
+        "map", "101", "--psa", "connectwise", "--account", "250", "--addition", "88412"
+    )
     assert taken.exit_code == 2
     assert "Addition 88412 is already mapped to client 109" in taken.stderr
     assert "unmap 109" in taken.stderr
@@ -276,7 +280,9 @@ def test_map_refuses_prorate_and_autotask_ids(connected):
     prorate = connected("map", "109", "--psa", "connectwise", "--account", "250", "--prorate")
     assert prorate.exit_code == 2
     assert "--prorate does not apply to ConnectWise" in prorate.stderr
-    contract = connected("map", "109", "--psa", "connectwise", "--account", "250", "--contract", "1")
+    contract = connected(
+        "map", "109", "--psa", "connectwise", "--account", "250", "--contract", "1"
+    )
     assert contract.exit_code == 2
     assert "ConnectWise takes --agreement" in contract.stderr
 
@@ -383,9 +389,7 @@ def test_unmap_a_connectwise_mapping(connected, config_path):
 def test_status_tests_connectwise(connected, sandbox):
     result = connected("status")
     assert result.exit_code == 0, result.output
-    assert (
-        f"ConnectWise:      Connected ({sandbox.cw_site}, {cw_data.CODEBASE})" in result.stdout
-    )
+    assert f"ConnectWise:      Connected ({sandbox.cw_site}, {cw_data.CODEBASE})" in result.stdout
     document = json.loads(connected("status", "--json").stdout)
     assert document["connectwise"]["connected"] is True
 
@@ -462,3 +466,25 @@ def test_doctor_connection_failure_is_exit_3(connected, memkeyring, sandbox):
     result, rows = _doctor_rows(connected)
     assert result.exit_code == 3
     assert rows["ConnectWise connection"]["result"] == "fail"
+
+
+# --- sync --psa --------------------------------------------------------------------------
+
+
+def test_sync_psa_restricts_the_run_to_that_psas_mappings(setup, invoke):
+    setup({101: 12})
+    autotask = invoke("sync", "--dry-run", "--psa", "autotask")
+    assert "Client 101" in autotask.stdout  # the Autotask mapping was planned
+    assert autotask.exit_code != 2
+    none = invoke("sync", "--dry-run", "--psa", "connectwise")
+    assert none.exit_code == 2
+    assert "No enabled ConnectWise mapping" in none.stderr
+    assert "map CLIENT_ID --psa connectwise" in none.stderr
+
+
+def test_search_accounts_inactive_adds_the_recycle_bin(connected):
+    result = connected("search-accounts", "--psa", "connectwise", "juniper", "--inactive", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["account_id"]: row for row in json.loads(result.stdout)}
+    assert rows[cw_data.JUNIPER_DELETED_COMPANY_ID]["active"] is False
+    assert rows[cw_data.JUNIPER_COMPANY_ID]["active"] is True

@@ -92,6 +92,7 @@ def search_accounts(
             today=lib.local_today(runtime.config),
             contracts=contracts,
             limit=limit,
+            inactive=inactive,
         )
         if found.more:
             warn(f"Showing the first {limit} companies; narrow QUERY or raise --limit (0: all).")

@@ -72,9 +72,10 @@ def search_companies(
     today: date,
     contracts: bool = False,
     limit: int = 50,
+    inactive: bool = False,
 ) -> CompanySearch:
     """Companies whose name contains ``query``; with ``contracts`` their active agreements
-    and each one's active additions.
+    and each one's active additions. ``inactive`` adds those in the recycle bin.
 
     Raises:
         UsageError: ``query`` is empty.
@@ -82,7 +83,9 @@ def search_companies(
     text = query.strip()
     if not text:
         raise UsageError("QUERY is empty; give part of the company name, e.g. `acme`.")
-    found = sorted(api.find_companies(text), key=lambda c: (c.name.casefold(), c.id))
+    found = sorted(
+        api.find_companies(text, include_deleted=inactive), key=lambda c: (c.name.casefold(), c.id)
+    )
     more = bool(limit) and len(found) > limit
     shown = found[: limit or None]
     hits: list[CompanyHit] = []
