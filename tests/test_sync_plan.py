@@ -395,6 +395,7 @@ def test_json_item_shape():
     assert item.as_json() == {
         "client_id": 101,
         "client_name": "Acme Dental",
+        "psa": "autotask",
         "account_name": None,
         "contract_id": 29684001,
         "contract_service_id": 29685100,

@@ -279,6 +279,20 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
     """`status --json`: raw values; a part that failed has ``connected``/``usable`` false and
     its ``error``, and the values it could not read are null."""
     autotask, infima, state, run = report.autotask, report.infima, report.state, report.last_run
+    # A `connectwise` object only when the config has that section: an Autotask-only
+    # document keeps the shape it always had.
+    connectwise = (
+        {}
+        if report.connectwise is None
+        else {
+            "connectwise": {
+                "connected": report.connectwise.problem is None,
+                "site": report.connectwise.site,
+                "codebase": report.connectwise.codebase,
+                "error": _error(report.connectwise.problem),
+            }
+        }
+    )
     return {
         "config_path": report.config_path,
         "state_dir": {
@@ -294,14 +308,7 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
             "request_limit": autotask.request_limit,
             "error": _error(autotask.problem),
         },
-        "connectwise": None
-        if report.connectwise is None
-        else {
-            "connected": report.connectwise.problem is None,
-            "site": report.connectwise.site,
-            "codebase": report.connectwise.codebase,
-            "error": _error(report.connectwise.problem),
-        },
+        **connectwise,
         "infima": {
             "connected": infima.problem is None,
             "url": infima.url,

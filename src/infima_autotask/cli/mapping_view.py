@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from infima_autotask.billing import ordinal
 from infima_autotask.cli.tables import Column, iso, ref, ref_column
-from infima_autotask.config import CONNECTWISE, ClientMapping
+from infima_autotask.config import AUTOTASK, CONNECTWISE, ClientMapping
 from infima_autotask.connectwise.mapping import CompanyHit, CompanySearch, product_label
 from infima_autotask.mapping import (
     AccountHit,
@@ -273,12 +273,14 @@ def overrides_text(mapping: ClientMapping) -> str:
 
 
 def mapping_document(mapping: ClientMapping) -> Row:
-    """The JSON shape of a mapping in ``map``/``unmap`` output (ids in Autotask's words for
-    every PSA, as the config holds them, plus ``psa``)."""
+    """The JSON shape of a mapping in ``map``/``unmap`` output: ids in Autotask's words for
+    every PSA, as the engine holds them; another PSA's mapping adds ``psa`` (an Autotask
+    one keeps the shape it always had)."""
+    other = {"psa": mapping.psa} if mapping.psa != AUTOTASK else {}
     return {
         "client_id": mapping.client_id,
         "client": mapping.client_name,
-        "psa": mapping.psa,
+        **other,
         "account_id": mapping.account_id,
         "account": mapping.account_name,
         "contract_id": mapping.contract_id,
