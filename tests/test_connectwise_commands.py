@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from infima_autotask.cli import _common
-from infima_autotask.config import Config, ConnectWiseSettings
+from infima_autotask.config import AutotaskSettings, Config, ConnectWiseSettings
 from infima_autotask.credentials import KEYRING_SERVICE
 from infima_autotask.sandbox import cw_data, data
 
@@ -42,7 +42,7 @@ def connect_args(sb, **changes):
 
 
 @pytest.fixture
-def connected(invoke, sandbox, infima_env, memkeyring):
+def connected(invoke, sandbox, infima_env, memkeyring, config_path):
     """ConnectWise connected with the sandbox's API member (key in the keyring)."""
     result = invoke(
         *connect_args(sandbox),
@@ -55,6 +55,7 @@ def connected(invoke, sandbox, infima_env, memkeyring):
     def run(*args, input=None):
         return invoke(*args, input=input, env=infima_env)
 
+    run.config_path = config_path
     return run
 
 
@@ -160,12 +161,32 @@ def test_connect_refuses_autotask_flags_with_connectwise(invoke, sandbox):
 
 
 def test_default_psa_is_the_only_connected_one_else_autotask():
-    assert Config().default_psa == "autotask"
+    assert Config().default_psa() == "autotask"
     cw = ConnectWiseSettings(site="na.myconnectwise.net")
-    assert Config(connectwise=cw).default_psa == "connectwise"
-    both = Config(connectwise=cw)
-    both = Config(autotask=type(both.autotask)(username="u@example.com"), connectwise=cw)
-    assert both.default_psa == "autotask"
+    assert Config(connectwise=cw).default_psa() == "connectwise"
+    # Autotask connected through the environment only (cron.env) still counts.
+    assert Config(connectwise=cw).default_psa(autotask_from_env=True) == "autotask"
+    both = Config(autotask=AutotaskSettings(username="u@example.com"), connectwise=cw)
+    assert both.default_psa() == "autotask"
+
+
+def test_env_only_autotask_is_still_tested_beside_connectwise(connected, sandbox_env):
+    """Autotask credentials only in the environment (cron.env) and ConnectWise connected:
+    status tests both, and search-accounts without --psa stays on Autotask."""
+    from click.testing import CliRunner
+
+    from infima_autotask.cli import cli
+
+    config = str(connected.config_path)
+    result = CliRunner().invoke(cli, ["--config", config, "status"], env=sandbox_env)
+    assert result.exit_code == 0, result.output
+    assert "Autotask:         Connected" in result.stdout
+    assert "ConnectWise:      Connected" in result.stdout
+    search = CliRunner().invoke(
+        cli, ["--config", config, "search-accounts", "acme"], env=sandbox_env
+    )
+    assert search.exit_code == 0, search.output
+    assert "Acme" in search.stdout and "Juniper" not in search.stdout
 
 
 # --- search-accounts ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import TypeVar
 from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.billing import iana_zone, same_offsets
 from infima_autotask.config import (
+    AUTOTASK,
     Config,
     ConnectWiseSettings,
     load_config_or_default,
@@ -369,7 +370,8 @@ def status(runtime: Runtime) -> StatusReport:
         client.system_info()
         return ConnectWiseStatus(client.creds.site, client.codebase)
 
-    if config.autotask.username or not config.connected_psas:
+    connected = runtime.connected_psas(config)
+    if AUTOTASK in connected or not connected:
         autotask_status = _probe(autotask, lambda problem: AutotaskStatus(problem=problem))
     else:
         # Another PSA is connected and Autotask never was: nothing to test, nothing failed.

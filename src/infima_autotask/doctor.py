@@ -745,7 +745,8 @@ def run_doctor(
     lines = [m for m in mappings if m.psa == CONNECTWISE]
     mappings_at = [m for m in mappings if m.psa == AUTOTASK]
     autotask: AutotaskApi | None = None
-    if config.autotask.username or not config.connected_psas or mappings_at:
+    connected = runtime.connected_psas(config)
+    if AUTOTASK in connected or not connected or mappings_at:
         connection, autotask = autotask_connection(runtime, config.sync)
         report.checks.append(connection)
     cw: ConnectWiseApi | None = None

@@ -177,9 +177,10 @@ psa_option = click.option(
 )
 
 
-def chosen_psa(given: str | None, config: Config) -> str:
-    """``--psa`` as given, else the config's default (SPEC §10); HaloPSA is not served yet."""
-    psa = given or config.default_psa
+def chosen_psa(given: str | None, runtime: Runtime, config: Config | None = None) -> str:
+    """``--psa`` as given, else the default (SPEC §10: the only connected PSA, else
+    Autotask); HaloPSA is not served yet."""
+    psa = given or runtime.default_psa(config)
     if psa == HALO:
         raise UsageError(
             "HaloPSA is not supported by this version yet; use --psa autotask or connectwise."

@@ -85,7 +85,7 @@ def search_accounts(
       infima-autotask search-accounts "acme dental" --contracts
     """
     runtime = get_runtime()
-    if chosen_psa(psa, runtime.config) == CONNECTWISE:
+    if chosen_psa(psa, runtime) == CONNECTWISE:
         found = cw.search_companies(
             runtime.connectwise(),
             query,
@@ -198,7 +198,7 @@ def map_(
     """
     runtime = get_runtime()
     config, today = runtime.config, lib.local_today(runtime.config)
-    if chosen_psa(psa, config) == CONNECTWISE:
+    if chosen_psa(psa, runtime) == CONNECTWISE:
         _map_connectwise(from_csv, as_json, agreement_id, addition_id, given)
         return
     if agreement_id is not None or addition_id is not None:
@@ -410,7 +410,7 @@ def _check_all(config: Config, known: set[int]) -> lib.CheckResult:
     runtime = get_runtime()
     today = lib.local_today(config)
     lines = [m for m in config.mappings if m.psa == CONNECTWISE]
-    if not lines and config.default_psa != CONNECTWISE:
+    if not lines and runtime.default_psa(config) != CONNECTWISE:
         return lib.check_mappings(config, runtime.autotask(), today=today, known_clients=known)
     others = tuple(m for m in config.mappings if m.psa != CONNECTWISE)
     autotask = (

@@ -84,7 +84,7 @@ def connect(
       infima-autotask connect --psa connectwise --site na.myconnectwise.net --company acmemsp
     """
     runtime = get_runtime()
-    if not infima and chosen_psa(psa, setup.config_for_connect(runtime)) == CONNECTWISE:
+    if not infima and chosen_psa(psa, runtime, setup.config_for_connect(runtime)) == CONNECTWISE:
         if username or integration_code or secret_stdin or api_key_stdin:
             raise UsageError(
                 "--username, --integration-code, --secret-stdin and --api-key-stdin are "
