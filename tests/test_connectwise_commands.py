@@ -509,3 +509,41 @@ def test_search_accounts_inactive_adds_the_recycle_bin(connected):
     rows = {row["account_id"]: row for row in json.loads(result.stdout)}
     assert rows[cw_data.JUNIPER_DELETED_COMPANY_ID]["active"] is False
     assert rows[cw_data.JUNIPER_COMPANY_ID]["active"] is True
+
+
+# --- Autotask unchanged beside ConnectWise -------------------------------------------------
+
+
+def _autotask_requests(sandbox, start):
+    return [
+        (r.method, r.path, json.dumps(r.body, sort_keys=True))
+        for r in sandbox.requests[start:]
+        if r.service == "autotask"
+    ]
+
+
+def test_check_sends_the_same_autotask_requests_beside_connectwise(
+    connected, config_path, sandbox, sandbox_env, runner
+):
+    """A ConnectWise mapping in the file changes no Autotask request of list-mappings --check."""
+    from infima_autotask.cli import cli
+
+    doc = stored(config_path)
+    doc["mappings"] = data.seed_mappings()
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    args = ["--config", str(config_path), "list-mappings", "--check", "--json"]
+
+    start = len(sandbox.requests)
+    alone = runner.invoke(cli, args, env=sandbox_env)
+    assert alone.exit_code == 0, alone.output
+    autotask_alone = _autotask_requests(sandbox, start)
+
+    _add_mapping(config_path, cw_data.seed_mapping())
+    start = len(sandbox.requests)
+    mixed = runner.invoke(cli, args, env=sandbox_env)
+    assert mixed.exit_code == 0, mixed.output
+    assert _autotask_requests(sandbox, start) == autotask_alone
+    rows = {row["client_id"]: row for row in json.loads(mixed.stdout)}
+    before = {row["client_id"]: row for row in json.loads(alone.stdout)}
+    assert {k: v for k, v in rows.items() if k != 109} == before  # Autotask rows unchanged
+    assert rows[109]["psa"] == "connectwise" and rows[109]["status"] == "ok"
