@@ -1053,6 +1053,7 @@ def test_list_mappings_without_history(invoke, cfg, config_path, tmp_path):
         {
             "client_id": 102,
             "client": "Birch Legal",
+            "psa": "autotask",
             "account_id": BIRCH,
             "account": "name",
             "contract_id": BIRCH_RS,
@@ -1088,7 +1089,8 @@ def test_list_mappings_last_sync_from_history(invoke, cfg, config_path, tmp_path
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
-        "Client", "ID", "Client", "Account", "Contract", "Contract", "Service", "Writes", "dated",
+        "Client", "ID", "Client", "PSA", "Account", "Contract", "Contract", "Service", "Writes",
+        "dated",
         "Last", "sync",
     ]  # fmt: skip
     assert lines[2].endswith("2026-11 24 updated")
@@ -1115,9 +1117,9 @@ def test_list_mappings_json_is_raw_where_the_table_joins(invoke, cfg, config_pat
     assert row["last_sync"] == {"period": "2026-11", "units": 24, "status": "updated"}
     table = invoke("list-mappings", env=env).stdout.splitlines()
     assert table[2].split() == [
-        "102", "Birch", "Legal", str(BIRCH), "name", str(BIRCH_RS), "contract", str(BIRCH_CS),
-        "INFIMA", "Security", "Awareness", "Training", "billing", "period", "start", "2026-11",
-        "24", "updated",
+        "102", "Birch", "Legal", "autotask", str(BIRCH), "name", str(BIRCH_RS), "contract",
+        str(BIRCH_CS), "INFIMA", "Security", "Awareness", "Training", "billing", "period",
+        "start", "2026-11", "24", "updated",
     ]  # fmt: skip
 
 
@@ -1161,7 +1163,7 @@ def test_check_ended_contract_prints_the_renewal_command(invoke, config_path, au
         f"--contract-service {DELTA_NEW_CS}`"
     )
     assert list(rows[104]) == [
-        "client_id", "client", "account_id", "account", "contract_id", "contract",
+        "client_id", "client", "psa", "account_id", "account", "contract_id", "contract",
         "contract_service_id", "contract_service", "writes_dated", "billing_period",
         "next_period_start", "prorate", "prorated", "last_sync", "status",
     ]  # fmt: skip

@@ -20,6 +20,7 @@ verification cannot be turned off: empty ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import inspect
 import logging
@@ -45,7 +46,7 @@ import infima_autotask
 from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.cli import cli
 from infima_autotask.http import HttpClient
-from infima_autotask.sandbox import Sandbox, data
+from infima_autotask.sandbox import Sandbox, cw_data, data
 
 SEED = data.seed_mappings()[:3]  # Acme, Birch, Cobalt
 MAPPING = {
@@ -226,7 +227,7 @@ class Scan:
 
 
 def _command_name(args: tuple[str, ...]) -> str:
-    flags = {"--infima", "--check", "--dry-run", "test"}
+    flags = {"--infima", "--check", "--dry-run", "test", "connectwise"}
     return " ".join([args[0], *(a for a in args[1:] if a in flags)])
 
 
@@ -400,6 +401,48 @@ TROUBLED = [
         "contract_service_id": data.DELTA_OLD_CONTRACT_SERVICE_ID,
     },
 ]
+
+
+WRONG_CW_KEY = "Wr0ngCwPrivKey77"  # a rejected private key is a secret too
+
+
+def test_connectwise_private_key_never_shows(tmp_path, sandbox, no_sleep):
+    """connect --psa connectwise (accepted and rejected keys) and every ConnectWise read at -vv:
+    neither the private key nor the Basic token carrying it shows anywhere, and the token goes
+    only to the ConnectWise server."""
+    sb = sandbox
+    token = base64.b64encode(
+        f"{sb.cw_company_id}+{sb.cw_public_key}:{sb.cw_private_key}".encode()
+    ).decode()
+    scan = scan_for(tmp_path, sb, INFIMA_API_KEY=sb.api_key)
+    scan.secrets = (*scan.secrets, sb.cw_private_key, WRONG_CW_KEY, token)
+    cw = (
+        "connect", "--psa", "connectwise", "--site", sb.cw_site, "--company", sb.cw_company_id,
+        "--public-key", sb.cw_public_key, "--client-id", sb.cw_client_id, "--private-key-stdin",
+    )  # fmt: skip
+    scan.run("rejected key", *cw, code=3, stdin=WRONG_CW_KEY + "\n")
+    scan.run("success", *cw, stdin=sb.cw_private_key + "\n")
+    scan.run("success", "search-accounts", "--psa", "connectwise", "a", "--contracts")
+    scan.run("bad input", "search-accounts", "--psa", "connectwise", "   ", code=2)
+    mapping = cw_data.seed_mapping()
+    scan.run(
+        "success", "map", str(mapping["client_id"]), "--psa", "connectwise",
+        "--account", str(mapping["account_id"]), "--addition", str(mapping["addition_id"]),
+    )  # fmt: skip
+    scan.run("bad input", "map", "101", "--psa", "connectwise", "--account", "252", code=2)
+    scan.run("success", "list-mappings", "--check")
+    scan.run("success", "status")
+    scan.run("success", "doctor")
+    scan.run("success", "unmap", "109")
+    cw_host = sb.cw_site.split("/")[2]
+    cw_requests = [r for r in sb.requests if r.service == "connectwise"]
+    assert cw_requests
+    for record in sb.requests:
+        headers = {name.lower(): value for name, value in record.headers.items()}
+        if token in headers.get("authorization", ""):
+            assert record.service == "connectwise" and record.host == cw_host, record
+        if record.service != "connectwise":
+            assert not any(token in v or sb.cw_private_key in v for v in headers.values())
 
 
 def test_notification_secrets_never_show(tmp_path, sandbox, no_sleep):
@@ -619,6 +662,8 @@ def test_scan_covered_every_command():
         "validate",
         "demo",
         "notify test",
+        "connect connectwise",
+        "search-accounts connectwise",
     }
     if len(SCANNED) < 40:
         pytest.skip("run the whole module to count the combinations")

@@ -186,6 +186,24 @@ class Config:
         others = any(mapping.psa != AUTOTASK for mapping in self.mappings)
         return others or self.connectwise is not None or self.halo is not None
 
+    def connected_psas(self, *, autotask_from_env: bool = False) -> tuple[str, ...]:
+        """The PSAs connected: those whose section ``connect`` wrote, and Autotask when its
+        username comes from the environment (``autotask_from_env``)."""
+        found = []
+        if self.autotask.username or autotask_from_env:
+            found.append(AUTOTASK)
+        if self.connectwise is not None and self.connectwise.site:
+            found.append(CONNECTWISE)
+        if self.halo is not None and self.halo.url:
+            found.append(HALO)
+        return tuple(found)
+
+    def default_psa(self, *, autotask_from_env: bool = False) -> str:
+        """What ``--psa`` means when not given (SPEC §10): the only connected PSA, else
+        Autotask."""
+        connected = self.connected_psas(autotask_from_env=autotask_from_env)
+        return connected[0] if len(connected) == 1 else AUTOTASK
+
     def mapping_for(self, client_id: int) -> ClientMapping | None:
         """The mapping of `client_id`, or None."""
         for mapping in self.mappings:

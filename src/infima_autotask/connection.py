@@ -13,12 +13,26 @@ from typing import TypeVar
 
 from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.billing import iana_zone, same_offsets
-from infima_autotask.config import Config, load_config_or_default, save_config
+from infima_autotask.config import (
+    AUTOTASK,
+    Config,
+    ConnectWiseSettings,
+    load_config_or_default,
+    save_config,
+)
+from infima_autotask.connectwise import (
+    ConnectWiseApi,
+    ConnectWiseCredentials,
+    lookup_codebase,
+    site_origin,
+)
 from infima_autotask.credentials import (
+    ENV_CONNECTWISE_PRIVATE_KEY,
     ENV_INFIMA_KEY,
     ENV_SECRET,
     INFIMA_KEY_NAME,
     AutotaskCredentials,
+    connectwise_key_name,
     store_keyring,
 )
 from infima_autotask.errors import (
@@ -180,6 +194,48 @@ def connect_infima(runtime: Runtime, api_key: str) -> InfimaConnection:
 
 
 @dataclass(frozen=True)
+class ConnectWiseConnection:
+    site: str
+    codebase: str
+    version: str
+
+
+def connect_connectwise(
+    runtime: Runtime,
+    config: Config,
+    settings: ConnectWiseSettings,
+    private_key: str,
+) -> ConnectWiseConnection:
+    """Look up the codebase, test ``GET /system/info``, then store the private key in the
+    keyring and the `connectwise` section (with the codebase) in the config.
+
+    Nothing is stored unless the test call succeeds.
+    """
+    register_secret(private_key)
+    site, company, public, client_id = (
+        settings.site or "",
+        settings.company_id or "",
+        settings.public_key or "",
+        settings.client_id or "",
+    )
+    creds = ConnectWiseCredentials(site, company, public, private_key, client_id)
+    http = runtime.new_http("ConnectWise")
+    codebase = lookup_codebase(http, site_origin(site), company)
+    api = ConnectWiseApi(http, creds, codebase=codebase)
+    with _from_environment(
+        runtime, ENV_CONNECTWISE_PRIVATE_KEY, private_key, "ConnectWise private key"
+    ):
+        info = api.system_info()
+    if runtime.env.get(ENV_CONNECTWISE_PRIVATE_KEY) != private_key:
+        store_keyring(connectwise_key_name(company, public), private_key, runtime.env)
+    stored = dataclasses.replace(settings, codebase=api.codebase)
+    updated = dataclasses.replace(config, connectwise=stored, version=2)
+    save_config(updated, runtime.config_path)
+    runtime.set_config(updated)
+    return ConnectWiseConnection(site, api.codebase, info.version)
+
+
+@dataclass(frozen=True)
 class Problem:
     """Why one thing `status` checks is not usable: ``kind`` (``NOT_CONFIGURED``,
     ``CREDENTIALS_UNREADABLE`` or ``NOT_CONNECTED``), the reason with its fix, and the exit
@@ -202,6 +258,15 @@ class AutotaskStatus:
     url: str | None = None
     requests_used: int | None = None
     request_limit: int | None = None
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class ConnectWiseStatus:
+    """The ConnectWise connection: its site and codebase, or the problem."""
+
+    site: str | None = None
+    codebase: str | None = None
     problem: Problem | None = None
 
 
@@ -251,6 +316,7 @@ class StatusReport:
     sync_timezone: str | None
     autotask_timezone: str | None
     exit_code: int = 0
+    connectwise: ConnectWiseStatus | None = None  # None: no `connectwise` section
 
     @property
     def ok(self) -> bool:
@@ -299,7 +365,24 @@ def status(runtime: Runtime) -> StatusReport:
         client = runtime.infima()
         return InfimaStatus(partner=client.partner_name(), url=client.base)
 
-    autotask_status = _probe(autotask, lambda problem: AutotaskStatus(problem=problem))
+    def connectwise() -> ConnectWiseStatus:
+        client = runtime.connectwise()
+        client.system_info()
+        return ConnectWiseStatus(client.creds.site, client.codebase)
+
+    connected = runtime.connected_psas(config)
+    if AUTOTASK in connected or not connected:
+        autotask_status = _probe(autotask, lambda problem: AutotaskStatus(problem=problem))
+    else:
+        # Another PSA is connected and Autotask never was: nothing to test, nothing failed.
+        autotask_status = AutotaskStatus(
+            problem=Problem(NOT_CONFIGURED, "not set up (another PSA is connected)", 0)
+        )
+    cw_status = (
+        _probe(connectwise, lambda problem: ConnectWiseStatus(problem=problem))
+        if config.connectwise is not None
+        else None
+    )
     infima_status = _probe(infima, lambda problem: InfimaStatus(counts_file, problem=problem))
     state = _probe(
         lambda: _state_folder(state_dir), lambda problem: StateStatus(str(state_dir), problem)
@@ -314,7 +397,12 @@ def status(runtime: Runtime) -> StatusReport:
             )
     codes = [
         found.exit_code
-        for found in (autotask_status.problem, infima_status.problem, state.problem)
+        for found in (
+            autotask_status.problem,
+            cw_status.problem if cw_status is not None else None,
+            infima_status.problem,
+            state.problem,
+        )
         if found is not None
     ]
     # A missing credential or an unusable folder is fixed first, as sync would stop there.
@@ -329,6 +417,7 @@ def status(runtime: Runtime) -> StatusReport:
         sync_timezone=config.sync.timezone,
         autotask_timezone=config.autotask.timezone,
         exit_code=code,
+        connectwise=cw_status,
     )
 
 

@@ -32,7 +32,9 @@ from infima_autotask.billing import (
     within_cent,
 )
 from infima_autotask.chain import Successor, chain_text, find_successors
-from infima_autotask.config import ClientMapping, Config, SyncSettings
+from infima_autotask.config import AUTOTASK, CONNECTWISE, ClientMapping, Config, SyncSettings
+from infima_autotask.connectwise.chain import line_problem
+from infima_autotask.connectwise.client import ConnectWiseApi
 from infima_autotask.errors import ApiError, InfimaAutotaskError
 from infima_autotask.infima import (
     INFIMA_THREADS,
@@ -61,6 +63,7 @@ from infima_autotask.sync import (
     current_month,
     ended_contracts,
     exact,
+    local_date,
     mapping_schedule,
     no_effective_date,
     period_label,
@@ -614,6 +617,110 @@ def infima_checks(
     return {client_id: replace(check, client_id=client_id) for client_id, check in found.items()}
 
 
+# --- ConnectWise ---------------------------------------------------------------------------
+
+
+def connectwise_connection(runtime: Runtime) -> tuple[Check, ConnectWiseApi | None]:
+    """The ConnectWise connection (``GET /system/info``)."""
+    name = "ConnectWise connection"
+    try:
+        client = runtime.connectwise()
+        info = client.system_info()
+    except InfimaAutotaskError as exc:
+        return Check.failed(name, f"not connected: {_reason(exc)}", exc.exit_code), None
+    text = f"Connected ({client.creds.site}, {client.codebase}); version {info.version}"
+    return Check(name, OK, text), client
+
+
+def connectwise_checks(
+    api: ConnectWiseApi, mapping: ClientMapping, *, day: date, today: date
+) -> list[Check]:
+    """The chain (``connectwise.chain``, as of ``today``), the current quantity, whether this
+    period's invoice already exists (``nextInvoiceDate`` after ``day``, the period's first:
+    sync holds the client) and cost visibility, for one ConnectWise mapping."""
+    checks = _connectwise_checks(api, mapping, day=day, today=today)
+    return [replace(check, client_id=mapping.client_id) for check in checks]
+
+
+def _connectwise_checks(
+    api: ConnectWiseApi, m: ClientMapping, *, day: date, today: date
+) -> list[Check]:
+    try:
+        company = api.company(m.account_id)
+        agreement = api.agreement(m.contract_id) if company is not None else None
+        additions = api.additions(m.contract_id) if agreement is not None else []
+    except InfimaAutotaskError as exc:
+        return [Check.failed("chain", f"could not be read: {_reason(exc)}", exc.exit_code)]
+    addition = next((a for a in additions if a.id == m.contract_service_id), None)
+    problem = line_problem(
+        m.account_id,
+        company,
+        m.contract_id,
+        agreement,
+        m.contract_service_id,
+        addition,
+        additions,
+        today,
+    )
+    if problem is not None or agreement is None or addition is None:
+        return [
+            Check.failed(
+                "chain",
+                f"{problem}; run `infima-autotask list-mappings --check` for the fix",
+            )
+        ]
+    checks = [
+        Check(
+            "chain",
+            OK,
+            f"company {m.account_id}, agreement {agreement.id}, addition {addition.id} "
+            f"(product {addition.product_identifier or addition.product_id}): active",
+        )
+    ]
+    whole = addition.whole_quantity
+    if whole is None:
+        checks.append(
+            Check(
+                "quantity",
+                WARN,
+                f"the addition shows {addition.quantity!r}, not a whole number; sync writes "
+                "whole numbers",
+            )
+        )
+    else:
+        checks.append(Check("quantity", OK, f"the addition shows {_units(whole)} now"))
+    invoice = agreement.next_invoice
+    if invoice is None:
+        checks.append(Check("invoice", WARN, "the agreement has no nextInvoiceDate: cannot tell"))
+    elif invoice > day:
+        checks.append(
+            Check(
+                "invoice",
+                WARN,
+                f"this period's invoice already exists (next invoice {invoice}): sync holds "
+                f"this client until then",
+            )
+        )
+    else:
+        checks.append(
+            Check("invoice", OK, f"next invoice {invoice}: this period is not invoiced yet")
+        )
+    if addition.unit_cost is None:
+        checks.append(
+            Check(
+                "cost visibility",
+                WARN,
+                "unitCost reads as null: the API member's security role may hide costs "
+                "(overwrite_cost would send a cost it cannot read back)",
+            )
+        )
+    else:
+        checks.append(
+            Check("cost visibility", OK, f"unit cost {rate(addition.unit_cost)} is readable")
+        )
+    return checks
+
+
 # --- the whole run -------------------------------------------------------------------------
 
 
@@ -631,19 +738,30 @@ def run_doctor(
     """
     config = runtime.config
     mappings = select_mappings(config.mappings, list(clients))
-    day = current_month(now or datetime.now(timezone.utc), config.sync.timezone)
+    moment = now or datetime.now(timezone.utc)
+    day = current_month(moment, config.sync.timezone)
+    today = local_date(moment, config.sync.timezone)
     report = DoctorReport()
-    connection, autotask = autotask_connection(runtime, config.sync)
-    report.checks.append(connection)
+    lines = [m for m in mappings if m.psa == CONNECTWISE]
+    mappings_at = [m for m in mappings if m.psa == AUTOTASK]
+    autotask: AutotaskApi | None = None
+    connected = runtime.connected_psas(config)
+    if AUTOTASK in connected or not connected or mappings_at:
+        connection, autotask = autotask_connection(runtime, config.sync)
+        report.checks.append(connection)
+    cw: ConnectWiseApi | None = None
+    if config.connectwise is not None or lines:
+        cw_check, cw = connectwise_connection(runtime)
+        report.checks.append(cw_check)
     infima_check, infima = infima_connection(runtime, config)
     report.checks.append(infima_check)
     zone = config.autotask.timezone
     facts: TenantFacts | None = None
     if autotask is not None:
         report.checks.append(tenant_zone(autotask, zone, today=day))
-        if mappings:
+        if mappings_at:
             try:
-                facts = read_tenant(autotask, mappings, day)
+                facts = read_tenant(autotask, mappings_at, day)
             except InfimaAutotaskError as exc:
                 report.checks.append(
                     Check.failed(
@@ -663,7 +781,10 @@ def run_doctor(
         )
     users = infima_checks(infima, mappings, config) if infima is not None else {}
     for mapping in mappings:
-        if facts is not None:
+        if mapping.psa == CONNECTWISE:
+            if cw is not None:
+                report.checks.extend(connectwise_checks(cw, mapping, day=day, today=today))
+        elif facts is not None:
             report.checks.extend(
                 mapping_checks(mapping, day=day, settings=config.sync, zone=zone, facts=facts)
             )

@@ -43,7 +43,7 @@ from infima_autotask.chain import (
     read_recurring_contracts,
     renewals_wanted,
 )
-from infima_autotask.config import ClientMapping, Config, SyncSettings
+from infima_autotask.config import AUTOTASK, ClientMapping, Config, SyncSettings, line_key
 from infima_autotask.errors import InfimaAutotaskError, StateError, UsageError
 from infima_autotask.history import DB_NAME, History
 from infima_autotask.infima import INFIMA_THREADS, CountSource, InfimaClientInfo
@@ -352,13 +352,17 @@ class _Problem:
         return f"{self.text}. {self.hint}" if self.hint else f"{self.text}."
 
 
-def _taken_problem(config: Config, client_id: int, cs_id: int) -> _Problem | None:
+def _taken_problem(
+    config: Config, client_id: int, cs_id: int, psa: str = AUTOTASK
+) -> _Problem | None:
+    """Another client already maps this line (a PSA line is mapped at most once)."""
+    line = "contract service" if psa == AUTOTASK else line_key(psa, "contract_service_id")[:-3]
     for other in config.mappings:
-        if other.contract_service_id == cs_id and other.client_id != client_id:
+        if other.psa == psa and other.contract_service_id == cs_id and other.client_id != client_id:
             return _Problem(
-                f"Contract service {cs_id} is already mapped to client "
+                f"{_sentence(line)} {cs_id} is already mapped to client "
                 f"{other.client_id}{_named(other.client_name)}",
-                f"Run `{PROG} unmap {other.client_id}` first, or choose another contract service.",
+                f"Run `{PROG} unmap {other.client_id}` first, or choose another {line}.",
             )
     return None
 
@@ -442,16 +446,19 @@ def mapping_warnings(config: Config, new: ClientMapping) -> list[str]:
     """What makes ``new`` look like the wrong line: another service than the other mappings
     bill, or an account whose name shares no word with the client's."""
     found: list[str] = []
-    others = [m for m in config.mappings if m.client_id != new.client_id]
+    # Product and service ids of other PSAs are other numbers: compare within the PSA.
+    others = [m for m in config.mappings if m.client_id != new.client_id and m.psa == new.psa]
     usual = Counter(m.service_id for m in others).most_common(1)
     if usual and usual[0][0] != new.service_id:
         service_id, count = usual[0]
         name = next((m.service_name for m in others if m.service_id == service_id), None)
+        autotask = new.psa == AUTOTASK
+        line, thing = ("contract service", "service") if autotask else ("addition", "product")
         found.append(
-            f"contract service {new.contract_service_id} bills "
-            f"{new.service_name or 'service'} ({new.service_id}), but "
+            f"{line} {new.contract_service_id} bills "
+            f"{new.service_name or thing} ({new.service_id}), but "
             f"{'the other mapping bills' if count == 1 else f'the other {count} mappings bill'} "
-            f"{name or 'service'} ({service_id}): is it the INFIMA seats line?"
+            f"{name or thing} ({service_id}): is it the INFIMA seats line?"
         )
     client_words, account_words = _words(new.client_name), _words(new.account_name)
     if client_words and account_words and not client_words & account_words:

@@ -14,6 +14,7 @@ from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.config import Config, load_config
 from infima_autotask.connectwise import ConnectWiseApi, ConnectWiseCredentials
 from infima_autotask.credentials import (
+    ENV_USERNAME,
     AutotaskCredentials,
     autotask_credentials,
     connectwise_private_key,
@@ -105,6 +106,16 @@ class Runtime:
 
     def zone_url(self) -> str | None:
         return self.env.get(ENV_ZONE_URL) or None
+
+    def connected_psas(self, config: Config | None = None) -> tuple[str, ...]:
+        """The PSAs connected in the config, or (Autotask) through the environment."""
+        from_env = bool(self.env.get(ENV_USERNAME))
+        return (config or self.config).connected_psas(autotask_from_env=from_env)
+
+    def default_psa(self, config: Config | None = None) -> str:
+        """``--psa`` when not given: the only connected PSA, else Autotask (SPEC §10)."""
+        from_env = bool(self.env.get(ENV_USERNAME))
+        return (config or self.config).default_psa(autotask_from_env=from_env)
 
     def autotask_credentials(self, config: Config | None = None) -> AutotaskCredentials:
         settings = (config or self.config).autotask

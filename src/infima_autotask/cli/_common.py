@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from tabulate import tabulate
 
+from infima_autotask.config import HALO, PSAS, Config
 from infima_autotask.errors import InfimaAutotaskError, UsageError
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import parse_month
@@ -166,3 +167,22 @@ def month_callback(ctx: click.Context, param: click.Parameter, value: str | None
 def signed(value: int | None) -> str:
     """``+2``, ``-3``, ``0``; ``-`` when unknown."""
     return "-" if value is None else f"{value:+d}" if value else "0"
+
+
+psa_option = click.option(
+    "--psa",
+    type=click.Choice(PSAS),
+    default=None,
+    help="The PSA to talk to (default: the only connected PSA, else autotask).",
+)
+
+
+def chosen_psa(given: str | None, runtime: Runtime, config: Config | None = None) -> str:
+    """``--psa`` as given, else the default (SPEC §10: the only connected PSA, else
+    Autotask); HaloPSA is not served yet."""
+    psa = given or runtime.default_psa(config)
+    if psa == HALO:
+        raise UsageError(
+            "HaloPSA is not supported by this version yet; use --psa autotask or connectwise."
+        )
+    return psa

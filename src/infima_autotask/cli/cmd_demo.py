@@ -18,7 +18,7 @@ from keyring.backend import KeyringBackend
 
 from infima_autotask.cli._common import Command
 from infima_autotask.errors import InfimaAutotaskError
-from infima_autotask.sandbox import Sandbox, data
+from infima_autotask.sandbox import Sandbox, cw_data, data
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,53 @@ def _steps(sandbox: Sandbox) -> list[Step]:
         Step("Run it again: nothing changes, nothing is written twice", ["sync"]),
         Step("Check every mapping live", ["list-mappings", "--check"]),
         Step("What happened", ["history"]),
+        *_connectwise_steps(sandbox),
+    ]
+
+
+def _connectwise_steps(sandbox: Sandbox) -> list[Step]:
+    """A ConnectWise PSA shop's first steps on the same tool (SPEC §10)."""
+    mapping = cw_data.seed_mapping()
+    return [
+        Step(
+            "Connect to ConnectWise PSA: codebase lookup, a test call, private key into the "
+            "keyring",
+            [
+                "connect",
+                "--psa",
+                "connectwise",
+                "--site",
+                sandbox.cw_site,
+                "--company",
+                sandbox.cw_company_id,
+                "--public-key",
+                sandbox.cw_public_key,
+                "--client-id",
+                sandbox.cw_client_id,
+                "--private-key-stdin",
+            ],
+            stdin=sandbox.cw_private_key + "\n",
+        ),
+        Step(
+            "Find the ConnectWise company, its agreements and additions",
+            ["search-accounts", "--psa", "connectwise", "juniper", "--contracts"],
+        ),
+        Step(
+            f"Map INFIMA client {mapping['client_id']} to its agreement addition (checked live)",
+            [
+                "map",
+                str(mapping["client_id"]),
+                "--psa",
+                "connectwise",
+                "--account",
+                str(mapping["account_id"]),
+                "--agreement",
+                str(mapping["agreement_id"]),
+                "--addition",
+                str(mapping["addition_id"]),
+            ],
+        ),
+        Step("Every mapping, each with its PSA", ["list-mappings"]),
     ]
 
 
@@ -125,10 +172,10 @@ def _run(step: Step) -> int:
 def demo() -> None:
     """Run a whole month against the built-in sandbox on 127.0.0.1.
 
-    Starts simulated Autotask and INFIMA APIs, then runs connect, list-clients,
-    search-accounts, map, doctor, sync --dry-run, sync, sync again, list-mappings --check
-    and history in a temporary folder with an in-memory keyring. Touches no real config,
-    keyring or network.
+    Starts simulated Autotask, ConnectWise PSA and INFIMA APIs, then runs connect,
+    list-clients, search-accounts, map, doctor, sync --dry-run, sync, sync again,
+    list-mappings --check and history in a temporary folder with an in-memory keyring, and
+    maps one client on ConnectWise too. Touches no real config, keyring or network.
 
     \b
     Example:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,16 @@ from infima_autotask.cli._common import (
     COUNT,
     ID,
     Command,
+    chosen_psa,
     emit_json,
     get_runtime,
     json_option,
+    psa_option,
     warn,
 )
 from infima_autotask.cli.tables import emit_table
-from infima_autotask.config import save_config
+from infima_autotask.config import CONNECTWISE, Config, save_config
+from infima_autotask.connectwise import mapping as cw
 from infima_autotask.whole_number import WholeNumberError, parse_whole
 
 _HOW_TO_MAP = (
@@ -64,8 +68,11 @@ def list_clients(as_json: bool) -> None:
 @click.option(
     "--limit", type=COUNT, default=50, show_default=True, help="Accounts to show; 0: all."
 )
+@psa_option
 @json_option
-def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_json: bool) -> None:
+def search_accounts(
+    query: str, inactive: bool, contracts: bool, limit: int, as_json: bool, psa: str | None
+) -> None:
     """Find Autotask accounts (companies) whose name contains QUERY.
 
     With --contracts, one row per contract service of each account's active Recurring
@@ -78,6 +85,21 @@ def search_accounts(query: str, inactive: bool, contracts: bool, limit: int, as_
       infima-autotask search-accounts "acme dental" --contracts
     """
     runtime = get_runtime()
+    if chosen_psa(psa, runtime) == CONNECTWISE:
+        found = cw.search_companies(
+            runtime.connectwise(),
+            query,
+            today=lib.local_today(runtime.config),
+            contracts=contracts,
+            limit=limit,
+            inactive=inactive,
+        )
+        if found.more:
+            warn(f"Showing the first {limit} companies; narrow QUERY or raise --limit (0: all).")
+        emit_table(view.company_rows(found), view.company_columns(found), as_json=as_json)
+        if not found.companies and not as_json:
+            warn(f"No ConnectWise company name contains {query!r}.")
+        return
     result = lib.search_accounts(
         runtime.autotask(),
         query,
@@ -148,8 +170,18 @@ def _mappings(count: int) -> str:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Map many clients: client_id,account_id,contract_id,contract_service_id.",
 )
+@psa_option
+@click.option("--agreement", "agreement_id", type=ID, help="ConnectWise agreement ID.")
+@click.option("--addition", "addition_id", type=ID, help="ConnectWise agreement addition ID.")
 @json_option
-def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
+def map_(
+    from_csv: Path | None,
+    as_json: bool,
+    psa: str | None,
+    agreement_id: int | None,
+    addition_id: int | None,
+    **given: Any,
+) -> None:
     """Map an INFIMA client to an Autotask Contract Service, validating the chain live.
 
     A missing --contract or --contract-service is chosen from a numbered list on a
@@ -166,6 +198,14 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
     """
     runtime = get_runtime()
     config, today = runtime.config, lib.local_today(runtime.config)
+    if chosen_psa(psa, runtime) == CONNECTWISE:
+        _map_connectwise(from_csv, as_json, agreement_id, addition_id, given)
+        return
+    if agreement_id is not None or addition_id is not None:
+        raise click.UsageError(
+            "--agreement and --addition are ConnectWise's: add --psa connectwise (Autotask "
+            "takes --contract and --contract-service)."
+        )
     if from_csv is not None:
         if any(value is not None for value in given.values()):
             raise click.UsageError("--from-csv takes the IDs from the file; give no other option.")
@@ -209,6 +249,78 @@ def map_(from_csv: Path | None, as_json: bool, **given: Any) -> None:
         return
     warn(
         f"Config saved to {runtime.config_path} ({len(changed)} changed, "
+        f"{_mappings(len(result.config.mappings))} in all)."
+    )
+
+
+def _map_connectwise(
+    from_csv: Path | None,
+    as_json: bool,
+    agreement_id: int | None,
+    addition_id: int | None,
+    given: dict[str, Any],
+) -> None:
+    """``map --psa connectwise``: the chain checked live, as for Autotask."""
+    runtime = get_runtime()
+    config = runtime.config
+    if from_csv is not None:
+        raise click.UsageError(
+            "--from-csv maps Autotask lines only; map ConnectWise clients one by one."
+        )
+    if given["contract_id"] is not None or given["contract_service_id"] is not None:
+        raise click.UsageError(
+            "--contract and --contract-service are Autotask's; ConnectWise takes --agreement "
+            "and --addition."
+        )
+    if given["prorate"] is not None:
+        raise click.UsageError(
+            "--prorate does not apply to ConnectWise: it keeps no billing periods to prorate."
+        )
+    if given["client_id"] is None or given["account_id"] is None:
+        raise click.UsageError("Give CLIENT_ID and --account (the ConnectWise company ID).")
+    if given["account_id"] == 0:
+        raise click.UsageError("--account: 0 is not a ConnectWise company ID (they start at 1).")
+    pick = _pick if _common.can_prompt() else None
+    result = cw.map_line(
+        config,
+        runtime.connectwise(),
+        runtime.count_source(),
+        cw.LineRequest(
+            client_id=given["client_id"],
+            account_id=given["account_id"],
+            agreement_id=agreement_id,
+            addition_id=addition_id,
+            exclude_users=given["exclude_users"],
+            min_units=given["min_units"],
+            max_units=given["max_units"],
+            unit_cost=given["unit_cost"],
+        ),
+        today=lib.local_today(config),
+        pick=pick,
+        say=warn if pick else None,
+    )
+    if pick is None:
+        for note in result.notes:
+            warn(note)
+    for text in result.warnings:
+        warn(f"Warning: {text}")
+    asked = result.warnings and _common.can_prompt()
+    if asked and not click.confirm("Map it anyway?", default=False, err=True):
+        warn("Not mapped: the config was not changed.")
+        raise click.exceptions.Exit(1)
+    changed = result.old != result.new
+    if changed:
+        save_config(result.config, runtime.config_path)
+        runtime.set_config(result.config)
+    if as_json:
+        emit_json([view.line_change_document(result.old, result.new)])
+    else:
+        click.echo("\n".join(view.line_change_lines(result.old, result.new)))
+    if not changed:
+        warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
+        return
+    warn(
+        f"Config saved to {runtime.config_path} (1 changed, "
         f"{_mappings(len(result.config.mappings))} in all)."
     )
 
@@ -269,9 +381,7 @@ def list_mappings(check: bool, as_json: bool) -> None:
             warn(f"No mappings in {runtime.config_path} yet. {_HOW_TO_MAP}")
         return
     known = {info.id for info in runtime.count_source().clients()}
-    result = lib.check_mappings(
-        config, runtime.autotask(), today=lib.local_today(config), known_clients=known
-    )
+    result = _check_all(config, known)
     if result.refreshed:
         save_config(result.config, runtime.config_path)
         runtime.set_config(result.config)
@@ -292,6 +402,42 @@ def list_mappings(check: bool, as_json: bool) -> None:
     warn(f"{total} mapping(s): {total - len(result.broken)} ok, {len(result.broken)} broken")
     if result.broken:
         raise click.exceptions.Exit(1)
+
+
+def _check_all(config: Config, known: set[int]) -> lib.CheckResult:
+    """Autotask mappings checked as they always were (same requests); ConnectWise ones by
+    ``connectwise.mapping.check_lines``; one result in the config's order."""
+    runtime = get_runtime()
+    today = lib.local_today(config)
+    lines = [m for m in config.mappings if m.psa == CONNECTWISE]
+    if not lines and runtime.default_psa(config) != CONNECTWISE:
+        return lib.check_mappings(config, runtime.autotask(), today=today, known_clients=known)
+    others = tuple(m for m in config.mappings if m.psa != CONNECTWISE)
+    autotask = (
+        lib.check_mappings(
+            replace(config, mappings=others), runtime.autotask(), today=today, known_clients=known
+        )
+        if others
+        else lib.CheckResult(replace(config, mappings=()), {}, set(), [])
+    )
+    found = cw.check_lines(config, runtime.connectwise(), lines, today=today, known_clients=known)
+    fresh = {m.client_id: m for m in (*autotask.config.mappings, *found.config.mappings)}
+    refreshed = [*autotask.refreshed, *found.refreshed]
+    merged = config
+    if refreshed:
+        merged = replace(
+            config,
+            mappings=tuple(
+                fresh[m.client_id] if m.client_id in refreshed else m for m in config.mappings
+            ),
+        )
+    return lib.CheckResult(
+        merged,
+        {**autotask.status, **found.status},
+        autotask.broken | found.broken,
+        refreshed,
+        autotask.billing,
+    )
 
 
 COMMANDS: list[Any] = [list_clients, search_accounts, map_, unmap, list_mappings]

@@ -9,7 +9,17 @@ import click
 
 from infima_autotask import connection as setup
 from infima_autotask.cli import _common
-from infima_autotask.cli._common import Command, emit_json, get_runtime, json_option, warn
+from infima_autotask.cli._common import (
+    Command,
+    chosen_psa,
+    emit_json,
+    get_runtime,
+    json_option,
+    psa_option,
+    warn,
+)
+from infima_autotask.config import CONNECTWISE, ConnectWiseSettings
+from infima_autotask.credentials import ENV_CONNECTWISE_PRIVATE_KEY
 from infima_autotask.errors import ApiError, CredentialsError, UsageError
 
 
@@ -48,12 +58,22 @@ def _stdin_line(label: str) -> str:
 @click.option("--secret-stdin", is_flag=True, help="Read the Autotask secret from stdin.")
 @click.option("--infima", is_flag=True, help="Connect the INFIMA Reporting API instead.")
 @click.option("--api-key-stdin", is_flag=True, help="With --infima: read the API key from stdin.")
+@psa_option
+@click.option("--site", help="ConnectWise: the site you log in to (na.myconnectwise.net).")
+@click.option("--company", help="ConnectWise: the company id typed at login.")
+@click.option("--public-key", help="ConnectWise: the API member's public key.")
+@click.option("--client-id", help="ConnectWise: your clientId from developer.connectwise.com.")
+@click.option(
+    "--private-key-stdin", is_flag=True, help="ConnectWise: read the private key from stdin."
+)
 def connect(
     username: str | None,
     integration_code: str | None,
     secret_stdin: bool,
     infima: bool,
     api_key_stdin: bool,
+    psa: str | None,
+    **connectwise: Any,
 ) -> None:
     """Test credentials, then store the secret in the keyring and the rest in the config.
 
@@ -61,8 +81,23 @@ def connect(
     Example:
       infima-autotask connect --username sync-api@example.com
       infima-autotask connect --infima
+      infima-autotask connect --psa connectwise --site na.myconnectwise.net --company acmemsp
     """
     runtime = get_runtime()
+    if not infima and chosen_psa(psa, runtime, setup.config_for_connect(runtime)) == CONNECTWISE:
+        if username or integration_code or secret_stdin or api_key_stdin:
+            raise UsageError(
+                "--username, --integration-code, --secret-stdin and --api-key-stdin are "
+                "Autotask's; ConnectWise takes --site, --company, --public-key, --client-id "
+                "and --private-key-stdin."
+            )
+        _connect_connectwise(**connectwise)
+        return
+    if any(connectwise.values()):
+        raise UsageError(
+            "--site, --company, --public-key, --client-id and --private-key-stdin are for "
+            "`connect --psa connectwise`."
+        )
     if infima:
         key = runtime.env.get("INFIMA_API_KEY")
         if api_key_stdin:
@@ -106,6 +141,55 @@ def connect(
     click.echo(f"Config saved to {runtime.config_path}", err=True)
 
 
+def _connect_connectwise(
+    site: str | None,
+    company: str | None,
+    public_key: str | None,
+    client_id: str | None,
+    private_key_stdin: bool,
+) -> None:
+    """``connect --psa connectwise``: flags, else the config section, else a prompt."""
+    runtime = get_runtime()
+    config = setup.config_for_connect(runtime)
+    saved = config.connectwise or ConnectWiseSettings()
+    settings = ConnectWiseSettings(
+        site=_value(
+            site or saved.site,
+            "ConnectWise site (e.g. na.myconnectwise.net)",
+            "Pass --site (the host you log in to).",
+        ),
+        company_id=_value(
+            company or saved.company_id,
+            "ConnectWise company id (typed at login)",
+            "Pass --company.",
+        ),
+        public_key=_value(
+            public_key or saved.public_key,
+            "API member public key",
+            "Pass --public-key.",
+        ),
+        client_id=_value(
+            client_id or saved.client_id,
+            "clientId (developer.connectwise.com)",
+            "Pass --client-id.",
+        ),
+    )
+    private = (
+        _stdin_line("ConnectWise private key")
+        if private_key_stdin
+        else runtime.env.get(ENV_CONNECTWISE_PRIVATE_KEY)
+        or _value(
+            None,
+            "API member private key",
+            f"Pipe it in with --private-key-stdin, or set {ENV_CONNECTWISE_PRIVATE_KEY}.",
+            hide=True,
+        )
+    )
+    result = setup.connect_connectwise(runtime, config, settings, private)
+    click.echo(f"ConnectWise: Connected ({result.site}, codebase {result.codebase})")
+    click.echo(f"Config saved to {runtime.config_path}", err=True)
+
+
 def _tenant_zone(found: setup.TenantZone, config_path: str) -> None:
     """The tenant's time zone line, or a warning; never a failure (SPEC §7 connect)."""
     if found.zone is None:
@@ -143,6 +227,12 @@ def _autotask_text(found: setup.AutotaskStatus) -> str:
     )
 
 
+def _connectwise_text(found: setup.ConnectWiseStatus) -> str:
+    if found.problem is not None:
+        return _problem_text(found.problem)
+    return f"Connected ({found.site}, {found.codebase})"
+
+
 def _infima_text(found: setup.InfimaStatus) -> str:
     if found.problem is not None:
         return _problem_text(found.problem)
@@ -167,6 +257,11 @@ def status_lines(report: setup.StatusReport) -> list[tuple[str, str]]:
     )
     return [
         ("Autotask", _autotask_text(report.autotask)),
+        *(
+            [("ConnectWise", _connectwise_text(report.connectwise))]
+            if report.connectwise is not None
+            else []
+        ),
         ("INFIMA", _infima_text(report.infima)),
         ("Config", report.config_path),
         ("State folder", _problem_text(state.problem) if state.problem else state.path),
@@ -184,6 +279,20 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
     """`status --json`: raw values; a part that failed has ``connected``/``usable`` false and
     its ``error``, and the values it could not read are null."""
     autotask, infima, state, run = report.autotask, report.infima, report.state, report.last_run
+    # A `connectwise` object only when the config has that section: an Autotask-only
+    # document keeps the shape it always had.
+    connectwise = (
+        {}
+        if report.connectwise is None
+        else {
+            "connectwise": {
+                "connected": report.connectwise.problem is None,
+                "site": report.connectwise.site,
+                "codebase": report.connectwise.codebase,
+                "error": _error(report.connectwise.problem),
+            }
+        }
+    )
     return {
         "config_path": report.config_path,
         "state_dir": {
@@ -199,6 +308,7 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
             "request_limit": autotask.request_limit,
             "error": _error(autotask.problem),
         },
+        **connectwise,
         "infima": {
             "connected": infima.problem is None,
             "url": infima.url,

@@ -27,7 +27,8 @@ from infima_autotask.cli._common import (
     signed,
     warn,
 )
-from infima_autotask.errors import InfimaAutotaskError
+from infima_autotask.config import PSA_NAMES, PSAS, Config
+from infima_autotask.errors import InfimaAutotaskError, UsageError
 from infima_autotask.plan_file import ReviewedPlan, load_plan, save_plan
 from infima_autotask.runner import (
     SyncInterrupted,
@@ -86,6 +87,21 @@ class _Bar:
         self.close()
 
 
+def _clients_on(config: Config, psa: str, given: tuple[int, ...]) -> tuple[int, ...]:
+    """``--psa``: the clients mapped on that PSA (of ``given``, when given)."""
+    found = tuple(
+        m.client_id
+        for m in config.mappings
+        if m.psa == psa and m.enabled and (not given or m.client_id in given)
+    )
+    if not found:
+        raise UsageError(
+            f"No enabled {PSA_NAMES[psa]} mapping{' among the given clients' if given else ''}. "
+            f"Map one with `infima-autotask map CLIENT_ID --psa {psa} --account ID`."
+        )
+    return found
+
+
 @click.command(cls=Command)
 @click.option("--dry-run", is_flag=True, help="Show the plan; write nothing to Autotask.")
 @click.option(
@@ -134,6 +150,12 @@ class _Bar:
 @click.option(
     "--all", "show_all", is_flag=True, help="Show every row of a long table (unchanged too)."
 )
+@click.option(
+    "--psa",
+    type=click.Choice(PSAS),
+    default=None,
+    help="Only the clients mapped on this PSA (default: every mapping, whatever its PSA).",
+)
 @json_option
 @click.option(
     "-q",
@@ -154,6 +176,7 @@ def sync(
     show_all: bool,
     as_json: bool,
     quiet: bool,
+    psa: str | None = None,
 ) -> None:
     """Set each mapped Contract Service's units for the month to the client's active users.
 
@@ -166,12 +189,15 @@ def sync(
       infima-autotask sync                         # write, then print the result
       infima-autotask sync --dry-run --plan-out plan.json && infima-autotask sync --plan plan.json
       infima-autotask sync --if-due --quiet        # daily catch-up line for cron
+      infima-autotask sync --psa connectwise --quiet  # nightly line for ConnectWise
     """
     if detailed_exitcode and not dry_run:
         raise click.UsageError("--detailed-exitcode works only with --dry-run.")
     if plan_out is not None and not dry_run:
         raise click.UsageError("--plan-out works only with --dry-run.")
     runtime = get_runtime()
+    if psa is not None:
+        clients = _clients_on(runtime.config, psa, clients)
     reviewed = load_plan(plan_file) if plan_file is not None else None
     options = SyncOptions(
         month=month,

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple
 
 from infima_autotask.billing import ordinal
 from infima_autotask.cli.tables import Column, iso, ref, ref_column
-from infima_autotask.config import ClientMapping
+from infima_autotask.config import AUTOTASK, CONNECTWISE, ClientMapping
+from infima_autotask.connectwise.mapping import CompanyHit, CompanySearch, product_label
 from infima_autotask.mapping import (
     AccountHit,
     Billing,
@@ -243,7 +244,14 @@ def billing_lines(billing: Billing) -> list[str]:
 
 
 def describe(mapping: ClientMapping) -> str:
-    """``account 1 A, contract 2 C, contract service 3 S`` (IDs with names)."""
+    """``account 1 A, contract 2 C, contract service 3 S`` (IDs with names), in the words of
+    the mapping's PSA."""
+    if mapping.psa == CONNECTWISE:
+        return (
+            f"ConnectWise company {ref(mapping.account_id, mapping.account_name)}, "
+            f"agreement {ref(mapping.contract_id, mapping.contract_name)}, "
+            f"addition {ref(mapping.contract_service_id, mapping.service_name)}"
+        )
     return (
         f"account {ref(mapping.account_id, mapping.account_name)}, "
         f"contract {ref(mapping.contract_id, mapping.contract_name)}, "
@@ -265,10 +273,14 @@ def overrides_text(mapping: ClientMapping) -> str:
 
 
 def mapping_document(mapping: ClientMapping) -> Row:
-    """The JSON shape of a mapping in ``map``/``unmap`` output."""
+    """The JSON shape of a mapping in ``map``/``unmap`` output: ids in Autotask's words for
+    every PSA, as the engine holds them; another PSA's mapping adds ``psa`` (an Autotask
+    one keeps the shape it always had)."""
+    other = {"psa": mapping.psa} if mapping.psa != AUTOTASK else {}
     return {
         "client_id": mapping.client_id,
         "client": mapping.client_name,
+        **other,
         "account_id": mapping.account_id,
         "account": mapping.account_name,
         "contract_id": mapping.contract_id,
@@ -324,6 +336,8 @@ class MappingLine:
 
 
 def _writes_dated_cell(line: MappingLine) -> str | None:
+    if line.mapping.psa == CONNECTWISE:
+        return CW_WRITES
     if not line.checked:
         return offline_writes_dated(line.prorate)
     return writes_dated(line.billing) if line.billing else None
@@ -346,6 +360,7 @@ def _last_sync_fields(line: MappingLine) -> Row:
 MAPPING_COLUMNS: tuple[Column[MappingLine], ...] = (
     Column("Client ID", lambda line: line.mapping.client_id),
     Column("Client", lambda line: line.mapping.client_name),
+    Column("PSA", lambda line: line.mapping.psa),
     ref_column(
         "Account", lambda line: line.mapping.account_id, lambda line: line.mapping.account_name
     ),
@@ -368,3 +383,94 @@ CHECK_COLUMNS: tuple[Column[MappingLine], ...] = (
     *MAPPING_COLUMNS,
     Column("Status", lambda line: line.status),
 )
+
+
+# --- ConnectWise: search-accounts, map ----------------------------------------------------
+
+# ConnectWise keeps no quantity per month: a write takes effect when it is sent.
+CW_WRITES = "when sent (ConnectWise)"
+
+
+class CompanyRow(NamedTuple):
+    """One row of ``search-accounts --psa connectwise``: a company and, with --contracts,
+    one active agreement with one of its active additions."""
+
+    hit: CompanyHit
+    line: Any = None  # connectwise.mapping.AgreementLine
+
+
+COMPANY_COLUMNS: tuple[Column[CompanyRow], ...] = (
+    Column("Account ID", lambda r: r.hit.company.id),
+    Column("Account", lambda r: r.hit.company.name or None),
+    # The model reads no company type (ConnectWise keeps a list of them): shown as "-".
+    Column("Type", lambda r: None),
+    Column(
+        "Active",
+        lambda r: "yes" if _company_active(r.hit) else "no",
+        lambda r: {"active": _company_active(r.hit)},
+    ),
+)
+
+
+def _company_active(hit: CompanyHit) -> bool:
+    status = (hit.company.status or "active").casefold()
+    return not hit.company.deleted and "inactive" not in status
+
+
+def _addition(r: CompanyRow) -> Any:
+    return r.line.addition if r.line is not None else None
+
+
+AGREEMENT_COLUMNS: tuple[Column[CompanyRow], ...] = (
+    Column("Agreement ID", lambda r: r.line.agreement.id if r.line else None),
+    Column("Agreement", lambda r: (r.line.agreement.name or None) if r.line else None),
+    Column("Addition ID", lambda r: a.id if (a := _addition(r)) else None),
+    Column("Product", lambda r: product_label(a) if (a := _addition(r)) else None),
+    Column("Quantity", lambda r: _quantity(a) if (a := _addition(r)) else None),
+    Column(
+        "Unit price",
+        lambda r: rate(a.unit_price) if (a := _addition(r)) else None,
+        lambda r: {"unit_price": a.unit_price if (a := _addition(r)) else None},
+    ),
+    Column(
+        "Unit cost",
+        lambda r: rate(a.unit_cost) if (a := _addition(r)) else None,
+        lambda r: {"unit_cost": a.unit_cost if (a := _addition(r)) else None},
+    ),
+)
+
+
+def _quantity(addition: Any) -> Any:
+    whole = addition.whole_quantity
+    return whole if whole is not None else addition.quantity
+
+
+def company_columns(result: CompanySearch) -> tuple[Column[CompanyRow], ...]:
+    return (*COMPANY_COLUMNS, *AGREEMENT_COLUMNS) if result.with_contracts else COMPANY_COLUMNS
+
+
+def company_rows(result: CompanySearch) -> list[CompanyRow]:
+    """One row per company; with contracts, one per agreement addition (company repeated)."""
+    if not result.with_contracts:
+        return [CompanyRow(hit) for hit in result.companies]
+    return [CompanyRow(hit, line) for hit in result.companies for line in (hit.lines or (None,))]
+
+
+def line_change_lines(old: ClientMapping | None, new: ClientMapping) -> list[str]:
+    """What ``map --psa connectwise`` prints: old and new line, and when writes land."""
+    head = f"Mapped client {new.client_id}{_named(new.client_name)}"
+    if old is None:
+        mapped = [f"{head} to {describe(new)}"]
+    elif old.psa == new.psa and _chain(old) == _chain(new):
+        mapped = [f"{head} (unchanged chain): {describe(new)}"]
+    else:
+        mapped = [f"{head}:", f"  was: {describe(old)}", f"  now: {describe(new)}"]
+    return [
+        *mapped,
+        "  ConnectWise keeps no quantity per month: sync sets the addition's quantity when it "
+        "runs (a nightly cron line keeps it current).",
+    ]
+
+
+def line_change_document(old: ClientMapping | None, new: ClientMapping) -> Row:
+    return {**mapping_document(new), "previous": mapping_document(old) if old else None}
