@@ -63,7 +63,8 @@ def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
         "planned",
         "$ infima-autotask list-mappings --check",
         "$ infima-autotask history",
-        "Demo complete: 3 adjustment(s) written to the sandbox, none twice.",
+        "Demo complete: 3 Autotask adjustment(s) and 1 ConnectWise quantity update(s) written "
+        "to the sandbox, none twice.",
     ):
         assert text in out, text
     # doctor runs after the maps and before the first sync, and finds nothing to fix.
@@ -73,12 +74,14 @@ def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
     assert " fail " not in doctor and " warn " not in doctor
     assert "Doctor: 38 ok, 0 warn, 0 fail" in result.stderr
     summaries = [line for line in result.stderr.splitlines() if line.startswith("Period ")]
-    assert len(summaries) == 3
+    assert len(summaries) == 4
     assert summaries[0].endswith(
         "3 planned, 2 unchanged, 0 skipped, 0 held, 0 failed (dry run: nothing written)"
     )
     assert summaries[1].endswith("3 updated, 2 unchanged, 0 skipped, 0 held, 0 failed")
     assert summaries[2].endswith("0 updated, 5 unchanged, 0 skipped, 0 held, 0 failed")
+    # ConnectWise: Juniper's addition set to its count (18 -> 20) with one PATCH.
+    assert summaries[3].endswith("1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed")
     # Nothing outside its own temporary folder: no config, state, keyring file or leftovers.
     assert not real_config.exists() and not real_state.exists()
     assert files_under(home) == []

@@ -115,6 +115,10 @@ def _connectwise_steps(sandbox: Sandbox) -> list[Step]:
             ],
         ),
         Step("Every mapping, each with its PSA", ["list-mappings"]),
+        Step(
+            "Write ConnectWise's quantity: one PATCH of the count itself, never a delta",
+            ["sync", "--psa", "connectwise"],
+        ),
     ]
 
 
@@ -197,9 +201,11 @@ def demo() -> None:
                         "please report this as a bug."
                     )
     writes = len(sandbox.adjustments())
+    patches = len(sandbox.cw.patches)
     click.echo()
     click.echo(
-        f"Demo complete: {writes} adjustment(s) written to the sandbox, none twice. "
+        f"Demo complete: {writes} Autotask adjustment(s) and {patches} ConnectWise quantity "
+        "update(s) written to the sandbox, none twice. "
         "Next: `infima-autotask connect` with your Autotask API user."
     )
 
