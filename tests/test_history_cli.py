@@ -74,6 +74,7 @@ def test_history_table_newest_first(invoke, filled):
         "Client",
         "ID",
         "Client",
+        "PSA",
         "Before",
         "After",
         "Change",
@@ -81,6 +82,8 @@ def test_history_table_newest_first(invoke, filled):
         "Detail",
     ]
     rows = [line.split() for line in lines[2:]]
+    assert {row[6] for row in rows} == {"autotask"}
+    rows = [row[:6] + row[7:] for row in rows]  # as before the PSA column
     day = "2026-12-01"
     assert [row[:5] + row[6:10] for row in rows] == [
         ["2026-12-01T06:00:08Z", "2026-12", day, "103", "Client", "5", "2", "-3", "writing"],
@@ -124,6 +127,7 @@ def test_history_filters_and_json(invoke, filled):
             "effective": "2026-12-01",
             "client_id": 101,
             "client": "Client 101",
+            "psa": "autotask",
             "before": 10,
             "after": 12,
             "change": 2,
