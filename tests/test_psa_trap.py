@@ -162,11 +162,17 @@ def test_the_patch_answer_is_the_verification_else_one_get(cw, requests_mock):
     found = backend.read_back([item("connectwise")])
     assert backend.landing(item("connectwise"), found[88412]) is Landing.LANDED
     assert [r.method for r in requests_mock.request_history] == ["PATCH"]
-    # Used once: a later re-read asks ConnectWise.
+    # The first write's second check with the batch costs no GET either (SPEC §10).
+    found = backend.read_back([item("connectwise")])
+    assert backend.landing(item("connectwise"), found[88412]) is Landing.LANDED
+    assert [r.method for r in requests_mock.request_history] == ["PATCH"]
+    # A send drops it: after an unknown outcome the re-read asks ConnectWise.
+    requests_mock.patch(LINE, status_code=503, text="busy")
+    backend.send(item("connectwise"))
     requests_mock.get(LINE, json={**ADDITION, "quantity": 35.0})
     found = backend.read_back([item("connectwise")])
     assert backend.landing(item("connectwise"), found[88412]) is Landing.BEFORE
-    assert [r.method for r in requests_mock.request_history] == ["PATCH", "GET"]
+    assert [r.method for r in requests_mock.request_history][-1] == "GET"
 
 
 def test_landing_and_describe():

@@ -49,7 +49,8 @@ def read_lines(
 
 
 class ConnectWiseLines:
-    """Agreement additions written with one PATCH each, read back one GET each."""
+    """Agreement additions written with one PATCH each; the PATCH's answer is the read-back,
+    else one GET each."""
 
     name = "ConnectWise"
 
@@ -84,8 +85,10 @@ class ConnectWiseLines:
         found: dict[int, Addition | None] = {}
         for item in items:
             with self._lock:
-                # Used once: a re-read after an unknown outcome always asks ConnectWise.
-                answer = self._answers.pop(item.contract_service_id, None)
+                # Kept until the next send of that addition (which drops it first), so the
+                # first write's second check with the batch costs no GET (SPEC §10's budget);
+                # a re-read after an unknown outcome finds none and asks ConnectWise.
+                answer = self._answers.get(item.contract_service_id)
             found[item.contract_service_id] = (
                 answer
                 if answer is not None
