@@ -187,6 +187,20 @@ class Sandbox:
             start_day=start_day,
         )
 
+    def generate_connectwise(
+        self, n: int, *, changed_fraction: float = 0.3, first_client_id: int = 5000
+    ) -> list[dict[str, Any]]:
+        """Add ``n`` ConnectWise companies, agreements and INFIMA-product additions with
+        matching INFIMA clients, ``round(n * changed_fraction)`` of them with an active count
+        different from the addition's quantity; returns their SPEC §10 mappings."""
+        return cw_data.generate(
+            self.cw,
+            self.state,
+            n,
+            changed_fraction=changed_fraction,
+            first_client_id=first_client_id,
+        )
+
     def _record(self, record: RequestRecord) -> None:
         with self._log_lock:
             self.requests.append(record)

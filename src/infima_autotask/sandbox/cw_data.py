@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .data import JUNIPER_CLIENT_ID, add_months, month_end
+from .data import JUNIPER_CLIENT_ID, SandboxState, add_months, month_end
 
 CODEBASE = "v2025_1/"
 MOVED_CODEBASE = "v2025_2/"  # where ``ConnectWiseState.move_codebase()`` sends it
@@ -77,6 +77,10 @@ NIMBUS_CANCELLED_ADDITION_ID = 88470  # cancelledDate: last day of last month
 NIMBUS_ADDITION_ID = 88471
 
 _FIRST_NEW_ADDITION_ID = 89_000_001
+# ``generate``'s ids: far from the seed's and from what a POST would create.
+_GEN_COMPANY_BASE = 500_000
+_GEN_AGREEMENT_BASE = 600_000
+_GEN_ADDITION_BASE = 700_000
 
 # Addition fields a PUT may carry; those not sent are reset (PUT replaces the record).
 ADDITION_FIELDS = (
@@ -163,6 +167,7 @@ class ConnectWiseState:
     audit: list[dict[str, Any]] = field(default_factory=list)
     concurrent: list[ConcurrentWrite] = field(default_factory=list)
     next_addition_id: int = _FIRST_NEW_ADDITION_ID
+    generated: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -442,3 +447,65 @@ def seed_mapping(today: date | None = None) -> dict[str, Any]:
         "product_id": INFIMA_PRODUCT_ID,
         "product_name": INFIMA_PRODUCT_DESCRIPTION,
     }
+
+
+def generate(
+    state: ConnectWiseState,
+    infima: SandboxState,
+    n: int,
+    *,
+    changed_fraction: float = 0.3,
+    first_client_id: int = 5000,
+) -> list[dict[str, Any]]:
+    """Add ``n`` companies, each with an active agreement, one addition of the INFIMA product
+    and a matching INFIMA client in ``infima``; ``round(n * changed_fraction)`` of them have an
+    active count different from the addition's quantity. Returns their SPEC §10 mappings.
+    Raises ValueError for a bad argument or a client id already used.
+    """
+    if n < 0 or not 0.0 <= changed_fraction <= 1.0:
+        raise ValueError("n must be >= 0 and changed_fraction between 0 and 1")
+    changed_total = round(n * changed_fraction)
+    this = state.this_month
+    start = add_months(this, -12)
+    end = month_end(add_months(this, 11))
+    agreement_name = f"Managed Services {this.year}"
+    mappings: list[dict[str, Any]] = []
+    with state.lock, infima.lock:
+        clashes = set(range(first_client_id, first_client_id + n)) & infima.infima_clients.keys()
+        if clashes:
+            raise ValueError(f"INFIMA client ids already used: {sorted(clashes)[:5]}")
+        if INFIMA_PRODUCT_ID not in state.products:
+            state.add_product(
+                INFIMA_PRODUCT_ID, INFIMA_PRODUCT_IDENTIFIER, INFIMA_PRODUCT_DESCRIPTION
+            )
+        for i in range(n):
+            k = state.generated + i
+            client_id = first_client_id + i
+            name = f"CW Client {k + 1}"
+            company_id = _GEN_COMPANY_BASE + k
+            agreement_id = _GEN_AGREEMENT_BASE + k
+            addition_id = _GEN_ADDITION_BASE + k
+            quantity = 1 + (k * 37) % 240
+            # Spread the changed clients evenly over the range; small rises only.
+            changed = (i + 1) * changed_total // n > i * changed_total // n
+            active = quantity + 1 + k % 3 if changed else quantity
+            state.add_company(company_id, f"CWClient{k + 1}", name)
+            state.add_agreement(agreement_id, company_id, agreement_name, start=start, end=end)
+            state.add_addition(addition_id, agreement_id, INFIMA_PRODUCT_ID, quantity)
+            infima.add_infima_client(client_id, name, active, k % 3)
+            mappings.append(
+                {
+                    "client_id": client_id,
+                    "client_name": name,
+                    "psa": "connectwise",
+                    "account_id": company_id,
+                    "account_name": name,
+                    "agreement_id": agreement_id,
+                    "agreement_name": agreement_name,
+                    "addition_id": addition_id,
+                    "product_id": INFIMA_PRODUCT_ID,
+                    "product_name": INFIMA_PRODUCT_DESCRIPTION,
+                }
+            )
+        state.generated += n
+    return mappings
