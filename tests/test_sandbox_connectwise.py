@@ -594,3 +594,26 @@ def test_a_bad_answer_from_the_simulator_would_be_caught(sb, api):
     sb.cw.additions[88412]["quantity"] = "eighteen"
     with pytest.raises(BadResponseError, match="quantity"):
         api.additions(3311)
+
+
+def test_generate_connectwise_adds_mapped_lines_with_a_share_changed():
+    with Sandbox(today=TODAY) as sandbox:
+        before = dict(sandbox.cw.additions)
+        mappings = sandbox.generate_connectwise(10, changed_fraction=0.3, first_client_id=7000)
+        more = sandbox.generate_connectwise(2, first_client_id=7010)
+        assert {k: v for k, v in sandbox.cw.additions.items() if k in before} == before
+        changed = 0
+        for m in [*mappings, *more]:
+            assert m["psa"] == "connectwise"
+            agreement = sandbox.cw.agreements[m["agreement_id"]]
+            addition = sandbox.cw.additions[m["addition_id"]]
+            assert agreement["company"]["id"] == m["account_id"]
+            assert agreement["agreementStatus"] == "Active"
+            assert addition["agreementId"] == m["agreement_id"]
+            assert addition["product"]["id"] == m["product_id"]
+            active = sandbox.state.infima_clients[m["client_id"]].active
+            changed += active != sandbox.cw.quantity(m["addition_id"])
+        assert changed == 3 + 1  # round(10 * 0.3), round(2 * 0.3)
+        assert len({m["addition_id"] for m in [*mappings, *more]}) == 12
+        with pytest.raises(ValueError, match="already used"):
+            sandbox.generate_connectwise(1, first_client_id=7000)
