@@ -362,3 +362,45 @@ def test_a_revert_of_a_mixed_run_never_sends_a_connectwise_line_to_autotask(worl
     assert {i["status"] for c, i in items.items() if i["psa"] == "autotask" and i["change"]} <= {
         "updated"
     }
+
+
+# -- ConnectWise faults: the rest of the matrix ---------------------------------------------
+
+
+def cw_statuses(world: World, method: str, tail: str) -> list[int]:
+    """Statuses of ``method`` requests whose path ends with ``tail`` (0: no answer sent)."""
+    return [
+        r.status
+        for r in world.requests("connectwise")
+        if r.method == method and r.path.split("?")[0].endswith(tail)
+    ]
+
+
+def test_an_html_429_on_the_patch_is_re_read_then_sent_once_more(world):
+    world.write_config(autotask=False)
+    world.sandbox.faults.add("cw:write", "429-html", retry_after=1)
+    result, doc = world.sync()
+    assert result.exit_code == 0, result.output
+    (item,) = doc["items"]
+    assert (item["status"], item["after"]) == ("updated", 20)
+    assert [r.status for r in world.patches()] == [429, 200]
+    assert len(world.sandbox.cw.patches) == 1 and world.sandbox.cw.quantity(ADDITION) == 20.0
+    world.assert_no_put_post_delete()
+
+
+@pytest.mark.parametrize("kind", ["503", "drop"])
+@pytest.mark.parametrize(
+    ("endpoint", "needle"),
+    [("cw:additions", f"/additions/{ADDITION}"), ("cw:agreements", "/agreements/3311")],
+)
+def test_a_storm_on_a_read_is_retried_and_the_run_completes(world, kind, endpoint, needle):
+    world.write_config(autotask=False)
+    world.sandbox.faults.add(endpoint, kind, times=3)
+    result, doc = world.sync()
+    assert result.exit_code == 0, result.output
+    assert doc["items"][0]["status"] == "updated"
+    failed = 503 if kind == "503" else 0  # 0: no answer was sent
+    assert cw_statuses(world, "GET", needle) == [failed] * 3 + [200]
+    assert [r.status for r in world.patches()] == [200]
+    assert world.sandbox.cw.quantity(ADDITION) == 20.0
+    world.assert_no_put_post_delete()

@@ -44,7 +44,18 @@ ALL_FAULT_ENDPOINTS = (
 )
 WRITE_FAULT_ENDPOINTS = {"contractserviceadjustments", "cw:write"}
 # 429-html: a Cloudflare-style HTML page (with Retry-After when retry_after is given).
-PLAIN_KINDS = {"429", "429-html", "500-errors", "500-bare", "503", "502", "drop", "timeout"}
+# 400: a validation rejection (nothing applied), in the API's own error shape.
+PLAIN_KINDS = {
+    "400",
+    "429",
+    "429-html",
+    "500-errors",
+    "500-bare",
+    "503",
+    "502",
+    "drop",
+    "timeout",
+}
 APPLY_KINDS = {"apply-then-drop", "apply-then-hold", "apply-then-500-bare"}
 _HOLD_LIMIT = 60.0  # a held write gives up waiting for release() after this, so stop() can't hang
 
@@ -199,6 +210,8 @@ def fault_reply(fault: Fault) -> Reply:
         reply = html_reply(429, "<title>Error 1015</title>You are being rate limited")
         reply.headers.update(retry_after_header(fault))
         return reply
+    if fault.kind == "400":
+        return json_reply(400, {"errors": ["Simulated validation failure"]})
     if fault.kind in ("500-errors",):
         return json_reply(500, {"errors": ["Simulated failure"]})
     if fault.kind in ("500-bare", "apply-then-500-bare"):

@@ -380,6 +380,20 @@ def cw_fault_reply(fault: Fault) -> Reply:
     if fault.kind == "429":
         body = {"code": "TooManyRequests", "message": "Too many requests; retry later."}
         return json_reply(429, body, retry_after_header(fault))
+    if fault.kind == "400":
+        body = {
+            "code": "InvalidObject",
+            "message": "addition object is invalid",
+            "errors": [
+                {
+                    "code": "InvalidField",
+                    "message": "The quantity is not valid for this addition.",
+                    "resource": "addition",
+                    "field": "quantity",
+                }
+            ],
+        }
+        return json_reply(400, body)
     if fault.kind == "500-errors":
         body = {
             "code": "UnexpectedError",
