@@ -404,3 +404,56 @@ def test_a_storm_on_a_read_is_retried_and_the_run_completes(world, kind, endpoin
     assert [r.status for r in world.patches()] == [200]
     assert world.sandbox.cw.quantity(ADDITION) == 20.0
     world.assert_no_put_post_delete()
+
+
+def test_a_400_rejection_of_the_patch_fails_and_is_never_re_sent(world):
+    world.write_config(autotask=False)
+    world.sandbox.faults.add("cw:write", "400")
+    result, doc = world.sync()
+    assert result.exit_code == 1, result.output
+    (item,) = doc["items"]
+    assert item["status"] == "failed" and (item["before"], item["after"]) == (18, 18)
+    assert "ConnectWise refused the change" in item["message"]
+    assert "The quantity is not valid" in item["message"]
+    assert [r.status for r in world.patches()] == [400]
+    assert world.sandbox.cw.patches == [] and world.sandbox.cw.quantity(ADDITION) == 18.0
+    world.assert_no_put_post_delete()
+
+
+
+def assert_nothing_written_anywhere(world: World) -> None:
+    assert world.sandbox.adjustments() == []
+    assert not [r for r in world.requests("autotask") if "ContractServiceAdjustments" in r.path]
+    assert world.patches() == [] and world.sandbox.cw.patches == []
+    assert world.sandbox.cw.quantity(ADDITION) == 18.0
+    world.assert_no_put_post_delete()
+
+
+def test_a_connectwise_read_that_never_recovers_blocks_the_autotask_writes_too(world):
+    """A mixed month whose ConnectWise addition read answers 503 forever: the run stops
+    with exit 3 before any write, on either PSA (the Autotask changes are not written
+    either: every line is read before anything is written), after bounded retries."""
+    world.sandbox.faults.add("cw:additions", "503", times=-1)
+    result = world.run("sync", "--json")
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("Error: ConnectWise is unavailable (HTTP 503")
+    assert "Try again later" in result.stderr and "Traceback" not in result.stderr
+    assert cw_statuses(world, "GET", f"/additions/{ADDITION}") == [503] * 6  # max_attempts
+    assert world.requests("autotask")  # its reads were made; its writes were not
+    assert_nothing_written_anywhere(world)
+
+
+def test_connectwise_rejecting_the_keys_stops_a_mixed_month_before_any_write(world):
+    """A 401 from ConnectWise (the private key rotated): exit 3 with what to check and
+    `connect --psa connectwise`; the 401 is never retried and nothing is written on
+    either PSA."""
+    world.env["INFIMA_CONNECTWISE_PRIVATE_KEY"] = "RotatedKey000000"
+    result = world.run("sync", "--json")
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith(
+        "Error: ConnectWise rejected the company id, public key or private key (HTTP 401)"
+    )
+    assert "infima-autotask connect --psa connectwise" in result.stderr
+    statuses = [r.status for r in world.requests("connectwise") if "/apis/" in r.path]
+    assert statuses and set(statuses) == {401} and len(statuses) <= 2
+    assert_nothing_written_anywhere(world)
