@@ -2,14 +2,17 @@
 
 Mixed months (Autotask and ConnectWise clients in one run: one report, one history run, one
 exit code), a ConnectWise-only config (no Autotask request at all), and ConnectWise's faults:
-an applied PATCH whose answer is lost, 429 with and without Retry-After, a concurrent writer,
-an agreement already invoiced, a past month and a cancelled addition. Every case checks what
-ConnectWise received: PATCHes of the absolute target only, never PUT, POST or DELETE.
+an applied PATCH whose answer is lost, 429 with and without Retry-After (JSON and HTML), a
+concurrent writer, an agreement already invoiced, a past month, a cancelled addition, 503 and
+dropped-connection storms on the reads, a read that never recovers, a 401, a 400 rejection
+and two syncs at once. Every case checks what ConnectWise received: PATCHes of the absolute
+target only, never PUT, POST or DELETE.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from sandbox_cli import EXE, subprocess_env
 
 from infima_autotask.cli import cli
 from infima_autotask.history import History, ItemRecord
@@ -457,3 +461,35 @@ def test_connectwise_rejecting_the_keys_stops_a_mixed_month_before_any_write(wor
     statuses = [r.status for r in world.requests("connectwise") if "/apis/" in r.path]
     assert statuses and set(statuses) == {401} and len(statuses) <= 2
     assert_nothing_written_anywhere(world)
+
+
+def test_two_syncs_at_once_with_connectwise_mappings(world):
+    """A second ``sync`` while the first holds its ConnectWise PATCH: the second exits 3
+    naming the holder's PID and sends nothing; the first finishes with one PATCH."""
+    world.write_config(autotask=False)
+    sb = world.sandbox
+    sb.faults.add("cw:write", "apply-then-hold")
+    first = subprocess.Popen(
+        [str(EXE), "sync"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**subprocess_env(world.config.parent / "home"), **world.env},
+    )
+    try:
+        assert sb.faults.held.wait(30), "the first sync never reached its PATCH"
+        sent = len(sb.requests)
+        second = world.run("sync")
+        assert len(sb.requests) == sent  # refused before any request
+    finally:
+        sb.faults.release()
+        out, err = first.communicate(timeout=30)
+    assert second.exit_code == 3, second.output
+    assert second.stderr.startswith("Error: Another sync is running")
+    assert f"PID {first.pid}" in second.stderr
+    assert first.returncode == 0, out + err
+    assert "Traceback" not in err
+    assert len(world.patches()) == 1 and len(sb.cw.patches) == 1
+    assert sb.cw.quantity(ADDITION) == 20.0
+    world.assert_no_put_post_delete()
