@@ -424,7 +424,6 @@ def test_a_400_rejection_of_the_patch_fails_and_is_never_re_sent(world):
     world.assert_no_put_post_delete()
 
 
-
 def assert_nothing_written_anywhere(world: World) -> None:
     assert world.sandbox.adjustments() == []
     assert not [r for r in world.requests("autotask") if "ContractServiceAdjustments" in r.path]
