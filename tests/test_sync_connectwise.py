@@ -492,3 +492,17 @@ def test_two_syncs_at_once_with_connectwise_mappings(world):
     assert len(world.patches()) == 1 and len(sb.cw.patches) == 1
     assert sb.cw.quantity(ADDITION) == 20.0
     world.assert_no_put_post_delete()
+
+
+def test_several_changes_stay_within_the_connectwise_budget(world):
+    """SPEC §10: at most 2 reads per mapping plus 1 write per change. The first write's
+    PATCH answer serves both its own check and the batch's: no third read of its addition."""
+    mappings = world.sandbox.generate_connectwise(6, changed_fraction=0.5)
+    world.write_config(autotask=False, cw=mappings)
+    result, doc = world.sync()
+    assert result.exit_code == 0, result.output
+    assert [i["status"] for i in doc["items"]].count("updated") == 3
+    apis = [r for r in world.requests("connectwise") if "/apis/" in r.path]
+    assert [r.method for r in apis].count("GET") == 2 * len(mappings)
+    assert len(world.patches()) == len(world.sandbox.cw.patches) == 3
+    world.assert_no_put_post_delete()
