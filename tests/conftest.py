@@ -9,6 +9,7 @@ import keyring
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
 
 from infima_autotask.cli import cli
 from infima_autotask.memkeyring import MemoryKeyring
@@ -20,6 +21,18 @@ USERNAME = "sync-api@example.com"
 CODE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ1"
 SECRET = "s3cr3t-Autotask-P@ss"
 API_KEY = "infima-key-9f8e7d6c5b4a"
+
+# Every property-based test runs under one named profile, registered and loaded here once:
+# "ci" (the default, 200 examples a property) or the deep run, HYPOTHESIS_PROFILE=local (1,000).
+_HEALTH = [
+    HealthCheck.function_scoped_fixture,  # only the autouse clean_env; examples share nothing
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+]
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=_HEALTH)
+settings.register_profile("local", max_examples=1000, deadline=None, suppress_health_check=_HEALTH)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 @pytest.fixture(autouse=True)

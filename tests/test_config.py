@@ -1,19 +1,17 @@
-"""Tests for the config module: strict validation, loading errors, round trip, atomic save."""
+"""Tests for the config module: strict validation, loading errors, round trip, save."""
 
 from __future__ import annotations
 
 import copy
 import os
-import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from infima_autotask import config_yaml, fsutil
@@ -667,27 +665,6 @@ def test_save_and_load_round_trip(tmp_path):
     assert load_config(path) == _full_config()
 
 
-def test_save_creates_private_folder_and_file(tmp_path):
-    path = tmp_path / "a" / "b" / "config.yaml"
-    old_umask = os.umask(0o022)
-    try:
-        save_config(Config(), path)
-    finally:
-        os.umask(old_umask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
-
-
-def test_save_tightens_existing_file_mode_and_leaves_no_temp(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text("version: 1\n")
-    path.chmod(0o644)
-    save_config(_full_config(), path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert os.listdir(tmp_path) == ["config.yaml"]
-
-
 def test_save_replaces_via_os_replace(tmp_path, monkeypatch):
     path = tmp_path / "config.yaml"
     save_config(Config(), path)
@@ -719,37 +696,6 @@ def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, monkeypatch):
     assert info.value.exit_code == 2
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["config.yaml"]
-
-
-def test_save_atomic_under_concurrent_reads(tmp_path):
-    path = tmp_path / "config.yaml"
-    small = Config()
-    big = _full_config()
-    for index in range(3):
-        big = big.with_mapping(ClientMapping(1000 + index, 1, 1, 5000 + index, 1, note="n" * 50))
-    save_config(small, path)
-    seen: list[object] = []
-    stop = threading.Event()
-
-    def reader():
-        while not stop.is_set():
-            try:
-                seen.append(load_config(path))
-            except ConfigError as exc:  # any partial file would land here
-                seen.append(exc)
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for index in range(200):
-            save_config(big if index % 2 else small, path)
-    finally:
-        stop.set()
-        thread.join()
-    assert seen
-    assert all(item in (small, big) for item in seen), [
-        item for item in seen if isinstance(item, ConfigError)
-    ][:1]
 
 
 def test_save_onto_directory_is_a_config_error(tmp_path):
@@ -1168,7 +1114,6 @@ def _yaml_texts(draw):
     return "\n".join(lines)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_yaml_texts())
 def test_either_parser_reads_generated_yaml_alike(text):
     fast = _loaded_or_crash(text)

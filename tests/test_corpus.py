@@ -15,6 +15,7 @@ Examples per property: 200 by default (profile ``ci``, a quick run); the deep ru
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import math
@@ -33,22 +34,11 @@ import requests_mock as rm
 import yaml
 from click.testing import CliRunner
 from conftest import API_KEY, API_URL, BASE, CODE, INFIMA, SECRET, USERNAME
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.cli import cli
-
-_HEALTH = [
-    HealthCheck.function_scoped_fixture,  # only the autouse clean_env; examples share nothing
-    HealthCheck.too_slow,
-    HealthCheck.data_too_large,
-]
-settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=_HEALTH)
-settings.register_profile("local", max_examples=1000, deadline=None, suppress_health_check=_HEALTH)
-PROFILE_NAME = os.environ.get("HYPOTHESIS_PROFILE", "ci")
-# Applied per test (not loaded globally) so other modules keep hypothesis' defaults.
-PROFILE = settings(settings.get_profile(PROFILE_NAME))
 
 MONTH = "2026-12"
 ADJUSTMENTS = BASE + "ContractServiceAdjustments"
@@ -298,7 +288,6 @@ def api_env(state: Path) -> dict[str, str]:
 CONFIG_INPUTS = 0  # counted for the README figures (printed with -s)
 
 
-@PROFILE
 @given(raw=config_bytes())
 def test_generated_configs_validate_with_error_lines_only(raw: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +306,6 @@ def test_generated_configs_validate_with_error_lines_only(raw: bytes) -> None:
         assert path.read_bytes() == raw  # validate never rewrites the file
 
 
-@PROFILE
 @given(raw=config_bytes())
 def test_generated_configs_dry_run_never_writes(raw: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp, rm.Mocker() as m:
@@ -874,7 +862,6 @@ def check_answer_property(command: str, mutation: Mutation) -> None:
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-@PROFILE
 @given(data=st.data())
 def test_malformed_answers_fail_cleanly(command: str, data: st.DataObject) -> None:
     mutation = data.draw(mutations(COMMANDS[command][1]), label="mutation")
@@ -899,7 +886,14 @@ def test_the_unharmed_world_works(command: str) -> None:
             assert posts[0]["contractServiceID"] == 7101 and posts[0]["unitChange"] == 2
 
 
-def test_profile_is_documented_and_chosen_by_environment() -> None:
+def test_one_profile_chosen_by_environment_governs_every_property() -> None:
+    """conftest registers the profiles once and loads the one HYPOTHESIS_PROFILE names; no
+    test module sets its own number of examples, so the deep run deepens every property."""
     assert settings.get_profile("ci").max_examples == 200
     assert settings.get_profile("local").max_examples == 1000
-    assert PROFILE.max_examples == settings.get_profile(PROFILE_NAME).max_examples
+    chosen = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+    assert settings.default.max_examples == chosen.max_examples
+    for module in sorted(Path(__file__).parent.glob("test_*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                assert "max_examples" not in {k.arg for k in node.keywords}, module.name

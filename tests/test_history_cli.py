@@ -167,13 +167,6 @@ def test_history_bad_options(invoke, configured, args, message):
     assert result.exit_code == 2 and message in result.stderr
 
 
-def test_every_command_help_ends_with_an_example(invoke):
-    for command in ("sync", "history"):
-        result = invoke(command, "--help")
-        assert result.exit_code == 0
-        assert "Example:\n    infima-autotask " + command in result.stdout
-
-
 def test_history_runs_lists_each_run_with_its_id_newest_first(invoke, filled, state_dir):
     with History(state_dir, clock=Clock()) as history:
         real = next(run for run in history.runs() if not run.dry_run)

@@ -1361,20 +1361,6 @@ def test_check_marks_a_client_infima_does_not_know(invoke, config_path, autotask
     assert row["status"].startswith("INFIMA has no client 102; check it in INFIMA, or")
 
 
-# --- help ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "command", ["list-clients", "search-accounts", "map", "unmap", "list-mappings"]
-)
-def test_help_ends_with_an_example(invoke, command):
-    result = invoke(command, "--help")
-    assert result.exit_code == 0
-    assert "Example:\n" in result.stdout
-    assert f"infima-autotask {command}" in result.stdout.split("Example:")[1]
-    assert "--json" in result.stdout
-
-
 def test_map_warns_when_the_account_shares_no_word_with_the_client(invoke, config_path, autotask):
     """Without a terminal the warning is printed and the mapping made (scripts, CSV)."""
     write_config(config_path, make_config([]))

@@ -147,13 +147,17 @@ def _commands():
 
 @pytest.mark.parametrize(("name", "args"), _commands(), ids=[n for n, _ in _commands()])
 def test_every_help_ends_with_its_example_block(runner, name, args):
-    """SPEC §2: the help text ends with `Example:` (it used to sit above the options)."""
+    """SPEC §2: `-h` and `--help` show the help, which ends with `Example:` (it used to sit
+    above the options) and command lines, at least one running this very command."""
     result = runner.invoke(cli, [*args, "--help"])
     assert result.exit_code == 0
+    assert runner.invoke(cli, [*args, "-h"]).stdout == result.stdout
     text = result.stdout.rstrip("\n")
     tail = text.split("\n\n")[-1].splitlines()
     assert tail[0].strip() == "Example:", text
+    assert len(tail) > 1, text
     assert all(line.strip().startswith("infima-autotask") for line in tail[1:]), text
+    assert not args or any(name in line.split() for line in tail[1:]), text
     assert "Options:" in text.split("Example:")[0]
 
 
@@ -284,6 +288,7 @@ def test_standalone_sandbox_prints_lines_a_shell_can_paste(invoke, config_path, 
         lines: list[str] = []
         while not lines or not lines[-1].startswith("#   export INFIMA_API_KEY="):
             lines.append(proc.stdout.readline().rstrip("\n"))
+        assert lines[0] == "infima-autotask sandbox running (Ctrl-C to stop)"
         env = dict(
             line.removeprefix("export ").split("=", 1)
             for line in lines

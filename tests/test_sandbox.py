@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from datetime import date
@@ -673,7 +674,10 @@ def test_generate_5000_is_quick_and_consistent():
     sandbox = Sandbox(today=TODAY, seed=False)
     started = time.monotonic()
     mappings = sandbox.generate(5000, changed_fraction=0.3)
-    assert time.monotonic() - started < 3
+    # The same bound for the code, whether or not coverage's tracer (on in the default
+    # `pytest`) slows it down, about fourfold.
+    budget = 3 if sys.gettrace() is None else 12
+    assert time.monotonic() - started < budget
     assert len(mappings) == 5000
     assert set(mappings[0]) == {
         "client_id", "client_name", "account_id", "account_name", "contract_id",

@@ -228,3 +228,38 @@ def test_a_plan_is_held_when_the_date_it_would_send_changed_since(
     assert item["status"] == "held"
     assert "sent date 2026-12-01T12:00:00Z -> 2026-12-01T14:30:00Z" in item["message"]
     assert writes(requests_mock) == []
+
+
+def test_a_plan_that_cannot_be_used_is_refused_with_nothing_written(
+    invoke, setup, fake, requests_mock, tmp_path
+):
+    fake.add_client(101, 10)
+    setup({101: 12})
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("a file where the plan's folder should be", encoding="utf-8")
+    unwritable = not_a_folder / "plan.json"
+    refused = invoke("sync", "--month", PERIOD, "--dry-run", "--plan-out", str(unwritable))
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1] == (
+        f"Error: Cannot write the plan to {unwritable}: Not a directory. Choose a writable path."
+    )
+    plan = tmp_path / "plan.json"
+    assert invoke("sync", "--month", PERIOD, "--dry-run", "--plan-out", str(plan)).exit_code == 0
+    reviewed = json.loads(plan.read_text(encoding="utf-8"))
+    bad = f"Error: {plan} is not a plan written by `infima-autotask sync --dry-run --plan-out`"
+
+    price_as_text = json.loads(json.dumps(reviewed))
+    price_as_text["items"][0]["unit_price"] = str(price_as_text["items"][0]["unit_price"])
+    cases = [
+        (json.dumps(price_as_text), f"{bad}: an item is missing a value or has a wrong one.\n"),
+        ('{"plan_version": 1, "items": [', f"{bad}: it is not JSON.\n"),
+        (None, f"Error: Cannot read the plan {plan}: No such file or directory.\n"),
+    ]
+    for text, message in cases:
+        if text is None:
+            plan.unlink()
+        else:
+            plan.write_text(text, encoding="utf-8")
+        result = invoke("sync", "--plan", str(plan))
+        assert (result.exit_code, result.stderr) == (2, message)
+    assert writes(requests_mock) == []

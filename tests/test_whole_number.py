@@ -19,7 +19,6 @@ from conftest import make_config, write_config
 from fake_autotask import PERIOD, mapping, writes
 from hypothesis import given
 from hypothesis import strategies as st
-from test_corpus import PROFILE
 
 from infima_autotask.history import LOCK_NAME
 from infima_autotask.sandbox import data
@@ -411,7 +410,6 @@ def test_the_lock_holder_is_named_by_an_ascii_pid_only(invoke, setup, state_dir,
 BIG = 10**40  # beyond 64 bits, to compare with int() on any length of digits
 
 
-@PROFILE
 @given(st.text(alphabet="0123456789", min_size=1, max_size=60))
 def test_the_parser_agrees_with_int_on_ascii_digits(text):
     assert parse_whole(text, high=10**60) == int(text)
@@ -427,14 +425,12 @@ def test_the_parser_agrees_with_int_on_ascii_digits(text):
 _NON_ASCII = st.characters(min_codepoint=0x80)
 
 
-@PROFILE
 @given(st.text(alphabet="0123456789 +-"), _NON_ASCII, st.text())
 def test_the_parser_refuses_any_non_ascii_character(head, odd, tail):
     with pytest.raises(NotWholeNumberError):
         parse_whole(head + odd + tail, low=-BIG, high=BIG, signs="+-", spaces=True)
 
 
-@PROFILE
 @given(st.characters(categories=["Nd", "No"]).filter(lambda c: not c.isascii()))
 def test_the_parser_refuses_other_scripts_digits(digit):
     with pytest.raises(NotWholeNumberError):
