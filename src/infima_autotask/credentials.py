@@ -84,26 +84,60 @@ def autotask_credentials(
     return AutotaskCredentials(username, integration_code, secret)
 
 
+def _env_then_keyring(
+    what: str,
+    variable: str,
+    name: str,
+    missing: str,
+    env: Mapping[str, str] | None,
+    *,
+    refuse_plaintext: bool = False,
+) -> str:
+    """A secret from ``variable``, else the keyring under ``name`` (SPEC §5 order).
+
+    ``missing`` is the error when neither has it. ``refuse_plaintext``: for a secret that
+    reaches the keyring by hand rather than through ``connect``, the rule that keeps secrets
+    out of unencrypted keyrings is applied on reading instead.
+
+    Raises:
+        CredentialsError: no secret, or the keyring cannot be read.
+    """
+    env = os.environ if env is None else env
+    secret = env.get(variable)
+    if secret:
+        log.debug("%s taken from %s", what, variable)
+    else:
+        if refuse_plaintext:
+            _refuse_plaintext(env, outcome=f"the {what} was not read from it")
+        try:
+            secret = read_keyring(name, env)
+        except CredentialsError as exc:
+            if not refuse_plaintext:
+                raise
+            # ``missing`` reads "No <secret>: <fix>": the fix follows why the keyring failed.
+            head, _, fix = missing.partition(": ")
+            raise CredentialsError(f"{head}: {exc.message.rstrip('.')}; {fix}") from None
+        if not secret:
+            raise CredentialsError(missing)
+        log.debug("%s taken from the keyring", what)
+    register_secret(secret)
+    return secret
+
+
 def infima_api_key(env: Mapping[str, str] | None = None) -> str:
     """The INFIMA Reporting API key, from the environment or the keyring.
 
     Raises:
         CredentialsError: no key, or the keyring cannot be read.
     """
-    env = os.environ if env is None else env
-    key = env.get(ENV_INFIMA_KEY)
-    if key:
-        log.debug("INFIMA API key taken from %s", ENV_INFIMA_KEY)
-    else:
-        key = read_keyring(INFIMA_KEY_NAME, env)
-        if not key:
-            raise CredentialsError(
-                "No INFIMA API key is stored. Run `infima-autotask connect --infima`, "
-                f"or set {ENV_INFIMA_KEY}."
-            )
-        log.debug("INFIMA API key taken from the keyring")
-    register_secret(key)
-    return key
+    return _env_then_keyring(
+        "INFIMA API key",
+        ENV_INFIMA_KEY,
+        INFIMA_KEY_NAME,
+        f"No INFIMA API key is stored. Run `infima-autotask connect --infima`, or set "
+        f"{ENV_INFIMA_KEY}.",
+        env,
+    )
 
 
 def connectwise_key_name(company_id: str, public_key: str) -> str:
@@ -120,20 +154,14 @@ def connectwise_private_key(
     Raises:
         CredentialsError: no key, or the keyring cannot be read.
     """
-    env = os.environ if env is None else env
-    key = env.get(ENV_CONNECTWISE_PRIVATE_KEY)
-    if key:
-        log.debug("ConnectWise private key taken from %s", ENV_CONNECTWISE_PRIVATE_KEY)
-    else:
-        key = read_keyring(connectwise_key_name(company_id, public_key), env)
-        if not key:
-            raise CredentialsError(
-                "No ConnectWise private key is stored. Run `infima-autotask connect --psa "
-                f"connectwise`, or set {ENV_CONNECTWISE_PRIVATE_KEY}."
-            )
-        log.debug("ConnectWise private key taken from the keyring")
-    register_secret(key)
-    return key
+    return _env_then_keyring(
+        "ConnectWise private key",
+        ENV_CONNECTWISE_PRIVATE_KEY,
+        connectwise_key_name(company_id, public_key),
+        "No ConnectWise private key is stored. Run `infima-autotask connect --psa connectwise`, "
+        f"or set {ENV_CONNECTWISE_PRIVATE_KEY}.",
+        env,
+    )
 
 
 def smtp_key_name(username: str) -> str:
@@ -147,32 +175,15 @@ def smtp_password(username: str, env: Mapping[str, str] | None = None) -> str:
     Raises:
         CredentialsError: no password, or the keyring cannot be read.
     """
-    env = os.environ if env is None else env
-    password = env.get(ENV_SMTP_PASSWORD)
-    if password:
-        log.debug("SMTP password taken from %s", ENV_SMTP_PASSWORD)
-    else:
-        # The password reaches the keyring by hand (`keyring set`), not through `connect`, so
-        # the rule that keeps secrets out of unencrypted keyrings is applied here instead.
-        _refuse_plaintext(env, outcome="the SMTP password was not read from it")
-        fix = (
-            f"set {ENV_SMTP_PASSWORD}, or store it in the keyring (service {KEYRING_SERVICE}, "
-            f"name {smtp_key_name(username)})"
-        )
-        try:
-            password = read_keyring(smtp_key_name(username), env)
-        except CredentialsError as exc:
-            raise CredentialsError(
-                f"No SMTP password for {username}: {exc.message.rstrip('.')}; {fix}."
-            ) from None
-        if not password:
-            raise CredentialsError(
-                f"No SMTP password for {username}: set {ENV_SMTP_PASSWORD}, or store it in the "
-                f"keyring (service {KEYRING_SERVICE}, name {smtp_key_name(username)})."
-            )
-        log.debug("SMTP password taken from the keyring")
-    register_secret(password)
-    return password
+    return _env_then_keyring(
+        "SMTP password",
+        ENV_SMTP_PASSWORD,
+        smtp_key_name(username),
+        f"No SMTP password for {username}: set {ENV_SMTP_PASSWORD}, or store it in the "
+        f"keyring (service {KEYRING_SERVICE}, name {smtp_key_name(username)}).",
+        env,
+        refuse_plaintext=True,
+    )
 
 
 def read_keyring(name: str, env: Mapping[str, str] | None = None) -> str | None:
