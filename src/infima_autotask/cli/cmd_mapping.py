@@ -212,6 +212,7 @@ def map_(
         result = lib.map_from_csv(
             config, runtime.autotask(), runtime.count_source(), from_csv, today=today
         )
+        _notes_and_warnings([], result.warnings, said=True)
     else:
         if given["client_id"] is None or given["account_id"] is None:
             raise click.UsageError("Give CLIENT_ID and --account (or --from-csv FILE).")
@@ -226,15 +227,7 @@ def map_(
             # On a terminal, at once: a contract taken alone shows before the service is asked.
             say=warn if pick else None,
         )
-        if pick is None:
-            for note in result.notes:
-                warn(note)
-    for text in result.warnings:
-        warn(f"Warning: {text}")
-    asked = result.warnings and _common.can_prompt()
-    if asked and not click.confirm("Map it anyway?", default=False, err=True):
-        warn("Not mapped: the config was not changed.")
-        raise click.exceptions.Exit(1)
+        _notes_and_warnings(result.notes, result.warnings, said=pick is not None)
     changed = [change for change in result.changes if change.old != change.new]
     if changed:
         save_config(result.config, runtime.config_path)
@@ -299,15 +292,7 @@ def _map_connectwise(
         pick=pick,
         say=warn if pick else None,
     )
-    if pick is None:
-        for note in result.notes:
-            warn(note)
-    for text in result.warnings:
-        warn(f"Warning: {text}")
-    asked = result.warnings and _common.can_prompt()
-    if asked and not click.confirm("Map it anyway?", default=False, err=True):
-        warn("Not mapped: the config was not changed.")
-        raise click.exceptions.Exit(1)
+    _notes_and_warnings(result.notes, result.warnings, said=pick is not None)
     changed = result.old != result.new
     if changed:
         save_config(result.config, runtime.config_path)
@@ -441,3 +426,17 @@ def _check_all(config: Config, known: set[int]) -> lib.CheckResult:
 
 
 COMMANDS: list[Any] = [list_clients, search_accounts, map_, unmap, list_mappings]
+
+
+def _notes_and_warnings(notes: Sequence[str], warnings: Sequence[str], *, said: bool) -> None:
+    """The notes of a map (unless already said as it went), its warnings, and on a terminal
+    the question whether to map it anyway (no: exit 1, the config unchanged)."""
+    if not said:
+        for note in notes:
+            warn(note)
+    for text in warnings:
+        warn(f"Warning: {text}")
+    asked = bool(warnings) and _common.can_prompt()
+    if asked and not click.confirm("Map it anyway?", default=False, err=True):
+        warn("Not mapped: the config was not changed.")
+        raise click.exceptions.Exit(1)
