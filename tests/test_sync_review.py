@@ -100,12 +100,13 @@ def test_a_long_table_shows_what_needs_reading(invoke, setup, fake, requests_moc
 # -- a real terminal -----------------------------------------------------------------------
 
 
-def _converse(env: dict[str, str], answer: str) -> str:
-    """Run `sync` on a pseudo-terminal, answer its question, return everything it printed."""
+def _converse(env: dict[str, str], answer: str, *args: str) -> str:
+    """Run `sync` (or ``args``) on a pseudo-terminal, answer its question, return everything
+    it printed."""
     month = date.today().strftime("%Y-%m")
     main, secondary = pty.openpty()
     proc = subprocess.Popen(
-        [str(EXE), "sync", "--month", month],
+        [str(EXE), *(args or ("sync", "--month", month))],
         stdin=secondary,
         stdout=secondary,
         stderr=secondary,
@@ -172,6 +173,34 @@ def test_on_a_terminal_sync_shows_the_plan_and_asks_first(terminal_env):
 
     assert "updated" in accepted
     assert len(sandbox.adjustments()) == 1
+
+
+def test_on_a_terminal_revert_shows_its_plan_and_asks_first(terminal_env):
+    """The revert question on a real pseudo-terminal: no writes the first time, the
+    compensating adjustment the second."""
+    sandbox, env = terminal_env
+    month = date.today().strftime("%Y-%m")
+    synced = subprocess.run(
+        [str(EXE), "sync", "--month", month], env=env, capture_output=True, text=True, timeout=60
+    )  # no terminal: written at once
+    assert synced.returncode == 0, synced.stderr
+    runs = subprocess.run(
+        [str(EXE), "history", "--runs", "--json"], env=env, capture_output=True, text=True
+    )
+    run_id = str(json.loads(runs.stdout)[0]["run_id"])
+
+    declined = _converse(env, "n", "revert", run_id)
+
+    assert "revert of run" in declined and "planned" in declined
+    assert "Write this 1 compensating change to Autotask? [y/N]" in declined
+    assert "Nothing was written." in declined
+    assert len(sandbox.adjustments()) == 1
+
+    accepted = _converse(env, "y", "revert", run_id)
+
+    assert "Revert of run" in accepted and "1 updated" in accepted
+    adjustments = sandbox.adjustments()
+    assert len(adjustments) == 2 and adjustments[1]["unitChange"] == -adjustments[0]["unitChange"]
 
 
 def test_what_is_written_after_the_question_is_only_what_was_shown(
