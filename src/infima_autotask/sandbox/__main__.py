@@ -40,7 +40,7 @@ def main() -> None:
             "#   printf 'version: 1\\n' > sandbox.yaml",
             "#   export INFIMA_AUTOTASK_CONFIG=$PWD/sandbox.yaml",
             "",
-            "# The ConnectWise PSA simulator (the tool does not sync ConnectWise yet):",
+            "# ConnectWise PSA (`connect --psa connectwise`):",
             f"#   site              {sandbox.cw_site}",
             f"#   company id        {sandbox.cw_company_id}",
             f"#   public key        {sandbox.cw_public_key}",
