@@ -424,42 +424,78 @@ def test_a_400_rejection_of_the_patch_fails_and_is_never_re_sent(world):
     world.assert_no_put_post_delete()
 
 
-def assert_nothing_written_anywhere(world: World) -> None:
-    assert world.sandbox.adjustments() == []
-    assert not [r for r in world.requests("autotask") if "ContractServiceAdjustments" in r.path]
+def assert_only_autotask_written(world: World, doc: dict) -> None:
+    """ConnectWise got no write and its client failed; every Autotask change was written."""
+    items = {item["client_id"]: item for item in doc["items"]}
+    juniper = items.pop(109)
+    assert juniper["status"] == "failed" and juniper["psa"] == "connectwise"
+    assert juniper["message"].startswith("ConnectWise could not be read (")
+    assert "nothing was sent" in juniper["message"]
     assert world.patches() == [] and world.sandbox.cw.patches == []
     assert world.sandbox.cw.quantity(ADDITION) == 18.0
     world.assert_no_put_post_delete()
+    updated = [item for item in items.values() if item["status"] == "updated"]
+    assert updated and all(item["psa"] == "autotask" for item in updated)
+    assert len(world.sandbox.adjustments()) == len(updated)
+    warning = "ConnectWise could not be read"
+    assert any(w.startswith(warning) for w in doc["warnings"])
+    assert "`infima-autotask sync --psa connectwise` when it answers" in " ".join(doc["warnings"])
 
 
-def test_a_connectwise_read_that_never_recovers_blocks_the_autotask_writes_too(world):
-    """A mixed month whose ConnectWise addition read answers 503 forever: the run stops
-    with exit 3 before any write, on either PSA (the Autotask changes are not written
-    either: every line is read before anything is written), after bounded retries."""
+def test_a_connectwise_read_that_never_recovers_fails_only_its_clients(world):
+    """A mixed month whose ConnectWise addition read answers 503 forever (after bounded
+    retries): ConnectWise's client fails with the reason and nothing is sent to it, the
+    Autotask changes are written, and the run exits 3 (a PSA was not reached)."""
     world.sandbox.faults.add("cw:additions", "503", times=-1)
     result = world.run("sync", "--json")
     assert result.exit_code == 3, result.output
-    assert result.stderr.startswith("Error: ConnectWise is unavailable (HTTP 503")
-    assert "Try again later" in result.stderr and "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr
     assert cw_statuses(world, "GET", f"/additions/{ADDITION}") == [503] * 6  # max_attempts
-    assert world.requests("autotask")  # its reads were made; its writes were not
-    assert_nothing_written_anywhere(world)
+    assert_only_autotask_written(world, json.loads(result.stdout))
+    again = world.run("sync", "--psa", "connectwise", "--json")
+    assert again.exit_code == 3  # still down: the ConnectWise-only run fails as a whole
+    assert again.stderr.startswith("Error: ConnectWise is unavailable (HTTP 503")
 
 
-def test_connectwise_rejecting_the_keys_stops_a_mixed_month_before_any_write(world):
-    """A 401 from ConnectWise (the private key rotated): exit 3 with what to check and
-    `connect --psa connectwise`; the 401 is never retried and nothing is written on
-    either PSA."""
+def test_connectwise_rejecting_the_keys_fails_only_its_clients(world):
+    """A 401 from ConnectWise (the private key rotated) in a mixed month: the 401 is never
+    retried, ConnectWise's client fails naming the keys, the Autotask changes are written,
+    exit 3; a ConnectWise-only run says `connect --psa connectwise`."""
     world.env["INFIMA_CONNECTWISE_PRIVATE_KEY"] = "RotatedKey000000"
     result = world.run("sync", "--json")
     assert result.exit_code == 3, result.output
-    assert result.stderr.startswith(
-        "Error: ConnectWise rejected the company id, public key or private key (HTTP 401)"
-    )
-    assert "infima-autotask connect --psa connectwise" in result.stderr
+    doc = json.loads(result.stdout)
+    assert_only_autotask_written(world, doc)
+    juniper = next(item for item in doc["items"] if item["client_id"] == 109)
+    assert "rejected the company id, public key or private key" in juniper["message"]
     statuses = [r.status for r in world.requests("connectwise") if "/apis/" in r.path]
     assert statuses and set(statuses) == {401} and len(statuses) <= 2
-    assert_nothing_written_anywhere(world)
+    alone = world.run("sync", "--psa", "connectwise")
+    assert alone.exit_code == 3
+    assert alone.stderr.startswith(
+        "Error: ConnectWise rejected the company id, public key or private key (HTTP 401)"
+    )
+    assert "infima-autotask connect --psa connectwise" in alone.stderr
+
+
+def test_an_autotask_read_that_never_recovers_fails_only_its_clients(world):
+    """The other way round: Autotask's contract services read answers 503 forever; every
+    Autotask client fails with the reason and nothing is sent to Autotask, Juniper's
+    ConnectWise line is written (18 -> 20, one PATCH), exit 3."""
+    world.sandbox.faults.add("contractservices", "503", times=-1)
+    result = world.run("sync", "--json")
+    assert result.exit_code == 3, result.output
+    doc = json.loads(result.stdout)
+    items = {item["client_id"]: item for item in doc["items"]}
+    assert items.pop(109)["status"] == "updated"
+    assert world.sandbox.cw.quantity(ADDITION) == 20.0 and len(world.patches()) == 1
+    assert items and all(
+        item["status"] == "failed" and item["message"].startswith("Autotask could not be read")
+        for item in items.values()
+    )
+    assert world.sandbox.adjustments() == []
+    assert not [r for r in world.requests("autotask") if "ContractServiceAdjustments" in r.path]
+    world.assert_no_put_post_delete()
 
 
 def test_two_syncs_at_once_with_connectwise_mappings(world):

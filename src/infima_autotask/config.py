@@ -30,6 +30,7 @@ VERSIONS = (1, 2)  # 2: other PSAs (SPEC §10); every version 1 file stays valid
 
 AUTOTASK, CONNECTWISE, HALO = "autotask", "connectwise", "halo"
 PSAS = (AUTOTASK, CONNECTWISE, HALO)
+COUNT_PSAS = (CONNECTWISE, HALO)  # a line holds one current count, written as an absolute value
 PSA_NAMES = {AUTOTASK: "Autotask", CONNECTWISE: "ConnectWise", HALO: "HaloPSA"}
 
 _VALIDATE_HINT = "fix them and run `infima-autotask validate`."

@@ -41,9 +41,7 @@ from infima_autotask.billing import (
     shows,
 )
 from infima_autotask.chain import Successor, find_successors
-from infima_autotask.config import AUTOTASK, CONNECTWISE, HALO, ClientMapping
-from infima_autotask.connectwise.client import ConnectWiseApi
-from infima_autotask.connectwise.model import Addition, Agreement
+from infima_autotask.config import AUTOTASK, COUNT_PSAS, HALO, PSA_NAMES, ClientMapping
 from infima_autotask.errors import (
     ApiError,
     InfimaAutotaskError,
@@ -71,9 +69,8 @@ from infima_autotask.model import (
     read_units_rows,
 )
 from infima_autotask.plan_file import PlannedWrite, ReviewedPlan
+from infima_autotask.psa import CountPsa, LineBackend, PlanContext
 from infima_autotask.psa.autotask import AutotaskLines, settle_ceiling, threshold_problem
-from infima_autotask.psa.connectwise import ConnectWiseLines, read_lines
-from infima_autotask.psa.connectwise_plan import plan_connectwise
 from infima_autotask.psa.halo import plan_halo
 from infima_autotask.runtime import Runtime
 from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
@@ -82,6 +79,7 @@ from infima_autotask.sync import (
     UserCount,
     current_month,
     ended_contracts,
+    failed_item,
     local_date,
     mapping_schedule,
     period_label,
@@ -124,6 +122,9 @@ class SyncReport:
     writes_planned: int = 0  # the changes this run set out to write
     run_id: int | None = None  # its run in the history, once started
     reverts: int | None = None  # a revert: the run it undoes
+    # A PSA whose batched reads failed in a run of several PSAs, with the error: its items
+    # failed, the other PSAs' were written, and the run exits 3 (SPEC §3: a PSA not reached).
+    unreachable: dict[str, str] = field(default_factory=dict)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -140,8 +141,11 @@ class SyncReport:
         return FAILED if counts[FAILED] else HELD if counts[HELD] else "ok"
 
     def exit_code(self, *, detailed: bool = False) -> int:
-        """SPEC §3: 1 for any failed or held item; 4 for pending changes of a detailed dry run."""
+        """SPEC §3: 3 when a PSA could not be read; 1 for any failed or held item; 4 for
+        pending changes of a detailed dry run."""
         counts = self.summary
+        if self.unreachable:
+            return 3
         if counts[FAILED] or counts[HELD]:
             return 1
         if detailed and self.dry_run and counts[PLANNED]:
@@ -337,13 +341,11 @@ class _Run:
         self.mappings = mappings
         # Only these go through Autotask: a run without any makes no Autotask request.
         self.autotask_mappings = [m for m in mappings if m.psa == AUTOTASK]
-        self.cw_mappings = [m for m in mappings if m.psa == CONNECTWISE]
         self.options = options
         self.report = report
         self.progress = progress
         self.notice: Callable[[str], None] | None = None
         self.autotask: AutotaskApi | None = None
-        self.connectwise: ConnectWiseApi | None = None
         self.zone = self.config.autotask.timezone
         self._landed: dict[int, HistoryItem] = {}  # intents of a killed run found written
         # Every units read covers D - 1 (the day before a write dated D) to the month's end.
@@ -397,52 +399,64 @@ class _Run:
 
     def execute(self) -> None:
         options = self.options
-        if self.cw_mappings:
-            # A missing connectwise section or private key stops the run before any request.
-            self.connectwise = self.runtime.connectwise()
+        pending = [] if options.dry_run else self.history.pending_intents(self.period)
+        # A missing section or secret of a PSA stops the run before any request (exit 2).
+        psas = self._count_psas(pending)
         source = self.runtime.count_source(options.counts_file)
-        # A failing client list stops the run (exit 3) before anything is sent to Autotask.
+        # A failing client list stops the run (exit 3) before anything is sent to any PSA.
         infima_clients = {client.id: client for client in source.clients()}
         pool = ThreadPoolExecutor(INFIMA_THREADS, thread_name_prefix="infima-count")
-        pending = [] if options.dry_run else self.history.pending_intents(self.period)
         at_pending = [p for p in pending if p.psa == AUTOTASK]
-        cw_pending = [p for p in pending if p.psa == CONNECTWISE]
         at_mappings = self.autotask_mappings
         uses_autotask = bool(at_mappings or at_pending)
+        # A PSA that cannot be read fails its own items; the others are written (SPEC §3's
+        # exit 3 stays). A run of one PSA has nothing else to do: the read error is the run's.
+        several = len(({AUTOTASK} if uses_autotask else set()) | set(psas)) > 1
         contracts: dict[int, Contract] = {}
         services: dict[int, ContractService] = {}
         rows: dict[int, list[UnitsRow]] = {}
         active: frozenset[int] | set[int] = frozenset()
         months: dict[int, int] = {}
-        agreements: dict[int, Agreement | None] = {}
-        additions: dict[int, Addition | None] = {}
         try:
             counting = self._start_counts(pool, source, infima_clients)
             if uses_autotask:
-                autotask = self._client()
-                cs_ids = [mapping.contract_service_id for mapping in at_mappings]
-                contract_ids = [mapping.contract_id for mapping in at_mappings]
-                contracts = read_contracts(autotask, contract_ids)
-                services = read_contract_services(autotask, cs_ids)
-                # Pending intents of clients outside this selection are re-read in the same batch.
-                extra = [
-                    p.contract_service_id for p in at_pending if p.contract_service_id is not None
-                ]
-                picklists = read_contract_picklists(autotask)
-                active = picklists.active_statuses
-                months = period_labels(picklists.period_labels)
-                rows = self._read_rows(autotask, contracts, months, [*cs_ids, *extra])
-                self._widen_for_intents(autotask, at_pending, rows)
-                self._settle_pending(autotask, at_pending, rows)
-                self._resolve_pending(at_pending, rows)
-            if self.connectwise is not None or cw_pending:
-                agreements, additions = self._read_connectwise(cw_pending)
+                try:
+                    autotask = self._client()
+                    cs_ids = [mapping.contract_service_id for mapping in at_mappings]
+                    contract_ids = [mapping.contract_id for mapping in at_mappings]
+                    contracts = read_contracts(autotask, contract_ids)
+                    services = read_contract_services(autotask, cs_ids)
+                    # Pending intents of clients outside this selection are re-read in the
+                    # same batch.
+                    extra = [
+                        p.contract_service_id
+                        for p in at_pending
+                        if p.contract_service_id is not None
+                    ]
+                    picklists = read_contract_picklists(autotask)
+                    active = picklists.active_statuses
+                    months = period_labels(picklists.period_labels)
+                    rows = self._read_rows(autotask, contracts, months, [*cs_ids, *extra])
+                    self._widen_for_intents(autotask, at_pending, rows)
+                    self._settle_pending(autotask, at_pending, rows)
+                    self._resolve_pending(at_pending, rows)
+                except ApiError as exc:
+                    if not several:
+                        raise
+                    self._unreachable(AUTOTASK, exc)
+            for key, psa in psas.items():
+                try:
+                    self._read_count_psa(psa, [p for p in pending if p.psa == key])
+                except ApiError as exc:
+                    if not several:
+                        raise
+                    self._unreachable(key, exc)
             counts = self._collect_counts(counting)
         finally:
             # After a failed read, user lists not yet started are never sent.
             pool.shutdown(wait=True, cancel_futures=True)
         at_items: list[PlanItem] = []
-        if at_mappings:
+        if at_mappings and AUTOTASK not in self.report.unreachable:
             autotask = self._client()
             ended = ended_contracts(at_mappings, contracts, services, self.day, active)
             successors: dict[tuple[int, int], Successor] = {}
@@ -464,16 +478,14 @@ class _Run:
                 successors=successors,
                 yes=options.yes,
             )
-        items = self._in_config_order(
-            [*at_items, *self._plan_others(counts, agreements, additions)]
-        )
+        items = self._in_config_order([*at_items, *self._plan_others(counts, psas)])
         items = [self._reviewed(self._confirmed(item)) for item in items]
         self.report.unmapped = self._unmapped(source, infima_clients)
         to_write = [item for item in items if item.status == PLANNED]
-        at_writes = [item for item in to_write if item.psa == AUTOTASK]
-        cw_writes = [item for item in to_write if item.psa == CONNECTWISE]
-        if self.autotask is not None:
-            self._check_threshold(self.autotask, len(at_writes))
+        if self.autotask is not None and AUTOTASK not in self.report.unreachable:
+            self._check_threshold(
+                self.autotask, sum(1 for item in to_write if item.psa == AUTOTASK)
+            )
         if options.dry_run:
             self.history.record_items(self.run_id, [ItemRecord.of(item) for item in items])
             self.report.items = items
@@ -485,22 +497,44 @@ class _Run:
         self.report.writes_planned = len(to_write)
         finals: dict[int, PlanItem] = {}
         interrupted = False
-        if self.autotask is not None:
-            writer = self._writer(AutotaskLines(self.autotask, zone=self.zone, window=self._window))
-            result = writer.write_all(at_writes)
+        backends: list[tuple[str, LineBackend]] = []
+        if self.autotask is not None and AUTOTASK not in self.report.unreachable:
+            backends.append(
+                (AUTOTASK, AutotaskLines(self.autotask, zone=self.zone, window=self._window))
+            )
+        backends += [(key, psa.lines()) for key, psa in psas.items()]
+        for key, backend in backends:
+            writes = [item for item in to_write if item.psa == key]
+            if not writes:
+                continue
+            if interrupted:  # Ctrl-C during one PSA's writes: no other PSA's is started
+                finals.update(self._not_sent(writes))
+                continue
+            result = self._writer(backend).write_all(writes)
             finals.update(result.finals)
             interrupted = result.interrupted
-        if cw_writes and self.connectwise is not None:
-            if interrupted:
-                finals.update(self._not_sent(cw_writes))
-            else:
-                result = self._writer(ConnectWiseLines(self.connectwise)).write_all(cw_writes)
-                finals.update(result.finals)
-                interrupted = result.interrupted
         self.report.interrupted = interrupted
         self.report.items = [finals.get(item.client_id, item) for item in items]
 
-    def _writer(self, backend: AutotaskLines | ConnectWiseLines) -> Writer:
+    def _count_psas(self, pending: list[HistoryItem]) -> dict[str, CountPsa]:
+        """A :class:`CountPsa` for each PSA other than Autotask with a mapping (or an open
+        intent) in this run."""
+        keys = dict.fromkeys(
+            psa
+            for psa in [*(m.psa for m in self.mappings), *(p.psa for p in pending)]
+            if psa in COUNT_PSAS and psa != HALO  # Halo: not written by this version yet
+        )
+        return {key: self.runtime.count_psa(key) for key in keys}
+
+    def _unreachable(self, key: str, exc: ApiError) -> None:
+        """Remember that ``key`` could not be read: its items fail, the run goes on."""
+        self.report.unreachable[key] = exc.message
+        self.report.warnings.append(
+            f"{PSA_NAMES[key]} could not be read ({exc.message}): nothing was sent to it; its "
+            f"clients are failed. Run `infima-autotask sync --psa {key}` when it answers."
+        )
+
+    def _writer(self, backend: LineBackend) -> Writer:
         return Writer(
             backend,
             self.history,
@@ -518,68 +552,65 @@ class _Run:
         return {item.client_id: item for item in held}
 
     def _plan_others(
-        self,
-        counts: dict[int, UserCount],
-        agreements: dict[int, Agreement | None],
-        additions: dict[int, Addition | None],
+        self, counts: dict[int, UserCount], psas: dict[str, CountPsa]
     ) -> list[PlanItem]:
-        """The items of the mappings of other PSAs than Autotask."""
+        """The items of the mappings of the PSAs other than Autotask."""
         now = self.runtime.clock()
         zone = self.config.sync.timezone
+        ctx = PlanContext(
+            day=self.day,
+            current=current_month(now, zone),
+            today=local_date(now, zone),
+            settings=self.config.sync,
+            yes=self.options.yes,
+        )
         items = []
         for mapping in self.mappings:
-            if mapping.psa == CONNECTWISE:
-                items.append(
-                    plan_connectwise(
-                        mapping,
-                        day=self.day,
-                        current=current_month(now, zone),
-                        today=local_date(now, zone),
-                        settings=self.config.sync,
-                        count=counts.get(mapping.client_id),
-                        agreement=agreements.get(mapping.contract_id),
-                        addition=additions.get(mapping.contract_service_id),
-                        yes=self.options.yes,
-                    )
+            count = counts.get(mapping.client_id)
+            if mapping.psa in self.report.unreachable:
+                problem = self.report.unreachable[mapping.psa]
+                message = (
+                    f"{PSA_NAMES[mapping.psa]} could not be read ({problem}); nothing was sent"
                 )
+                items.append(failed_item(mapping, count, message))
+            elif mapping.psa in psas:
+                items.append(psas[mapping.psa].plan(mapping, count, ctx))
             elif mapping.psa == HALO:
-                items.append(plan_halo(mapping, counts.get(mapping.client_id)))
+                items.append(plan_halo(mapping, count))
         return items
 
     def _in_config_order(self, items: list[PlanItem]) -> list[PlanItem]:
         by_client = {item.client_id: item for item in items}
         return [by_client[m.client_id] for m in self.mappings if m.client_id in by_client]
 
-    def _read_connectwise(
-        self, pending: list[HistoryItem]
-    ) -> tuple[dict[int, Agreement | None], dict[int, Addition | None]]:
-        """The mappings' agreements and additions, then open ConnectWise intents resolved
-        from them (an intent's addition outside this selection is read on its own)."""
-        api = self.connectwise or self.runtime.connectwise()
-        self.connectwise = api
-        agreements, additions = read_lines(api, self.cw_mappings)
+    def _read_count_psa(self, psa: CountPsa, pending: list[HistoryItem]) -> None:
+        """The mappings' lines, then open intents of a killed run resolved from them (an
+        intent's line outside this selection is read with them)."""
+        mappings = [m for m in self.mappings if m.psa == psa.key]
+        lines = [
+            (p.contract_id or 0, p.contract_service_id)
+            for p in pending
+            if p.contract_service_id is not None
+        ]
+        psa.read(mappings, lines)
         for intent in pending:
-            cs_id, agreement_id = intent.contract_service_id, intent.contract_id
-            if cs_id is None or agreement_id is None:
-                continue
-            if cs_id not in additions:
-                additions[cs_id] = api.addition(agreement_id, cs_id)
-            self._resolve_cw_intent(intent, additions[cs_id])
-        return agreements, additions
+            if intent.contract_service_id is not None:
+                self._resolve_count_intent(psa, intent)
 
-    def _resolve_cw_intent(self, intent: HistoryItem, found: Addition | None) -> None:
-        """Close an open ConnectWise intent of a killed run from the addition just read."""
-        shown = found.whole_quantity if found is not None else None
-        if found is not None and shown == intent.target and same_rate(found.unit_cost, intent.cost):
+    def _resolve_count_intent(self, psa: CountPsa, intent: HistoryItem) -> None:
+        """Close an open intent of a killed run from what its line shows now."""
+        shown = psa.shown(intent.contract_id or 0, intent.contract_service_id or 0)
+        count = shown.count if shown is not None else None
+        if shown is not None and count == intent.target and same_rate(shown.unit_cost, intent.cost):
             status, message = UPDATED, "confirmed after an interrupted run"
             self._landed[intent.client_id] = intent
-        elif shown is not None and shown == intent.before:
+        elif count is not None and count == intent.before:
             status, message = FAILED, "not applied by the interrupted run"
         else:
             status = FAILED
             message = (
-                f"ConnectWise shows {'nothing' if shown is None else shown} on addition "
-                f"{intent.contract_service_id} since an interrupted run; the quantity changed since"
+                f"{psa.name} shows {'nothing' if count is None else count} on line "
+                f"{intent.contract_service_id} since an interrupted run; the count changed since"
             )
         log.info("intent %d of client %d: %s", intent.id, intent.client_id, message)
         self.history.resolve_intent(intent.id, status=status, message=message)

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from infima_autotask.autotask import AutotaskApi, lookup_zone
-from infima_autotask.config import Config, load_config
+from infima_autotask.config import CONNECTWISE, Config, load_config
 from infima_autotask.connectwise import ConnectWiseApi, ConnectWiseCredentials
 from infima_autotask.credentials import (
     ENV_USERNAME,
@@ -23,6 +23,8 @@ from infima_autotask.credentials import (
 from infima_autotask.errors import ConfigError
 from infima_autotask.http import HttpClient, RetryPolicy
 from infima_autotask.infima import CountsFile, CountSource, InfimaApi
+from infima_autotask.psa import CountPsa
+from infima_autotask.psa.connectwise import ConnectWisePsa
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +172,16 @@ class Runtime:
                 self.new_http("ConnectWise"), creds, codebase=codebase
             )
         return self._connectwise
+
+    def count_psa(self, key: str) -> CountPsa:
+        """The engine's side of a PSA whose line holds one count (``config.COUNT_PSAS``).
+
+        Raises:
+            ConfigError, CredentialsError: the PSA is not set up (exit 2).
+        """
+        if key == CONNECTWISE:
+            return ConnectWisePsa(self.connectwise())
+        raise ValueError(f"no count PSA {key!r}")
 
     def infima_url(self, config: Config | None = None) -> str:
         return self.env.get(ENV_INFIMA_URL) or (config or self.config).infima.api_url

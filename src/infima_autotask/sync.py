@@ -179,6 +179,30 @@ class PlanItem:
         }
 
 
+def failed_item(mapping: ClientMapping, count: UserCount | None, message: str) -> PlanItem:
+    """A mapping's item failed before anything was read of its line: no before, no target."""
+    return PlanItem(
+        client_id=mapping.client_id,
+        client_name=(count.name if count is not None else "") or mapping.client_name or "",
+        contract_id=mapping.contract_id,
+        contract_service_id=mapping.contract_service_id,
+        service_id=mapping.service_id,
+        users=count.users if count is not None else None,
+        target=None,
+        before=None,
+        after=None,
+        change=None,
+        unit_price=None,
+        unit_cost=None,
+        new_unit_cost=None,
+        status=FAILED,
+        message=message,
+        account_name=mapping.account_name or "",
+        service_name=mapping.service_name or "",
+        psa=mapping.psa,
+    )
+
+
 def _remap(mapping: ClientMapping) -> str:
     return f"infima-autotask map {mapping.client_id} --account {mapping.account_id}"
 

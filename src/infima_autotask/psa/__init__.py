@@ -2,21 +2,29 @@
 
 The engine speaks only in targets: "make this line show T units (at this unit cost)". A
 backend turns that into its own request (Autotask: a signed delta from a fresh read;
-ConnectWise: an absolute quantity), sends it once, and reads lines back so the engine can
-judge where a write landed with one shared rule (:class:`~infima_autotask.landing.Landing`).
+ConnectWise and HaloPSA: an absolute count), sends it once, and reads lines back so the engine
+can judge where a write landed with one shared rule (:class:`~infima_autotask.landing.Landing`).
+
+Autotask keeps a units row per billing period and has its own batched reads, threshold and
+dating (``runner``). The PSAs whose line holds one current count (:class:`CountPsa`) all go
+through the same steps, whichever PSA it is: read the mapped lines in batches, plan each
+mapping purely, settle a killed run's intents from what the line shows, write through the
+shared :class:`~infima_autotask.writer.Writer`, and revert by setting the count back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Protocol
 
+from infima_autotask.config import ClientMapping, SyncSettings
 from infima_autotask.errors import ApiError, ApiUnavailable
 from infima_autotask.http import HttpClient
 from infima_autotask.landing import Landing
 from infima_autotask.statuses import Outcome
-from infima_autotask.sync import PlanItem
+from infima_autotask.sync import PlanItem, UserCount
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,62 @@ class LineBackend(Protocol):
 
     def describe(self, item: PlanItem, found: object, state: Landing) -> str:
         """Why ``state`` is not a landed write, in the operator's words, with the fix."""
+        ...
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What planning a count PSA's mapping needs besides the mapping and its line.
+
+    ``day``: the month's first day; ``current``: this month's first day and ``today`` the date
+    now, both in sync.timezone (a count PSA's write takes effect now: another month is held).
+    """
+
+    day: date
+    current: date
+    today: date
+    settings: SyncSettings
+    yes: bool = False
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a count PSA's line shows now: its whole count (None: not a whole number) and the
+    unit cost it carries (None where the PSA keeps none)."""
+
+    count: int | None
+    unit_cost: float | None = None
+
+
+class CountPsa(Protocol):
+    """A PSA whose line holds one current count (ConnectWise, HaloPSA): one object per run.
+
+    A line is named by two ids as the history keeps them: ``contract_id`` (ConnectWise's
+    agreement; 0 on Halo) and ``contract_service_id`` (the addition; the subscription).
+    """
+
+    key: str  # the config's word: "connectwise", "halo"
+    name: str  # as the operator knows it
+
+    def read(self, mappings: Sequence[ClientMapping], lines: Sequence[tuple[int, int]]) -> None:
+        """Read ``mappings``' lines and the further ``lines`` (open intents, a revert's), in
+        batches, and keep them for :meth:`plan` and :meth:`shown`.
+
+        Raises:
+            ApiError: a read failed.
+        """
+        ...
+
+    def plan(self, mapping: ClientMapping, count: UserCount | None, ctx: PlanContext) -> PlanItem:
+        """The item of one mapping from what :meth:`read` found (pure)."""
+        ...
+
+    def shown(self, contract_id: int, contract_service_id: int) -> Shown | None:
+        """What a line read by :meth:`read` shows; None: the PSA has no such line."""
+        ...
+
+    def lines(self) -> LineBackend:
+        """The write backend of this PSA."""
         ...
 
 

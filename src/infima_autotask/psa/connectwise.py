@@ -16,14 +16,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from infima_autotask.billing import same_rate
-from infima_autotask.config import ClientMapping
+from infima_autotask.config import CONNECTWISE, ClientMapping
 from infima_autotask.connectwise.client import MAX_IN_FLIGHT, ConnectWiseApi
 from infima_autotask.connectwise.model import Addition, Agreement
 from infima_autotask.errors import ApiError, ApiRejected, UsageError
 from infima_autotask.landing import Landing
-from infima_autotask.psa import Sent, settle_wait
+from infima_autotask.psa import PlanContext, Sent, Shown, settle_wait
+from infima_autotask.psa.connectwise_plan import plan_connectwise
 from infima_autotask.statuses import Outcome
-from infima_autotask.sync import PlanItem, money
+from infima_autotask.sync import PlanItem, UserCount, money
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,46 @@ def read_lines(
         found = pool.map(lambda line: api.addition(*line), lines)
         additions = {addition_id: a for (_, addition_id), a in zip(lines, found, strict=True)}
     return agreements, additions
+
+
+class ConnectWisePsa:
+    """ConnectWise as the engine sees it (:class:`~infima_autotask.psa.CountPsa`)."""
+
+    key = CONNECTWISE
+    name = "ConnectWise"
+
+    def __init__(self, api: ConnectWiseApi) -> None:
+        self.api = api
+        self.agreements: dict[int, Agreement | None] = {}
+        self.additions: dict[int, Addition | None] = {}
+
+    def read(self, mappings: Sequence[ClientMapping], lines: Sequence[tuple[int, int]]) -> None:
+        self.agreements, self.additions = read_lines(self.api, mappings)
+        for agreement_id, addition_id in lines:  # outside the mappings: one GET each
+            if addition_id not in self.additions:
+                self.additions[addition_id] = self.api.addition(agreement_id, addition_id)
+
+    def plan(self, mapping: ClientMapping, count: UserCount | None, ctx: PlanContext) -> PlanItem:
+        return plan_connectwise(
+            mapping,
+            day=ctx.day,
+            current=ctx.current,
+            today=ctx.today,
+            settings=ctx.settings,
+            count=count,
+            agreement=self.agreements.get(mapping.contract_id),
+            addition=self.additions.get(mapping.contract_service_id),
+            yes=ctx.yes,
+        )
+
+    def shown(self, contract_id: int, contract_service_id: int) -> Shown | None:
+        found = self.additions.get(contract_service_id)
+        if found is None or found.agreement_id != contract_id:
+            return None
+        return Shown(found.whole_quantity, found.unit_cost)
+
+    def lines(self) -> ConnectWiseLines:
+        return ConnectWiseLines(self.api)
 
 
 class ConnectWiseLines:
