@@ -344,28 +344,55 @@ def test_an_intent_left_open_by_a_killed_run_is_read_from_connectwise(
         assert history.pending_intents(THIS_MONTH.strftime("%Y-%m")) == []
 
 
-def test_a_revert_of_a_mixed_run_never_sends_a_connectwise_line_to_autotask(world):
-    """revert reverts Autotask lines only: Juniper's addition is held with the value to set
-    by hand, and no adjustment or PATCH is sent for it."""
+def test_a_revert_of_a_mixed_run_sets_the_connectwise_line_back_with_one_patch(world):
+    """revert sets Juniper's addition back to 18 with one absolute PATCH (never an Autotask
+    adjustment), and the Autotask lines with their compensating adjustments; a second revert
+    finds every line back and writes nothing."""
     result, doc = world.sync()
     assert result.exit_code == 0, result.output
+    assert world.sandbox.cw.quantity(ADDITION) == 20.0
     with History(Path(world.env["INFIMA_AUTOTASK_STATE_DIR"])) as history:
         (run,) = history.runs()
     adjustments = len(world.sandbox.adjustments())
     patches = len(world.patches())
 
     reverted = world.run("revert", str(run.id), "--yes", "--json")
-    assert reverted.exit_code == 1, reverted.output
+    assert reverted.exit_code == 0, reverted.output
     items = by_client(json.loads(reverted.stdout))
     juniper = items[JUNIPER]
-    assert (juniper["psa"], juniper["status"]) == ("connectwise", "held")
-    assert "set this ConnectWise line back to 18 by hand" in juniper["message"]
-    assert len(world.patches()) == patches  # nothing sent to ConnectWise
+    assert (juniper["psa"], juniper["status"]) == ("connectwise", "updated")
+    assert (juniper["before"], juniper["after"], juniper["change"]) == (20, 18, -2)
+    new_patches = world.patches()[patches:]
+    assert len(new_patches) == 1 and world.sandbox.cw.quantity(ADDITION) == 18.0
+    assert new_patches[0].body == [{"op": "replace", "path": "quantity", "value": 18}]
     sent = world.sandbox.adjustments()[adjustments:]
     assert sent and all(a["contractServiceID"] != ADDITION for a in sent)
     assert {i["status"] for c, i in items.items() if i["psa"] == "autotask" and i["change"]} <= {
         "updated"
     }
+    world.assert_no_put_post_delete()
+
+    again = world.run("revert", str(run.id), "--yes", "--json")
+    assert again.exit_code == 0, again.output
+    assert by_client(json.loads(again.stdout))[JUNIPER]["status"] == "unchanged"
+    assert len(world.patches()) == patches + 1
+
+
+def test_a_revert_holds_a_connectwise_line_changed_since(world):
+    """Someone set Juniper's addition to 25 after the run wrote 20: revert holds it, saying
+    what it shows, and sends no PATCH."""
+    result, _ = world.sync()
+    assert result.exit_code == 0, result.output
+    with History(Path(world.env["INFIMA_AUTOTASK_STATE_DIR"])) as history:
+        (run,) = history.runs()
+    world.sandbox.cw.additions[ADDITION]["quantity"] = 25.0
+    patches = len(world.patches())
+    reverted = world.run("revert", str(run.id), "--yes", "--json")
+    assert reverted.exit_code == 1, reverted.output
+    juniper = by_client(json.loads(reverted.stdout))[JUNIPER]
+    assert juniper["status"] == "held"
+    assert "changed since run" in juniper["message"] and "it shows 25" in juniper["message"]
+    assert len(world.patches()) == patches and world.sandbox.cw.quantity(ADDITION) == 25.0
 
 
 # -- ConnectWise faults: the rest of the matrix ---------------------------------------------

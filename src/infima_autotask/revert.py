@@ -4,7 +4,8 @@ For each line the run ``updated``, the plan is the change back to the item's ``b
 the unit cost in force before it), dated like the original write. A line is reverted only
 while it still shows what the run wrote; a line already back at ``before`` is ``unchanged``
 (a second revert writes nothing), and a line changed since is held, saying what it shows.
-In Autotask a revert is a compensating adjustment: both adjustments stay in its records.
+In Autotask a revert is a compensating adjustment: both adjustments stay in its records; on a
+PSA whose line holds one count (``psa.CountPsa``) it sets the count back, taking effect now.
 A revert is a run of its own in the history (kind ``revert``), with intents, the first write
 verified alone, unknown outcomes re-read and nothing sent twice, as in a sync.
 """
@@ -17,8 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from infima_autotask.autotask import AutotaskApi
-from infima_autotask.billing import Rates, shows, unit_rates
-from infima_autotask.config import AUTOTASK, PSA_NAMES
+from infima_autotask.billing import Rates, same_rate, shows, unit_rates
+from infima_autotask.config import AUTOTASK, CONNECTWISE, PSA_NAMES
 from infima_autotask.errors import ThresholdError, UsageError
 from infima_autotask.history import History, HistoryItem, ItemRecord, SyncLock
 from infima_autotask.landing import describe_row
@@ -29,14 +30,17 @@ from infima_autotask.model import (
     read_contract_services,
     read_units_rows,
 )
+from infima_autotask.psa import CountPsa, LineBackend
 from infima_autotask.psa.autotask import AutotaskLines, threshold_problem
-from infima_autotask.runner import SyncReport, recorded_run
+from infima_autotask.runner import SyncReport, not_sent, recorded_run
 from infima_autotask.runtime import Runtime
 from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
 from infima_autotask.sync import PlanItem, parse_month
 from infima_autotask.writer import Progress, Writer
 
 log = logging.getLogger(__name__)
+
+REVERTED_PSAS = (AUTOTASK, CONNECTWISE)  # a Halo line is held with the value to set by hand
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +88,7 @@ def run_revert(
         if not written:
             report.nothing_due = True
             report.warnings.append(
-                f"Run {options.run_id} changed no line in Autotask: nothing to revert."
+                f"Run {options.run_id} changed no PSA line: nothing to revert."
             )
             return report
         if not options.dry_run and history.pending_intents(original.period):
@@ -93,34 +97,50 @@ def run_revert(
                 "settled yet. Run `infima-autotask sync` first (it reads Autotask and settles "
                 "them), then revert."
             )
-        # Only Autotask lines are reverted by this version: any other PSA's line is held with
-        # the value to set by hand, never sent to Autotask by mistake.
-        others = [item for item in written if item.psa != AUTOTASK]
-        written = [item for item in written if item.psa == AUTOTASK]
         with recorded_run(history, report, reverts=options.run_id) as run_id:
             first_day = parse_month(original.period)
-            items = [_not_reverted(item) for item in others]
-            if not written:
-                history.record_items(run_id, [ItemRecord.of(item) for item in items])
-                report.items = items
-                return report
-            autotask = runtime.autotask()
-            items = (
-                plan_revert(
-                    read_contract_services(autotask, [i.contract_service_id or 0 for i in written]),
-                    _read_rows(autotask, written, first_day),
-                    written,
+            items: list[PlanItem] = []
+            backends: list[tuple[str, LineBackend]] = []
+            at_written = [item for item in written if item.psa == AUTOTASK]
+            autotask = runtime.autotask() if at_written else None
+            if autotask is not None:
+                items += plan_revert(
+                    read_contract_services(
+                        autotask, [i.contract_service_id or 0 for i in at_written]
+                    ),
+                    _read_rows(autotask, at_written, first_day),
+                    at_written,
                     run_id=options.run_id,
                     first_day=first_day,
                 )
-                + items
-            )
+                window = _window(at_written, first_day)
+                backends.append(
+                    (
+                        AUTOTASK,
+                        AutotaskLines(
+                            autotask, zone=config.autotask.timezone, window=lambda _items: window
+                        ),
+                    )
+                )
+            for key in dict.fromkeys(item.psa for item in written if item.psa != AUTOTASK):
+                theirs = [item for item in written if item.psa == key]
+                if key not in REVERTED_PSAS:
+                    items += [_not_reverted(item) for item in theirs]
+                    continue
+                psa = runtime.count_psa(key)
+                psa.read([], [(i.contract_id or 0, i.contract_service_id or 0) for i in theirs])
+                items += [plan_count_revert(psa, item, run_id=options.run_id) for item in theirs]
+                backends.append((key, psa.lines()))
+            order = {item.client_id: n for n, item in enumerate(written)}
+            items.sort(key=lambda item: order[item.client_id])
             to_write = [item for item in items if item.status == PLANNED]
-            problem = threshold_problem(autotask, len(to_write), config.sync.max_api_usage_percent)
-            if problem is not None and options.dry_run:
-                report.warnings.append(f"{problem} A real revert now would write nothing.")
-            elif problem is not None:
-                raise ThresholdError(f"{problem} Nothing was written; run again later.")
+            if autotask is not None:
+                k = sum(1 for item in to_write if item.psa == AUTOTASK)
+                problem = threshold_problem(autotask, k, config.sync.max_api_usage_percent)
+                if problem is not None and options.dry_run:
+                    report.warnings.append(f"{problem} A real revert now would write nothing.")
+                elif problem is not None:
+                    raise ThresholdError(f"{problem} Nothing was written; run again later.")
             if options.dry_run:
                 history.record_items(run_id, [ItemRecord.of(item) for item in items])
                 report.items = items
@@ -130,21 +150,26 @@ def run_revert(
             )
             report.writing = bool(to_write)
             report.writes_planned = len(to_write)
-            window = _window(written, first_day)
-            lines = AutotaskLines(
-                autotask, zone=config.autotask.timezone, window=lambda _items: window
-            )
-            writer = Writer(
-                lines,
-                history,
-                run_id=run_id,
-                wait=runtime.seams.sleep,
-                progress=progress,
-                notice=notice,
-            )
-            result = writer.write_all(to_write)
-            report.interrupted = result.interrupted
-            report.items = [result.finals.get(item.client_id, item) for item in items]
+            finals: dict[int, PlanItem] = {}
+            for key, backend in backends:
+                writes = [item for item in to_write if item.psa == key]
+                if not writes:
+                    continue
+                if report.interrupted:
+                    finals.update(not_sent(history, run_id, writes, f"revert {options.run_id}"))
+                    continue
+                writer = Writer(
+                    backend,
+                    history,
+                    run_id=run_id,
+                    wait=runtime.seams.sleep,
+                    progress=progress,
+                    notice=notice,
+                )
+                result = writer.write_all(writes)
+                finals.update(result.finals)
+                report.interrupted = result.interrupted
+            report.items = [finals.get(item.client_id, item) for item in items]
         return report
 
 
@@ -219,6 +244,57 @@ def _plan_one(
         after=target,
         change=target - row.units,
         new_unit_cost=earlier.cost,
+        status=PLANNED,
+        message=f"revert of run {run_id}",
+    )
+
+
+def plan_count_revert(psa: CountPsa, item: HistoryItem, *, run_id: int) -> PlanItem:
+    """The count back to ``before`` on a PSA whose line holds one count, or why not (pure
+    over what ``psa`` read). The write is absolute, so it takes effect now, whatever month
+    the run wrote."""
+    shown = psa.shown(item.contract_id or 0, item.contract_service_id or 0)
+    count = shown.count if shown is not None else None
+    cost = shown.unit_cost if shown is not None else None
+    plan = PlanItem(
+        client_id=item.client_id,
+        client_name=item.client_name or "",
+        contract_id=item.contract_id or 0,
+        contract_service_id=item.contract_service_id or 0,
+        service_id=0,
+        users=None,
+        target=item.before,
+        before=count,
+        after=count,
+        change=None,
+        unit_price=item.price,
+        unit_cost=cost,
+        new_unit_cost=cost,
+        status=HELD,
+        psa=item.psa,
+    )
+    line = f"line {item.contract_service_id}"
+    if shown is None:
+        return _with(
+            plan, FAILED, f"not reverted: {psa.name} has no {line} any more; check it there"
+        )
+    earlier = item.before_cost if item.before_cost is not None else item.cost
+    if count == item.before and same_rate(cost, earlier):
+        return _with(plan, UNCHANGED, f"already back at {item.before}")
+    if count != item.after or not same_rate(cost, item.cost):
+        shows_now = "no whole count" if count is None else f"{count}"
+        return _with(
+            plan,
+            HELD,
+            f"not reverted: the line changed since run {run_id} wrote {item.after} (it shows "
+            f"{shows_now}); change it by hand in {psa.name} if it is wrong",
+        )
+    target = item.before or 0
+    return replace(
+        plan,
+        after=target,
+        change=target - (count or 0),
+        new_unit_cost=earlier,
         status=PLANNED,
         message=f"revert of run {run_id}",
     )

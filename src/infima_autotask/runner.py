@@ -320,6 +320,16 @@ def recorded_run(
     history.finish_run(run_id, outcome=outcome, summary=report.summary)
 
 
+def not_sent(
+    history: History, run_id: int, items: list[PlanItem], command: str = "sync"
+) -> dict[int, PlanItem]:
+    """Writes of another PSA never started after Ctrl-C: held, said so (exit 130)."""
+    message = f"not sent: the run was interrupted; run `{command}` again to finish"
+    held = [replace(item, status=HELD, message=message, after=item.before) for item in items]
+    history.record_items(run_id, [ItemRecord.of(item) for item in held])
+    return {item.client_id: item for item in held}
+
+
 class _Run:
     def __init__(
         self,
@@ -508,7 +518,7 @@ class _Run:
             if not writes:
                 continue
             if interrupted:  # Ctrl-C during one PSA's writes: no other PSA's is started
-                finals.update(self._not_sent(writes))
+                finals.update(not_sent(self.history, self.run_id, writes))
                 continue
             result = self._writer(backend).write_all(writes)
             finals.update(result.finals)
@@ -543,13 +553,6 @@ class _Run:
             progress=self.progress,
             notice=self.notice,
         )
-
-    def _not_sent(self, items: list[PlanItem]) -> dict[int, PlanItem]:
-        """Writes of another PSA never started after Ctrl-C: held, said so (exit 130)."""
-        message = "not sent: the run was interrupted; run `sync` again to finish"
-        held = [replace(item, status=HELD, message=message, after=item.before) for item in items]
-        self.history.record_items(self.run_id, [ItemRecord.of(item) for item in held])
-        return {item.client_id: item for item in held}
 
     def _plan_others(
         self, counts: dict[int, UserCount], psas: dict[str, CountPsa]
