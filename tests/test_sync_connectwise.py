@@ -156,6 +156,14 @@ def test_a_mixed_month_writes_each_change_once_in_its_psa_own_terms(world):
         (run,) = history.runs()
         stored = {row.client_id: (row.psa, row.status) for row in history.run_items(run.id)}
     assert stored == {client: (item["psa"], item["status"]) for client, item in items.items()}
+    # The summary per PSA: in --json, and on stderr under the SPEC'd line of a mixed run.
+    assert doc["by_psa"]["connectwise"] == {**dict.fromkeys(doc["summary"], 0), "updated": 1}
+    at = doc["by_psa"]["autotask"]
+    assert {k: at[k] + doc["by_psa"]["connectwise"][k] for k in at} == doc["summary"]
+    lines = result.stderr.splitlines()
+    head = next(n for n, line in enumerate(lines) if line.startswith("Period "))
+    assert lines[head + 1].startswith("  Autotask: ")
+    assert lines[head + 2] == "  ConnectWise: 1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed"
 
     again, doc = world.sync()
     assert by_client(doc)[JUNIPER]["status"] == "unchanged"

@@ -131,6 +131,12 @@ class SyncReport:
         return summary(self.items)
 
     @property
+    def by_psa(self) -> dict[str, dict[str, int]]:
+        """The summary per PSA, for the PSAs the items are on (config order)."""
+        psas = dict.fromkeys(item.psa for item in self.items)
+        return {psa: summary(i for i in self.items if i.psa == psa) for psa in psas}
+
+    @property
     def needs_attention(self) -> bool:
         """Something a person must look at: a held or failed item, or a dry run's plan."""
         return any(item.status in (HELD, FAILED, PLANNED) for item in self.items)
@@ -153,13 +159,17 @@ class SyncReport:
         return 0
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "period": self.period,
             "dry_run": self.dry_run,
             "items": [item.as_json() for item in self.items],
             "summary": self.summary,
             "warnings": [*self.warnings, *([self.unmapped_warning] if self.unmapped else [])],
         }
+        by_psa = self.by_psa
+        if len(by_psa) > 1:  # a mixed run; a run of one PSA keeps SPEC §8's document as is
+            doc["by_psa"] = by_psa
+        return doc
 
     @property
     def unmapped_warning(self) -> str:

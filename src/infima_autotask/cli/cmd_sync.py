@@ -42,6 +42,7 @@ from infima_autotask.sync import (
     PlanItem,
     parse_month,
     summary_line,
+    summary_text,
 )
 from infima_autotask.writer import Progress
 
@@ -440,6 +441,10 @@ def render_report(
                 reverts=report.reverts,
             )
         )
+        by_psa = report.by_psa
+        if len(by_psa) > 1:  # a mixed run: each PSA's share, under the SPEC'd line
+            for psa, counts in by_psa.items():
+                warn(f"  {PSA_NAMES[psa]}: {summary_text(counts, dry_run=report.dry_run)}")
         moving = [item for item in report.items if item.writes and item.change]
         if moving and not as_json:
             total = sum(item.money_change for item in moving)
