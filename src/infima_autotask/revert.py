@@ -87,9 +87,7 @@ def run_revert(
         ]
         if not written:
             report.nothing_due = True
-            report.warnings.append(
-                f"Run {options.run_id} changed no PSA line: nothing to revert."
-            )
+            report.warnings.append(f"Run {options.run_id} changed no PSA line: nothing to revert.")
             return report
         if not options.dry_run and history.pending_intents(original.period):
             raise UsageError(
