@@ -690,7 +690,7 @@ def test_an_unseeded_sandbox_is_empty():
 def test_generate_halo_adds_billed_subscriptions_with_a_share_changed():
     with Sandbox(today=TODAY) as sandbox:
         before = dict(sandbox.halo.licences)
-        mappings = sandbox.generate_halo(10, changes=0.3, first_client_id=8000)
+        mappings = sandbox.generate_halo(10, changes=4, first_client_id=8000)
         more = sandbox.generate_halo(2, first_client_id=8010)
         assert {k: v for k, v in sandbox.halo.licences.items() if k in before} == before
         halo = Halo(sandbox)
@@ -702,7 +702,7 @@ def test_generate_halo_adds_billed_subscriptions_with_a_share_changed():
             assert sandbox.halo.clients[m["account_id"]]["name"] == m["account_name"]
             active = sandbox.state.infima_clients[m["client_id"]].active
             changed += active != sandbox.halo.count(m["subscription_id"])
-        assert changed == 3 + 1  # round(10 * 0.3), round(2 * 0.3)
+        assert changed == 4 + 1  # as asked, then round(2 * 0.3)
         assert len({m["subscription_id"] for m in [*mappings, *more]}) == 12
         invoices = halo.get(
             "RecurringInvoice", client_id=more[0]["account_id"], includelines="true"
@@ -711,5 +711,29 @@ def test_generate_halo_adds_billed_subscriptions_with_a_share_changed():
         assert line["quantity_subscriptions"][0]["type_id"] == more[0]["subscription_id"]
         with pytest.raises(ValueError, match="already used"):
             sandbox.generate_halo(1, first_client_id=8000)
-        with pytest.raises(ValueError, match="changed_fraction"):
-            sandbox.generate_halo(1, changes=2.0)
+        with pytest.raises(ValueError, match="changes between 0 and n"):
+            sandbox.generate_halo(1, changes=2)
+
+
+def test_invoices_built_by_hand_number_their_lines_and_keep_a_fixed_quantity(sb, halo):
+    sb.halo.add_recurring_invoice(-97, 48, 9150, 9151)
+    sb.halo.add_invoice_line(-97, None, qty=4)
+    lines = halo.get("RecurringInvoice", client_id=48, includelines="true").json()
+    got = lines["invoices"][0]["lines"]
+    assert [(line["item_code"], line["qty_order"]) for line in got] == [
+        ("INFIMA-SAT", 5),
+        ("INFIMA-SAT", 6),
+        ("SERVICE", 4),
+    ]
+    assert len({line["id"] for line in got}) == 3 and got[2]["quantity_subscriptions"] == []
+
+
+def test_a_token_form_field_given_twice_is_400(sb):
+    form = "grant_type=client_credentials&grant_type=client_credentials&scope=all"
+    response = requests.post(
+        f"{sb.halo_url}/auth/token",
+        data=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=T,
+    )
+    assert response.status_code == 400 and "more than once" in response.json()["error_description"]

@@ -236,13 +236,13 @@ class Sandbox:
         )
 
     def generate_halo(
-        self, n: int, *, changes: float = 0.3, first_client_id: int = 8000
+        self, n: int, *, changes: int | None = None, first_client_id: int = 8000
     ) -> list[dict[str, Any]]:
         """Add ``n`` Halo clients, each with an INFIMA subscription billed by a recurring-invoice
-        line, with matching INFIMA clients, ``round(n * changes)`` of them with an active count
+        line, with matching INFIMA clients, ``changes`` of them (None: 30%) with an active count
         different from the subscription's; returns their SPEC §10 mappings."""
         return halo_data.generate(
-            self.halo, self.state, n, changed_fraction=changes, first_client_id=first_client_id
+            self.halo, self.state, n, changes=changes, first_client_id=first_client_id
         )
 
     def _record(self, record: RequestRecord) -> None:

@@ -434,17 +434,17 @@ def generate(
     infima: SandboxState,
     n: int,
     *,
-    changed_fraction: float = 0.3,
+    changes: int | None = None,
     first_client_id: int = 8000,
 ) -> list[dict[str, Any]]:
     """Add ``n`` Halo clients, each with one INFIMA subscription billed by a recurring-invoice
-    line, and a matching INFIMA client in ``infima``; ``round(n * changed_fraction)`` of them
-    have an active count different from the subscription's. Returns their SPEC §10 mappings.
-    Raises ValueError for a bad argument or a client id already used.
+    line, and a matching INFIMA client in ``infima``; ``changes`` of them (None: 30%, as the
+    other generators) have an active count different from the subscription's. Returns their
+    SPEC §10 mappings. Raises ValueError for a bad argument or a client id already used.
     """
-    if n < 0 or not 0.0 <= changed_fraction <= 1.0:
-        raise ValueError("n must be >= 0 and changed_fraction between 0 and 1")
-    changed_total = round(n * changed_fraction)
+    changed_total = round(n * 0.3) if changes is None else changes
+    if n < 0 or not 0 <= changed_total <= n:
+        raise ValueError("n must be >= 0 and changes between 0 and n")
     mappings: list[dict[str, Any]] = []
     with state.lock, infima.lock:
         clashes = set(range(first_client_id, first_client_id + n)) & infima.infima_clients.keys()
