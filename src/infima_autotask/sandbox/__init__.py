@@ -90,11 +90,12 @@ class Sandbox:
         self.cw_private_key = _api_member_key()
         self.cw_client_id = str(uuid.uuid4())
         self.cw = ConnectWiseState(today=self.state.today)
-        # HaloPSA: an API application's client id (a GUID) and secret.
+        # HaloPSA: an API application's client id (a GUID) and secret (48 hex digits; not
+        # token_urlsafe, whose values the demo's secret scan hands out in a fixed order).
         self.halo = HaloState(
             today=self.state.today,
             client_id=str(uuid.uuid4()),
-            client_secret=secrets.token_urlsafe(36),
+            client_secret=secrets.token_hex(24),
         )
         if seed:
             data.seed(self.state)
