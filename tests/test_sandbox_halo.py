@@ -649,6 +649,12 @@ def test_the_request_log_never_holds_the_secret_and_no_log_line_a_token(sb, halo
         "scope": SCOPE,
     }
     assert log[1].body["client_secret"] == "********"
+    assert log[2].body is None and log[3].body == [{"id": 9127, "count": 13}]
+    # A secret sent somewhere else is masked too.
+    requests.post(f"{sb.halo_url}/auth//token", data={"client_secret": wrong}, timeout=T)
+    requests.post(f"{sb.halo_url}/api/Client", json={"client_secret": wrong}, timeout=T)
+    assert [r.body for r in halo_requests(sb)[-2:]] == [{"client_secret": "********"}] * 2
+    log = halo_requests(sb)
     assert all(r.host.startswith("127.0.0.1:") for r in log)
     assert all(r.finished >= r.started for r in log)
     for record in log:
@@ -716,8 +722,9 @@ def test_generate_halo_adds_billed_subscriptions_with_a_share_changed():
 
 
 def test_invoices_built_by_hand_number_their_lines_and_keep_a_fixed_quantity(sb, halo):
-    sb.halo.add_recurring_invoice(-97, 48, 9150, 9151)
-    sb.halo.add_invoice_line(-97, None, qty=4)
+    invoice = sb.halo.add_recurring_invoice(48, 9150, 9151)
+    assert invoice["id"] == -101
+    sb.halo.add_invoice_line(-101, None, qty=4)
     lines = halo.get("RecurringInvoice", client_id=48, includelines="true").json()
     got = lines["invoices"][0]["lines"]
     assert [(line["item_code"], line["qty_order"]) for line in got] == [

@@ -148,17 +148,14 @@ class HaloHandler(BaseHandler):
             return exc.reply()
 
     def logged_body(self, body: Any, raw: bytes) -> Any:
-        if self.path.split("?", 1)[0].lower().rstrip("/") != "/auth/token":
-            return body
-        fields: dict[str, Any]
-        if isinstance(body, dict):
-            fields = dict(body)
-        else:
+        # Whatever the path: a form (the token request) is kept as its fields, and a client
+        # secret, in a form or a JSON object, is masked.
+        if body is None and _content_type(self) == "application/x-www-form-urlencoded":
             form = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)
-            fields = {k: v[0] if len(v) == 1 else v for k, v in form.items()}
-        if "client_secret" in fields:
-            fields["client_secret"] = SECRET_MASK
-        return fields
+            body = {k: v[0] if len(v) == 1 else v for k, v in form.items()}
+        if isinstance(body, dict) and "client_secret" in body:
+            return {**body, "client_secret": SECRET_MASK}
+        return body
 
     # --- auth --------------------------------------------------------------------------------
 
@@ -198,8 +195,7 @@ class HaloHandler(BaseHandler):
         if hosted and params.get("tenant") != tenant:
             given = "no tenant" if "tenant" not in params else f"tenant {params['tenant']!r}"
             raise _oauth(400, "invalid_request", f"tenant required: {given} is not this instance's")
-        content_type = (self.header("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != "application/x-www-form-urlencoded" or body is not None:
+        if _content_type(self) != "application/x-www-form-urlencoded" or body is not None:
             raise _oauth(
                 400,
                 "invalid_request",
@@ -321,8 +317,7 @@ class HaloHandler(BaseHandler):
 
     def _post(self, body: Any) -> Reply:
         state = self.halo
-        content_type = (self.header("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        if _content_type(self) != "application/json":
             raise HaloError(415, {"errors": ["The body must be application/json."]})
         if not isinstance(body, list) or not body:
             raise _bad("The body must be a non-empty JSON array of licences.")
@@ -405,6 +400,10 @@ class HaloHandler(BaseHandler):
             licence = state.licences.get(licence_id)
             if write is not None and licence is not None:
                 licence["count"] = write.count
+
+
+def _content_type(handler: BaseHandler) -> str:
+    return (handler.header("Content-Type") or "").split(";")[0].strip().lower()
 
 
 # --- parameters ------------------------------------------------------------------------------

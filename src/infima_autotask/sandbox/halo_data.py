@@ -162,6 +162,7 @@ class HaloState:
     concurrent: list[ConcurrentWrite] = field(default_factory=list)
     served: deque[float] = field(default_factory=deque, repr=False)
     next_licence_id: int = _FIRST_NEW_LICENCE_ID
+    next_invoice_id: int = -101  # recurring invoices carry negative ids
     next_line_id: int = 601
     next_quantity_id: int = 7101
     generated: int = 0
@@ -281,11 +282,19 @@ class HaloState:
             return record
 
     def add_recurring_invoice(
-        self, invoice_id: int, client_id: int, *licence_ids: int, via: str = "subscriptions"
+        self,
+        client_id: int,
+        *licence_ids: int,
+        invoice_id: int | None = None,
+        via: str = "subscriptions",
     ) -> dict[str, Any]:
-        """Add a recurring invoice with one line per licence, each taking its quantity from
-        that licence (through ``quantity_subscriptions`` or ``quantity_licences``)."""
+        """Add a recurring invoice (a new negative id unless given) with one line per licence,
+        each taking its quantity from that licence (through ``quantity_subscriptions`` or
+        ``quantity_licences``)."""
         with self.lock:
+            if invoice_id is None:
+                invoice_id = self.next_invoice_id
+                self.next_invoice_id -= 1
             record: dict[str, Any] = {
                 "id": invoice_id,
                 "client_id": client_id,
@@ -381,13 +390,13 @@ def seed(state: HaloState) -> None:
 
         state.add_licence(KESTREL_LICENCE_ID, KESTREL_CLIENT_ID, INFIMA_LICENCE_NAME, 12)
         _other(state, KESTREL_M365_LICENCE_ID, KESTREL_CLIENT_ID, 12)
-        state.add_recurring_invoice(KESTREL_INVOICE_ID, KESTREL_CLIENT_ID)
+        state.add_recurring_invoice(KESTREL_CLIENT_ID, invoice_id=KESTREL_INVOICE_ID)
         state.add_invoice_line(KESTREL_INVOICE_ID, KESTREL_LICENCE_ID, line_id=KESTREL_LINE_ID)
         state.add_invoice_line(KESTREL_INVOICE_ID, KESTREL_M365_LICENCE_ID, line_id=502)
 
         state.add_licence(OSPREY_LICENCE_ID, OSPREY_CLIENT_ID, INFIMA_LICENCE_NAME, 7)
         _other(state, OSPREY_M365_LICENCE_ID, OSPREY_CLIENT_ID, 7)
-        state.add_recurring_invoice(OSPREY_INVOICE_ID, OSPREY_CLIENT_ID)
+        state.add_recurring_invoice(OSPREY_CLIENT_ID, invoice_id=OSPREY_INVOICE_ID)
         state.add_invoice_line(OSPREY_INVOICE_ID, OSPREY_M365_LICENCE_ID, line_id=511)
 
         state.add_licence(
@@ -400,7 +409,7 @@ def seed(state: HaloState) -> None:
             end=month_end(previous),
         )
         state.add_licence(PELICAN_LICENCE_ID, PELICAN_CLIENT_ID, INFIMA_LICENCE_NAME, 9, start=this)
-        state.add_recurring_invoice(PELICAN_INVOICE_ID, PELICAN_CLIENT_ID)
+        state.add_recurring_invoice(PELICAN_CLIENT_ID, invoice_id=PELICAN_INVOICE_ID)
         state.add_invoice_line(PELICAN_INVOICE_ID, PELICAN_LICENCE_ID, via="licences", line_id=521)
 
         state.add_licence(QUAIL_FIRST_LICENCE_ID, QUAIL_CLIENT_ID, INFIMA_LICENCE_NAME, 5)
@@ -462,7 +471,7 @@ def generate(
             active = count + 1 + k % 3 if changed else count
             state.add_client(halo_id, name)
             state.add_licence(licence_id, halo_id, INFIMA_LICENCE_NAME, count)
-            state.add_recurring_invoice(_GEN_INVOICE_BASE - k, halo_id)
+            state.add_recurring_invoice(halo_id, invoice_id=_GEN_INVOICE_BASE - k)
             state.add_invoice_line(_GEN_INVOICE_BASE - k, licence_id, line_id=_GEN_LINE_BASE + k)
             infima.add_infima_client(client_id, name, active, k % 3)
             mappings.append(
