@@ -555,10 +555,10 @@ def test_infima_requires_the_api_key(sb):
 def test_infima_clients_page_with_default_and_bounded_limit(sb):
     sb.generate(30, first_client_id=5000)
     first = infima(sb, "/v1/clients").json()
-    assert len(first["items"]) == 20 and first["total"] == 39  # 9 seeded + 30
+    assert len(first["items"]) == 20 and first["total"] == 40  # 10 seeded + 30
     assert first["items"][0] == first["items"][0] | {"id": 101, "client_name": "Acme Dental"}
     last = infima(sb, "/v1/clients", limit=50, offset=20).json()
-    assert [c["id"] for c in last["items"]] == list(range(5011, 5030))
+    assert [c["id"] for c in last["items"]] == list(range(5010, 5030))
     for bad in (51, 0, "x"):
         response = infima(sb, "/v1/clients", limit=bad)
         assert response.status_code == 400 and "limit" in response.json()["message"]

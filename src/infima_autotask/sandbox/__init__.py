@@ -1,4 +1,5 @@
-"""Loopback simulators of the Autotask REST API, the INFIMA Reporting API and ConnectWise PSA.
+"""Loopback simulators of the Autotask REST API, the INFIMA Reporting API, ConnectWise PSA
+and HaloPSA.
 
 ``Sandbox`` runs them on 127.0.0.1 (random ports) for the ``demo`` command, end-to-end
 tests and benchmarks::
@@ -13,6 +14,10 @@ tests and benchmarks::
 ConnectWise is reached at ``cw_site`` with ``cw_company_id``, ``cw_public_key``,
 ``cw_private_key`` and ``cw_client_id``; its data and knobs are ``sandbox.cw``
 (``ConnectWiseState``; seed IDs in ``infima_autotask.sandbox.cw_data``).
+
+HaloPSA is reached at ``halo_url`` with ``halo_client_id`` and ``halo_client_secret`` (and
+``halo_tenant`` when ``sandbox.halo.hosted`` is on); its data and knobs are ``sandbox.halo``
+(``HaloState``; seed IDs in ``infima_autotask.sandbox.halo_data``).
 
 Seed IDs are constants in ``infima_autotask.sandbox.data``. Tenant behaviour is switched on
 ``sandbox.state``: ``tenant_timezone`` and ``date_rule`` (how an adjustment's effectiveDate
@@ -29,24 +34,28 @@ from datetime import date
 from types import TracebackType
 from typing import Any
 
-from . import cw_data, data
+from . import cw_data, data, halo_data
 from ._http import Fault, Faults, RequestRecord, SandboxServer
 from .autotask import AutotaskHandler, InFlight, units_on
 from .connectwise import ConnectWiseHandler
 from .cw_data import ConnectWiseState
 from .data import InfimaClient, SandboxState
+from .halo import HaloHandler
+from .halo_data import HaloState
 from .infima import InfimaHandler
 
 __all__ = [
     "ConnectWiseState",
     "Fault",
     "Faults",
+    "HaloState",
     "InfimaClient",
     "RequestRecord",
     "Sandbox",
     "SandboxState",
     "cw_data",
     "data",
+    "halo_data",
 ]
 
 
@@ -81,15 +90,24 @@ class Sandbox:
         self.cw_private_key = _api_member_key()
         self.cw_client_id = str(uuid.uuid4())
         self.cw = ConnectWiseState(today=self.state.today)
+        # HaloPSA: an API application's client id (a GUID) and secret (48 hex digits; not
+        # token_urlsafe, whose values the demo's secret scan hands out in a fixed order).
+        self.halo = HaloState(
+            today=self.state.today,
+            client_id=str(uuid.uuid4()),
+            client_secret=secrets.token_hex(24),
+        )
         if seed:
             data.seed(self.state)
             cw_data.seed(self.cw)
+            halo_data.seed(self.halo)
         self.faults = Faults()
         self.requests: list[RequestRecord] = []
         self.zone_url = ""
         self.autotask_url = ""
         self.infima_url = ""
         self.cw_site = ""
+        self.halo_url = ""
         self._log_lock = threading.Lock()
         self._in_flight = InFlight()
         self._servers: list[SandboxServer] = []
@@ -98,8 +116,23 @@ class Sandbox:
     def __repr__(self) -> str:
         return (
             f"Sandbox(autotask_url={self.autotask_url!r}, infima_url={self.infima_url!r}, "
-            f"cw_site={self.cw_site!r})"
+            f"cw_site={self.cw_site!r}, halo_url={self.halo_url!r})"
         )
+
+    @property
+    def halo_client_id(self) -> str:
+        """The Halo API application's client id."""
+        return self.halo.client_id
+
+    @property
+    def halo_client_secret(self) -> str:
+        """The Halo API application's client secret."""
+        return self.halo.client_secret
+
+    @property
+    def halo_tenant(self) -> str:
+        """The hosted tenant name (the token URL needs it when ``halo.hosted`` is on)."""
+        return self.halo.tenant
 
     @property
     def cw_url(self) -> str:
@@ -114,12 +147,14 @@ class Sandbox:
         autotask = SandboxServer(AutotaskHandler, self)
         infima = SandboxServer(InfimaHandler, self)
         connectwise = SandboxServer(ConnectWiseHandler, self)
-        self._servers = [autotask, infima, connectwise]
+        halo = SandboxServer(HaloHandler, self)
+        self._servers = [autotask, infima, connectwise, halo]
         base = f"http://127.0.0.1:{autotask.port}/atservicesrest/"
         self.autotask_url = base
         self.zone_url = f"{base}v1.0/zoneInformation"
         self.infima_url = f"http://127.0.0.1:{infima.port}"
         self.cw_site = f"http://127.0.0.1:{connectwise.port}"
+        self.halo_url = f"http://127.0.0.1:{halo.port}"
         for server in self._servers:
             thread = threading.Thread(
                 target=server.serve_forever,
@@ -199,6 +234,16 @@ class Sandbox:
             n,
             changed_fraction=changed_fraction,
             first_client_id=first_client_id,
+        )
+
+    def generate_halo(
+        self, n: int, *, changes: int | None = None, first_client_id: int = 8000
+    ) -> list[dict[str, Any]]:
+        """Add ``n`` Halo clients, each with an INFIMA subscription billed by a recurring-invoice
+        line, with matching INFIMA clients, ``changes`` of them (None: 30%) with an active count
+        different from the subscription's; returns their SPEC §10 mappings."""
+        return halo_data.generate(
+            self.halo, self.state, n, changes=changes, first_client_id=first_client_id
         )
 
     def _record(self, record: RequestRecord) -> None:

@@ -39,10 +39,21 @@ CONNECTWISE_FAULT_ENDPOINTS = {
     "cw:additions",
     "cw:write",
 }
+# HaloPSA: halo:auth is authinfo and the token; halo:write every POST of SoftwareLicence.
+HALO_FAULT_ENDPOINTS = {
+    "halo:auth",
+    "halo:clients",
+    "halo:licences",
+    "halo:invoices",
+    "halo:write",
+}
 ALL_FAULT_ENDPOINTS = (
-    AUTOTASK_FAULT_ENDPOINTS | INFIMA_FAULT_ENDPOINTS | CONNECTWISE_FAULT_ENDPOINTS
+    AUTOTASK_FAULT_ENDPOINTS
+    | INFIMA_FAULT_ENDPOINTS
+    | CONNECTWISE_FAULT_ENDPOINTS
+    | HALO_FAULT_ENDPOINTS
 )
-WRITE_FAULT_ENDPOINTS = {"contractserviceadjustments", "cw:write"}
+WRITE_FAULT_ENDPOINTS = {"contractserviceadjustments", "cw:write", "halo:write"}
 # 429-html: a Cloudflare-style HTML page (with Retry-After when retry_after is given).
 # 400: a validation rejection (nothing applied), in the API's own error shape.
 PLAIN_KINDS = {
@@ -138,7 +149,9 @@ class Faults:
         if kind not in PLAIN_KINDS | APPLY_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         if kind in APPLY_KINDS and key not in WRITE_FAULT_ENDPOINTS:
-            raise ValueError(f"{kind} applies to ContractServiceAdjustments and cw:write only")
+            raise ValueError(
+                f"{kind} applies to ContractServiceAdjustments, halo:write and cw:write only"
+            )
         if client_id is not None and key != "infima:users":
             raise ValueError("client_id applies to infima:users only")
         if times == 0 or times < -1:
@@ -284,6 +297,10 @@ class BaseHandler(BaseHTTPRequestHandler):
     def dispatch(self, method: str, path: str, query: str, body: Any, raw: bytes) -> Reply:
         raise NotImplementedError
 
+    def logged_body(self, body: Any, raw: bytes) -> Any:
+        """The body as the request log keeps it (a handler masks what must not be kept)."""
+        return body
+
     def _handle(self, method: str) -> None:
         started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
@@ -308,7 +325,7 @@ class BaseHandler(BaseHTTPRequestHandler):
                 path=self.path,
                 host=self.headers.get("Host", ""),
                 headers=dict(self.headers.items()),
-                body=body,
+                body=self.logged_body(body, raw),
                 status=0 if reply.drop else reply.status,
                 started=started,
                 finished=time.monotonic(),

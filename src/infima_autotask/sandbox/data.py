@@ -34,7 +34,8 @@ Iris Architects        29683510    29684008     29685800     18     108: 20 acti
 =====================  ==========  ===========  ===========  =====  ======================
 
 INFIMA client 109 (Juniper Dental: 20 active, 1 inactive) is billed in ConnectWise: its
-company, agreement and addition are in ``cw_data``.
+company, agreement and addition are in ``cw_data``. INFIMA client 110 (Kestrel Law: 14
+active, 1 inactive) is billed in HaloPSA: its client and subscription are in ``halo_data``.
 
 Acme also has a Block Hours contract 29684009 (no services) and a second service on its
 Recurring Service contract (29685101, "Managed Backup" 30020). Contracts of clients 101-105 are
@@ -116,6 +117,8 @@ HARBOR_CLIENT_ID = 107  # not in seed_mappings(): tests map it on purpose
 IRIS_CLIENT_ID = 108  # not in seed_mappings(): tests map it on purpose
 # Billed in ConnectWise (Juniper Dental, cw_data.JUNIPER_*): not in seed_mappings().
 JUNIPER_CLIENT_ID = 109
+# Billed in HaloPSA (Kestrel Law LLP, halo_data.KESTREL_*): not in seed_mappings().
+KESTREL_LAW_CLIENT_ID = 110
 
 GRANITE_START_DAY = 17  # Granite's billing periods start on the 17th
 
@@ -720,6 +723,7 @@ def seed(state: SandboxState) -> None:
         state.add_infima_client(HARBOR_CLIENT_ID, "Harbor Physio", 11)
         state.add_infima_client(IRIS_CLIENT_ID, "Iris Architects", 20)
         state.add_infima_client(JUNIPER_CLIENT_ID, "Juniper Dental", 20, 1)
+        state.add_infima_client(KESTREL_LAW_CLIENT_ID, "Kestrel Law", 14, 1)
 
 
 # client id: (INFIMA name, account id, account name, contract id, contract service id)
