@@ -27,6 +27,7 @@ ENV_INTEGRATION_CODE = "INFIMA_AUTOTASK_INTEGRATION_CODE"
 ENV_INFIMA_KEY = "INFIMA_API_KEY"
 ENV_SMTP_PASSWORD = "INFIMA_SMTP_PASSWORD"  # noqa: S105 - a variable name
 ENV_CONNECTWISE_PRIVATE_KEY = "INFIMA_CONNECTWISE_PRIVATE_KEY"
+ENV_HALO_CLIENT_SECRET = "INFIMA_HALO_CLIENT_SECRET"  # noqa: S105 - a variable name
 ENV_CRYPTFILE_PASSWORD = "KEYRING_CRYPTFILE_PASSWORD"  # noqa: S105 - a variable name
 
 _KEYRING_FIX = (
@@ -160,6 +161,28 @@ def connectwise_private_key(
         connectwise_key_name(company_id, public_key),
         "No ConnectWise private key is stored. Run `infima-autotask connect --psa connectwise`, "
         f"or set {ENV_CONNECTWISE_PRIVATE_KEY}.",
+        env,
+    )
+
+
+def halo_key_name(client_id: str) -> str:
+    """The keyring name of a HaloPSA API application's client secret (SPEC §10)."""
+    return f"halo:{client_id}"
+
+
+def halo_client_secret(client_id: str, env: Mapping[str, str] | None = None) -> str:
+    """The client secret of the HaloPSA API application ``client_id``, from the environment
+    or the keyring.
+
+    Raises:
+        CredentialsError: no secret, or the keyring cannot be read.
+    """
+    return _env_then_keyring(
+        "HaloPSA client secret",
+        ENV_HALO_CLIENT_SECRET,
+        halo_key_name(client_id),
+        "No HaloPSA client secret is stored. Run `infima-autotask connect --psa halo`, "
+        f"or set {ENV_HALO_CLIENT_SECRET}.",
         env,
     )
 

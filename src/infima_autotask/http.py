@@ -15,6 +15,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -130,6 +131,54 @@ class Answer:
     headers: Mapping[str, str]
 
 
+class RollingLimit:
+    """At most ``max_requests`` requests in any ``window_s`` seconds: :meth:`wait` blocks
+    until one more may be sent, then counts it. Thread-safe.
+
+    The default is HaloPSA's hosted limit (300 requests per rolling 5 minutes) less a margin:
+    our clock and Halo's are not the same clock, and Halo counts a request when it arrives.
+    """
+
+    def __init__(
+        self,
+        max_requests: int = 290,
+        window_s: float = 300.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if max_requests < 1 or window_s <= 0:
+            raise ValueError("a rolling limit needs at least one request in a positive window")
+        self.max_requests = max_requests
+        self.window_s = window_s
+        self.clock = clock
+        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until a request may be sent without passing the limit, and count it."""
+        # The lock is held while sleeping: a waiting thread would only queue behind it.
+        with self._lock:
+            while True:
+                now = self.clock()
+                while self._sent and self._sent[0] <= now - self.window_s:
+                    self._sent.popleft()
+                if len(self._sent) < self.max_requests:
+                    self._sent.append(now)
+                    return
+                delay = self._sent[0] + self.window_s - now
+                log.info(
+                    "pacing: %d requests in %.0fs; waiting %.1fs",
+                    len(self._sent),
+                    self.window_s,
+                    delay,
+                )
+                self._sleep(delay)
+
+    __call__ = wait
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounds of the read retry loop."""
@@ -153,9 +202,15 @@ class HttpClient:
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] | None = None,
+        pace: Callable[[], None] | None = None,
+        error_text: Callable[[Any, str], str] | None = None,
     ) -> None:
         self.service = service
         self.timeout = timeout
+        # Called before every attempt (retries included) when set: a server's rate limit.
+        self.pace = pace
+        # A server's own error shapes: (parsed body or None, raw text) -> the text shown.
+        self.error_text = error_text
         self.retry = retry or RetryPolicy()
         # Looked up at call time when not injected, so tests can patch time.sleep.
         self._sleep = sleep or (lambda seconds: time.sleep(seconds))
@@ -219,6 +274,7 @@ class HttpClient:
         auth: requests.auth.AuthBase | None = None,
         json_body: Any = None,
         text_body: str | None = None,
+        form: Mapping[str, str] | None = None,
         params: dict[str, Any] | None = None,
         retry: bool,
         shown_as: str | None = None,
@@ -229,7 +285,8 @@ class HttpClient:
         ``retry`` is True for reads only. ``shown_as`` names a URL that carries a token (a
         webhook) in logs and errors instead of its path. With ``expect_json`` False any 2xx
         answer is success and its body is ignored (webhooks answer ``ok``, ``1`` or nothing).
-        Raises ApiRejected, AuthenticationError, ApiUnavailable, BadResponseError or
+        ``form`` is sent form-encoded and never logged (an OAuth token request carries a
+        secret). Raises ApiRejected, AuthenticationError, ApiUnavailable, BadResponseError or
         UnsafeUrlError.
         """
         return self.exchange(
@@ -238,6 +295,7 @@ class HttpClient:
             auth=auth,
             json_body=json_body,
             text_body=text_body,
+            form=form,
             params=params,
             retry=retry,
             shown_as=shown_as,
@@ -252,6 +310,7 @@ class HttpClient:
         auth: requests.auth.AuthBase | None = None,
         json_body: Any = None,
         text_body: str | None = None,
+        form: Mapping[str, str] | None = None,
         params: dict[str, Any] | None = None,
         retry: bool,
         shown_as: str | None = None,
@@ -265,6 +324,8 @@ class HttpClient:
         attempt = 0
         while True:
             attempt += 1
+            if self.pace is not None:
+                self.pace()
             try:
                 return self._send_once(
                     method,
@@ -272,6 +333,7 @@ class HttpClient:
                     auth=auth,
                     json_body=json_body,
                     text_body=text_body,
+                    form=form,
                     params=params,
                     where=f"{method} {shown_as or _path(url)}",
                     expect_json=expect_json,
@@ -304,12 +366,14 @@ class HttpClient:
         auth: requests.auth.AuthBase | None,
         json_body: Any,
         text_body: str | None,
+        form: Mapping[str, str] | None,
         params: dict[str, Any] | None,
         where: str,
         expect_json: bool,
     ) -> Answer:
         settings = self._settings(url)
         headers = {"Content-Type": "text/plain; charset=utf-8"} if text_body is not None else None
+        data: Any = text_body.encode("utf-8") if text_body is not None else form
         t0 = time.monotonic()
         try:
             response = self._session().request(
@@ -317,7 +381,7 @@ class HttpClient:
                 url,
                 auth=auth,
                 json=json_body,
-                data=text_body.encode("utf-8") if text_body is not None else None,
+                data=data,
                 headers=headers,
                 params=params,
                 timeout=self.timeout,
@@ -360,7 +424,10 @@ class HttpClient:
                     status=status,
                 )
             return body
-        text = "; ".join(errors) or _message_of(body)
+        if self.error_text is not None:
+            text = redact(self.error_text(None if body is _NOT_JSON else body, response.text))
+        else:
+            text = "; ".join(errors) or _message_of(body)
         shown = f": {text}" if text else ""
         if status in (401, 403):
             raise AuthenticationError(

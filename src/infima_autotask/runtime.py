@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import smtplib
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,10 +19,12 @@ from infima_autotask.credentials import (
     AutotaskCredentials,
     autotask_credentials,
     connectwise_private_key,
+    halo_client_secret,
     infima_api_key,
 )
 from infima_autotask.errors import ConfigError
-from infima_autotask.http import HttpClient, RetryPolicy
+from infima_autotask.halo import HaloApi, HaloCredentials
+from infima_autotask.http import HttpClient, RetryPolicy, RollingLimit
 from infima_autotask.infima import CountsFile, CountSource, InfimaApi
 from infima_autotask.psa import CountPsa
 from infima_autotask.psa.connectwise import ConnectWisePsa
@@ -53,10 +56,12 @@ class Seams:
 
     ``sleep`` None: real waiting (backoff with ``time.sleep``, a write's settle wait ended
     early by Ctrl-C). ``smtp`` None: ``notify.connect_smtp`` (the real SMTP server);
-    else called as ``smtp(host, port, timeout=..., tls=...)``.
+    else called as ``smtp(host, port, timeout=..., tls=...)``. ``monotonic`` times request
+    pacing (HaloPSA's rolling window) and token lifetimes.
     """
 
     clock: Callable[[], datetime] = utc_now
+    monotonic: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] | None = None
     retry: Callable[[], RetryPolicy] = RetryPolicy
     http: Callable[..., HttpClient] = HttpClient
@@ -81,6 +86,8 @@ class Runtime:
         self._autotask: AutotaskApi | None = None
         self._infima: InfimaApi | None = None
         self._connectwise: ConnectWiseApi | None = None
+        self._halo: HaloApi | None = None
+        self._halo_pacer: RollingLimit | None = None
         self._http: list[HttpClient] = []
 
     @property
@@ -182,6 +189,43 @@ class Runtime:
         if key == CONNECTWISE:
             return ConnectWisePsa(self.connectwise())
         raise ValueError(f"no count PSA {key!r}")
+
+    def halo_pacer(self) -> RollingLimit:
+        """The one rolling window every HaloPSA request of this command waits on."""
+        if self._halo_pacer is None:
+            self._halo_pacer = RollingLimit(clock=self.seams.monotonic, sleep=self.seams.sleep)
+        return self._halo_pacer
+
+    def halo(self) -> HaloApi:
+        """The HaloPSA client of the config's `halo` section.
+
+        Raises:
+            ConfigError: the section, its url or its client_id is missing.
+            CredentialsError: no client secret.
+        """
+        if self._halo is None:
+            settings = self.config.halo
+            url, client_id = (
+                (settings.url, settings.client_id) if settings is not None else (None, None)
+            )
+            if not (url and client_id):
+                missing = [
+                    "halo." + name
+                    for name, value in (("url", url), ("client_id", client_id))
+                    if not value
+                ]
+                raise ConfigError(
+                    f"HaloPSA is not set up ({', '.join(missing)} missing). Run "
+                    "`infima-autotask connect --psa halo`."
+                )
+            creds = HaloCredentials(
+                url=url,
+                client_id=client_id,
+                client_secret=halo_client_secret(client_id, self.env),
+                tenant=settings.tenant if settings is not None else None,
+            )
+            self._halo = HaloApi(self.new_http("HaloPSA"), creds, pacer=self.halo_pacer())
+        return self._halo
 
     def infima_url(self, config: Config | None = None) -> str:
         return self.env.get(ENV_INFIMA_URL) or (config or self.config).infima.api_url
