@@ -17,6 +17,7 @@ from infima_autotask.config import (
     AUTOTASK,
     Config,
     ConnectWiseSettings,
+    HaloSettings,
     load_config_or_default,
     save_config,
 )
@@ -28,11 +29,13 @@ from infima_autotask.connectwise import (
 )
 from infima_autotask.credentials import (
     ENV_CONNECTWISE_PRIVATE_KEY,
+    ENV_HALO_CLIENT_SECRET,
     ENV_INFIMA_KEY,
     ENV_SECRET,
     INFIMA_KEY_NAME,
     AutotaskCredentials,
     connectwise_key_name,
+    halo_key_name,
     store_keyring,
 )
 from infima_autotask.errors import (
@@ -42,6 +45,7 @@ from infima_autotask.errors import (
     InfimaAutotaskError,
     StateError,
 )
+from infima_autotask.halo import SCOPES, HaloApi, HaloCredentials, halo_base
 from infima_autotask.history import History, display_time
 from infima_autotask.http import register_secret
 from infima_autotask.infima import InfimaApi
@@ -236,6 +240,39 @@ def connect_connectwise(
 
 
 @dataclass(frozen=True)
+class HaloConnection:
+    url: str
+    tenant: str | None
+    clients: int | None  # as Halo counts them; None when it did not say
+    missing_scopes: tuple[str, ...]  # asked for, and not in the token's granted scopes
+
+
+def connect_halo(
+    runtime: Runtime, config: Config, settings: HaloSettings, client_secret: str
+) -> HaloConnection:
+    """Read authinfo, get a token, test one read, then store the client secret in the
+    keyring and the `halo` section in the config (version 2).
+
+    Nothing is stored unless the test read succeeds.
+    """
+    register_secret(client_secret)
+    url, client_id = halo_base(settings.url or ""), settings.client_id or ""
+    creds = HaloCredentials(url, client_id, client_secret, settings.tenant)
+    api = HaloApi(runtime.new_http("HaloPSA"), creds, pacer=runtime.halo_pacer())
+    with _from_environment(runtime, ENV_HALO_CLIENT_SECRET, client_secret, "HaloPSA client secret"):
+        granted = api.connect()
+        clients = api.test()
+    if runtime.env.get(ENV_HALO_CLIENT_SECRET) != client_secret:
+        store_keyring(halo_key_name(client_id), client_secret, runtime.env)
+    stored = dataclasses.replace(settings, url=url)
+    updated = dataclasses.replace(config, halo=stored, version=2)
+    save_config(updated, runtime.config_path)
+    runtime.set_config(updated)
+    missing = () if granted is None else tuple(s for s in SCOPES.split() if s not in granted)
+    return HaloConnection(url, settings.tenant, clients, missing)
+
+
+@dataclass(frozen=True)
 class Problem:
     """Why one thing `status` checks is not usable: ``kind`` (``NOT_CONFIGURED``,
     ``CREDENTIALS_UNREADABLE`` or ``NOT_CONNECTED``), the reason with its fix, and the exit
@@ -267,6 +304,15 @@ class ConnectWiseStatus:
 
     site: str | None = None
     codebase: str | None = None
+    problem: Problem | None = None
+
+
+@dataclass(frozen=True)
+class HaloStatus:
+    """The HaloPSA connection: its URL and tenant, or the problem."""
+
+    url: str | None = None
+    tenant: str | None = None
     problem: Problem | None = None
 
 
@@ -317,6 +363,7 @@ class StatusReport:
     autotask_timezone: str | None
     exit_code: int = 0
     connectwise: ConnectWiseStatus | None = None  # None: no `connectwise` section
+    halo: HaloStatus | None = None  # None: no `halo` section
 
     @property
     def ok(self) -> bool:
@@ -370,6 +417,11 @@ def status(runtime: Runtime) -> StatusReport:
         client.system_info()
         return ConnectWiseStatus(client.creds.site, client.codebase)
 
+    def halo() -> HaloStatus:
+        client = runtime.halo()
+        client.test()  # authinfo and the token on first use
+        return HaloStatus(client.base, client.creds.tenant)
+
     connected = runtime.connected_psas(config)
     if AUTOTASK in connected or not connected:
         autotask_status = _probe(autotask, lambda problem: AutotaskStatus(problem=problem))
@@ -381,6 +433,11 @@ def status(runtime: Runtime) -> StatusReport:
     cw_status = (
         _probe(connectwise, lambda problem: ConnectWiseStatus(problem=problem))
         if config.connectwise is not None
+        else None
+    )
+    halo_status = (
+        _probe(halo, lambda problem: HaloStatus(problem=problem))
+        if config.halo is not None
         else None
     )
     infima_status = _probe(infima, lambda problem: InfimaStatus(counts_file, problem=problem))
@@ -400,6 +457,7 @@ def status(runtime: Runtime) -> StatusReport:
         for found in (
             autotask_status.problem,
             cw_status.problem if cw_status is not None else None,
+            halo_status.problem if halo_status is not None else None,
             infima_status.problem,
             state.problem,
         )
@@ -418,6 +476,7 @@ def status(runtime: Runtime) -> StatusReport:
         autotask_timezone=config.autotask.timezone,
         exit_code=code,
         connectwise=cw_status,
+        halo=halo_status,
     )
 
 

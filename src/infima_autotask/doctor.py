@@ -32,7 +32,14 @@ from infima_autotask.billing import (
     within_cent,
 )
 from infima_autotask.chain import Successor, chain_text, find_successors
-from infima_autotask.config import AUTOTASK, CONNECTWISE, ClientMapping, Config, SyncSettings
+from infima_autotask.config import (
+    AUTOTASK,
+    CONNECTWISE,
+    HALO,
+    ClientMapping,
+    Config,
+    SyncSettings,
+)
 from infima_autotask.connectwise.chain import line_problem
 from infima_autotask.connectwise.client import ConnectWiseApi
 from infima_autotask.errors import ApiError, InfimaAutotaskError
@@ -632,6 +639,18 @@ def connectwise_connection(runtime: Runtime) -> tuple[Check, ConnectWiseApi | No
     return Check(name, OK, text), client
 
 
+def halo_connection(runtime: Runtime) -> Check:
+    """The HaloPSA connection: a token, then one cheap read."""
+    name = "HaloPSA connection"
+    try:
+        client = runtime.halo()
+        client.test()  # authinfo and the token on first use
+    except InfimaAutotaskError as exc:
+        return Check.failed(name, f"not connected: {_reason(exc)}", exc.exit_code)
+    tenant = f", tenant {client.creds.tenant}" if client.creds.tenant else ""
+    return Check(name, OK, f"Connected ({client.base}{tenant})")
+
+
 def connectwise_checks(
     api: ConnectWiseApi, mapping: ClientMapping, *, day: date, today: date
 ) -> list[Check]:
@@ -753,6 +772,8 @@ def run_doctor(
     if config.connectwise is not None or lines:
         cw_check, cw = connectwise_connection(runtime)
         report.checks.append(cw_check)
+    if config.halo is not None or any(m.psa == HALO for m in mappings):
+        report.checks.append(halo_connection(runtime))
     infima_check, infima = infima_connection(runtime, config)
     report.checks.append(infima_check)
     zone = config.autotask.timezone

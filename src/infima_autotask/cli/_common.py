@@ -177,11 +177,13 @@ psa_option = click.option(
 )
 
 
-def chosen_psa(given: str | None, runtime: Runtime, config: Config | None = None) -> str:
+def chosen_psa(
+    given: str | None, runtime: Runtime, config: Config | None = None, *, halo: bool = False
+) -> str:
     """``--psa`` as given, else the default (SPEC §10: the only connected PSA, else
-    Autotask); HaloPSA is not served yet."""
+    Autotask); HaloPSA only for the commands that serve it yet (``halo``)."""
     psa = given or runtime.default_psa(config)
-    if psa == HALO:
+    if psa == HALO and not halo:
         raise UsageError(
             "HaloPSA is not supported by this version yet; use --psa autotask or connectwise."
         )

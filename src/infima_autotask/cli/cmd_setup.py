@@ -18,8 +18,8 @@ from infima_autotask.cli._common import (
     psa_option,
     warn,
 )
-from infima_autotask.config import CONNECTWISE, ConnectWiseSettings
-from infima_autotask.credentials import ENV_CONNECTWISE_PRIVATE_KEY
+from infima_autotask.config import CONNECTWISE, HALO, ConnectWiseSettings, HaloSettings
+from infima_autotask.credentials import ENV_CONNECTWISE_PRIVATE_KEY, ENV_HALO_CLIENT_SECRET
 from infima_autotask.errors import ApiError, CredentialsError, UsageError
 
 
@@ -50,6 +50,15 @@ def _stdin_line(label: str) -> str:
     return value
 
 
+_CONNECTWISE_FLAGS = ("site", "company", "public_key", "private_key_stdin")
+_HALO_FLAGS = ("url", "tenant", "client_secret_stdin")
+_AUTOTASK_FLAGS = ("username", "integration_code", "secret_stdin", "api_key_stdin")
+
+
+def _flags(given: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    return ["--" + name.replace("_", "-") for name in names if given.get(name)]
+
+
 @click.command(cls=Command)
 @click.option("--username", help="Autotask API user name (e-mail style).")
 @click.option(
@@ -62,19 +71,20 @@ def _stdin_line(label: str) -> str:
 @click.option("--site", help="ConnectWise: the site you log in to (na.myconnectwise.net).")
 @click.option("--company", help="ConnectWise: the company id typed at login.")
 @click.option("--public-key", help="ConnectWise: the API member's public key.")
-@click.option("--client-id", help="ConnectWise: your clientId from developer.connectwise.com.")
+@click.option(
+    "--client-id",
+    help="ConnectWise: your clientId from developer.connectwise.com. HaloPSA: the API "
+    "application's Client ID.",
+)
 @click.option(
     "--private-key-stdin", is_flag=True, help="ConnectWise: read the private key from stdin."
 )
-def connect(
-    username: str | None,
-    integration_code: str | None,
-    secret_stdin: bool,
-    infima: bool,
-    api_key_stdin: bool,
-    psa: str | None,
-    **connectwise: Any,
-) -> None:
+@click.option("--url", help="HaloPSA: your Halo web address (https://acme.halopsa.com).")
+@click.option("--tenant", help="HaloPSA: the tenant of a hosted Halo (acme in acme.halopsa.com).")
+@click.option(
+    "--client-secret-stdin", is_flag=True, help="HaloPSA: read the client secret from stdin."
+)
+def connect(infima: bool, psa: str | None, **given: Any) -> None:
     """Test credentials, then store the secret in the keyring and the rest in the config.
 
     \b
@@ -82,22 +92,42 @@ def connect(
       infima-autotask connect --username sync-api@example.com
       infima-autotask connect --infima
       infima-autotask connect --psa connectwise --site na.myconnectwise.net --company acmemsp
+      infima-autotask connect --psa halo --url https://acme.halopsa.com --tenant acme
     """
     runtime = get_runtime()
-    if not infima and chosen_psa(psa, runtime, setup.config_for_connect(runtime)) == CONNECTWISE:
-        if username or integration_code or secret_stdin or api_key_stdin:
+    chosen = (
+        None if infima else chosen_psa(psa, runtime, setup.config_for_connect(runtime), halo=True)
+    )
+    if chosen == CONNECTWISE:
+        foreign = _flags(given, _AUTOTASK_FLAGS + _HALO_FLAGS)
+        if foreign:
             raise UsageError(
-                "--username, --integration-code, --secret-stdin and --api-key-stdin are "
-                "Autotask's; ConnectWise takes --site, --company, --public-key, --client-id "
-                "and --private-key-stdin."
+                f"{', '.join(foreign)}: not ConnectWise's (Autotask's or HaloPSA's); "
+                "ConnectWise takes --site, --company, --public-key, --client-id and "
+                "--private-key-stdin."
             )
-        _connect_connectwise(**connectwise)
+        _connect_connectwise(**{k: given[k] for k in (*_CONNECTWISE_FLAGS, "client_id")})
         return
-    if any(connectwise.values()):
+    if chosen == HALO:
+        foreign = _flags(given, _AUTOTASK_FLAGS + _CONNECTWISE_FLAGS)
+        if foreign:
+            raise UsageError(
+                f"{', '.join(foreign)}: not HaloPSA's (Autotask's or ConnectWise's); HaloPSA "
+                "takes --url, --tenant, --client-id and --client-secret-stdin."
+            )
+        _connect_halo(**{k: given[k] for k in (*_HALO_FLAGS, "client_id")})
+        return
+    if any(given[name] for name in (*_CONNECTWISE_FLAGS, "client_id")):
         raise UsageError(
             "--site, --company, --public-key, --client-id and --private-key-stdin are for "
-            "`connect --psa connectwise`."
+            "`connect --psa connectwise` (--client-id also for `connect --psa halo`)."
         )
+    if any(given[name] for name in _HALO_FLAGS):
+        raise UsageError("--url, --tenant and --client-secret-stdin are for `connect --psa halo`.")
+    username: str | None = given["username"]
+    integration_code: str | None = given["integration_code"]
+    secret_stdin: bool = given["secret_stdin"]
+    api_key_stdin: bool = given["api_key_stdin"]
     if infima:
         key = runtime.env.get("INFIMA_API_KEY")
         if api_key_stdin:
@@ -107,7 +137,7 @@ def connect(
         click.echo(f"INFIMA: Connected ({found.partner_name}, {found.url})")
         return
     config = setup.config_for_connect(runtime)
-    given = username
+    typed = username
     username = username or runtime.env.get("INFIMA_AUTOTASK_USERNAME") or config.autotask.username
     code = (
         integration_code
@@ -122,7 +152,7 @@ def connect(
         "API tracking identifier (integration code)",
         "Pass --integration-code, or set INFIMA_AUTOTASK_INTEGRATION_CODE.",
     )
-    if given is None:
+    if typed is None:
         whence = (
             "INFIMA_AUTOTASK_USERNAME"
             if runtime.env.get("INFIMA_AUTOTASK_USERNAME") == username
@@ -190,6 +220,53 @@ def _connect_connectwise(
     click.echo(f"Config saved to {runtime.config_path}", err=True)
 
 
+def _connect_halo(
+    url: str | None,
+    tenant: str | None,
+    client_id: str | None,
+    client_secret_stdin: bool,
+) -> None:
+    """``connect --psa halo``: flags, else the config section, else a prompt (the tenant is
+    optional: hosted Halo only, never asked for)."""
+    runtime = get_runtime()
+    config = setup.config_for_connect(runtime)
+    saved = config.halo or HaloSettings()
+    settings = HaloSettings(
+        url=_value(
+            url or saved.url,
+            "HaloPSA URL (e.g. https://acme.halopsa.com)",
+            "Pass --url (your Halo web address).",
+        ),
+        tenant=(tenant.strip() or None) if tenant is not None else saved.tenant,
+        client_id=_value(
+            client_id or saved.client_id,
+            "HaloPSA API application Client ID",
+            "Pass --client-id.",
+        ),
+    )
+    secret = (
+        _stdin_line("HaloPSA client secret")
+        if client_secret_stdin
+        else runtime.env.get(ENV_HALO_CLIENT_SECRET)
+        or _value(
+            None,
+            "HaloPSA client secret",
+            f"Pipe it in with --client-secret-stdin, or set {ENV_HALO_CLIENT_SECRET}.",
+            hide=True,
+        )
+    )
+    result = setup.connect_halo(runtime, config, settings, secret)
+    tenant_text = f", tenant {result.tenant}" if result.tenant else ""
+    click.echo(f"HaloPSA: Connected ({result.url}{tenant_text})")
+    if result.missing_scopes:
+        warn(
+            f"Warning: the token was not granted {', '.join(result.missing_scopes)}; give the "
+            "API application those permissions in Halo, or sync cannot read or write "
+            "subscriptions."
+        )
+    click.echo(f"Config saved to {runtime.config_path}", err=True)
+
+
 def _tenant_zone(found: setup.TenantZone, config_path: str) -> None:
     """The tenant's time zone line, or a warning; never a failure (SPEC §7 connect)."""
     if found.zone is None:
@@ -233,6 +310,12 @@ def _connectwise_text(found: setup.ConnectWiseStatus) -> str:
     return f"Connected ({found.site}, {found.codebase})"
 
 
+def _halo_text(found: setup.HaloStatus) -> str:
+    if found.problem is not None:
+        return _problem_text(found.problem)
+    return f"Connected ({found.url}{f', tenant {found.tenant}' if found.tenant else ''})"
+
+
 def _infima_text(found: setup.InfimaStatus) -> str:
     if found.problem is not None:
         return _problem_text(found.problem)
@@ -262,6 +345,7 @@ def status_lines(report: setup.StatusReport) -> list[tuple[str, str]]:
             if report.connectwise is not None
             else []
         ),
+        *([("HaloPSA", _halo_text(report.halo))] if report.halo is not None else []),
         ("INFIMA", _infima_text(report.infima)),
         ("Config", report.config_path),
         ("State folder", _problem_text(state.problem) if state.problem else state.path),
@@ -293,6 +377,18 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
             }
         }
     )
+    halo = (
+        {}
+        if report.halo is None
+        else {
+            "halo": {
+                "connected": report.halo.problem is None,
+                "url": report.halo.url,
+                "tenant": report.halo.tenant,
+                "error": _error(report.halo.problem),
+            }
+        }
+    )
     return {
         "config_path": report.config_path,
         "state_dir": {
@@ -309,6 +405,7 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
             "error": _error(autotask.problem),
         },
         **connectwise,
+        **halo,
         "infima": {
             "connected": infima.problem is None,
             "url": infima.url,
