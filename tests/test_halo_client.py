@@ -542,6 +542,22 @@ def test_the_rolling_limit_never_lets_more_than_290_in_any_300s(fake):
     assert max(sum(1 for t in times if start <= t < start + 300) for start in times) == 290
 
 
+def test_float_rounding_at_the_window_edge_does_not_spin(fake):
+    """A sleep that ends a hair before the window does (float rounding) must not leave the
+    limiter waiting zero seconds forever (these values spun once)."""
+
+    def sleep(seconds):
+        assert len(fake.sleeps) < 10, "the limiter is spinning"
+        fake.sleep(seconds)
+
+    limit = RollingLimit(1, 300.0, clock=fake.clock, sleep=sleep)
+    fake.now = 1762.280082457942
+    limit.wait()
+    fake.now = 1762.911898463275
+    limit.wait()
+    assert 1762.280082457942 + 300 <= fake.now < 1762.280082457942 + 300.01
+
+
 def test_every_halo_request_is_paced_authinfo_token_and_retries_included(http, fake, requests_mock):
     """The arrival time of each request at Halo: never more than 290 in any 300 s."""
     arrivals: list[float] = []

@@ -162,12 +162,14 @@ class RollingLimit:
         with self._lock:
             while True:
                 now = self.clock()
-                while self._sent and self._sent[0] <= now - self.window_s:
+                # The least wait keeps float rounding (a sleep that ends a hair before the
+                # window does) from spinning without the clock moving.
+                while self._sent and self._sent[0] + self.window_s <= now:
                     self._sent.popleft()
                 if len(self._sent) < self.max_requests:
                     self._sent.append(now)
                     return
-                delay = self._sent[0] + self.window_s - now
+                delay = max(self._sent[0] + self.window_s - now, 1e-3)
                 log.info(
                     "pacing: %d requests in %.0fs; waiting %.1fs",
                     len(self._sent),
