@@ -481,7 +481,7 @@ def test_the_count_body_is_the_only_body_the_client_can_post():
         ({"json": "Count must be a whole number"}, "Count must be a whole number"),
         ({"json": {"errors": ["Bad id", "Bad count"]}}, "Bad id; Bad count"),
         ({"json": {"error_description": "nope"}}, "nope"),
-        ({"json": {"message": "Licence 9127 not found"}}, "Licence 9127 not found"),
+        ({"json": {"message": "Licence 9127 not found."}}, "Licence 9127 not found"),
         ({"json": {"ClassName": "HaloException", "Message": "boom"}}, "HaloException: boom"),
         ({"text": "plain text\nsays  no"}, "plain text says no"),
     ],
@@ -626,3 +626,32 @@ def test_debug_logs_and_errors_never_carry_the_secret_or_a_token(http, fake, req
         for secret in (SECRET, TOKEN, second):
             assert secret not in text, text
     assert SECRET not in repr(CREDS)
+
+
+# --- against the loopback simulator (HALO_WIRE's other side) -------------------------------
+
+
+@pytest.mark.parametrize("hosted", [False, True])
+def test_the_client_speaks_the_simulators_protocol(hosted):
+    from infima_autotask.sandbox import Sandbox, halo_data
+
+    with Sandbox(today=date(2026, 3, 10)) as sb, HttpClient("HaloPSA") as http:
+        sb.halo.hosted = hosted
+        tenant = sb.halo_tenant if hosted else None
+        creds = HaloCredentials(sb.halo_url, sb.halo_client_id, sb.halo_client_secret, tenant)
+        api = HaloApi(http, creds)
+        assert api.connect() == frozenset(halo.SCOPES.split())
+        assert api.test() is not None
+        kestrel = halo_data.KESTREL_CLIENT_ID
+        assert [c.id for c in api.clients("kestrel")] == [kestrel]
+        licence_id = halo_data.KESTREL_LICENCE_ID
+        assert licence_id in {lic.id for lic in api.licences(kestrel)}
+        lines = api.recurring_lines(kestrel)
+        assert any(licence_id in line.licence_ids for line in lines)
+        saved = api.set_count(licence_id, kestrel, 21)
+        assert saved is not None and saved.whole_count == 21
+        again = api.licence(licence_id)
+        assert again is not None and again.whole_count == 21
+        with pytest.raises(ApiRejected, match="HTTP 400"):
+            api.set_count(999_999, kestrel, 1)
+        assert sb.halo.creates == []

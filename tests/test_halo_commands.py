@@ -256,3 +256,31 @@ def test_doctor_checks_the_halo_connection(invoke, halo_ok, config_path, memkeyr
     rows = {row["check"]: row for row in json.loads(result.stdout)}
     assert rows["HaloPSA connection"]["result"] == "ok"
     assert URL in rows["HaloPSA connection"]["detail"]
+
+
+def test_connect_and_status_against_the_hosted_simulator(
+    invoke, sandbox, config_path, memkeyring, tmp_path
+):
+    sandbox.halo.hosted = True
+    env = {
+        "INFIMA_API_URL": sandbox.infima_url,
+        "INFIMA_API_KEY": sandbox.api_key,
+        "INFIMA_AUTOTASK_STATE_DIR": str(tmp_path / "state"),
+    }
+    args = ["connect", "--psa", "halo", "--url", sandbox.halo_url]
+    args += ["--client-id", sandbox.halo_client_id, "--client-secret-stdin"]
+    without = invoke(*args, input=sandbox.halo_client_secret + "\n", env=env)
+    assert without.exit_code == 3 and "tenant" in without.stderr
+    assert not config_path.exists()
+    result = invoke(
+        *args, "--tenant", sandbox.halo_tenant, input=sandbox.halo_client_secret + "\n", env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "HaloPSA: Connected" in result.stdout
+    name = f"halo:{sandbox.halo_client_id}"
+    assert memkeyring.get_password(KEYRING_SERVICE, name) == sandbox.halo_client_secret
+    status = invoke("status", "--json", env=env)
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["halo"]["connected"] is True
+    assert sandbox.halo_client_secret not in result.output + status.output
+    assert sandbox.halo.creates == []

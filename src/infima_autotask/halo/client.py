@@ -142,7 +142,8 @@ def error_text(body: Any, raw: str) -> str:
         text = raw
     if not text and body is not None and not isinstance(body, dict | list):
         text = raw
-    return " ".join(text.split())[:ERROR_TEXT_MAX]
+    # The message this text goes into ends with its own full stop.
+    return " ".join(text.split())[:ERROR_TEXT_MAX].rstrip(".")
 
 
 class _Bearer(requests.auth.AuthBase):
