@@ -1,10 +1,10 @@
 """HaloPSA REST client: OAuth2 client credentials, paging, pacing, one kind of write.
 
-Facts and sources: ``PSA_CONNECTWISE_HALO.md`` §2; the wire protocol the simulator follows
-too: HALO_WIRE. Every request goes through :class:`HttpClient` (timeouts, read retries
-honouring ``Retry-After``, URL safety, redaction), paced by a :class:`RollingLimit` that
-keeps a run under hosted Halo's 300 requests per rolling 5 minutes (authinfo, token and
-every retry attempt included).
+Facts and sources: ``PSA_CONNECTWISE_HALO.md`` §2; the simulator (``sandbox/halo.py``) serves
+the same wire protocol (``HALO_WIRE.md``). Every request goes through :class:`HttpClient`
+(timeouts, read retries honouring ``Retry-After``, URL safety, redaction), paced by a
+:class:`RollingLimit` that keeps a run under hosted Halo's 300 requests per rolling 5 minutes
+(authinfo, token and every retry attempt included).
 
 - ``GET {url}/api/authinfo`` names the authorisation server; the token comes from
   ``POST {auth_url}/token[?tenant=T]`` (form, client credentials) and lives in memory only.
@@ -111,7 +111,7 @@ def halo_base(url: str) -> str:
 
 
 def error_text(body: Any, raw: str) -> str:
-    """An error answer's text as Halo sends it (HALO_WIRE "Errors"): a JSON string, an
+    """An error answer's text as Halo sends it (``HALO_WIRE.md``, "Errors"): a JSON string, an
     object's ``errors``, ``error_description``, ``message`` or ``ClassName``/``Message``,
     else the raw text; trimmed to 300 characters."""
     text = ""
