@@ -204,23 +204,18 @@ def test_a_dry_run_plans_the_target_and_sends_nothing(world):
     assert [r.body for r in world.patches()] == [saved["request"]]
 
 
-def test_a_halo_mapping_fails_and_is_sent_nowhere(world):
-    halo = {
-        "client_id": 102,
-        "psa": "halo",
-        "account_id": 7,
-        "subscription_id": 4242,
-    }
+def test_a_halo_mapping_without_its_secret_stops_the_run_before_any_request(world):
+    """Every PSA of the run must be set up before anything is asked of any of them: a Halo
+    mapping without the Halo client secret is exit 2, and no PSA got a request."""
+    halo = {"client_id": 102, "psa": "halo", "account_id": 7, "subscription_id": 4242}
     world.write_config(autotask=False, cw=[cw_data.seed_mapping(THIS_MONTH), halo])
     config = yaml.safe_load(world.config.read_text())
     config["halo"] = {"url": "https://halo.example.com", "client_id": "abc"}
     world.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    result, doc = world.sync()
-    assert result.exit_code == 1, result.output
-    items = by_client(doc)
-    assert items[102]["status"] == "failed" and items[102]["psa"] == "halo"
-    assert "HaloPSA is not supported by this version yet" in items[102]["message"]
-    assert items[JUNIPER]["status"] == "updated" and world.requests("autotask") == []
+    result = world.run("sync")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and "INFIMA_HALO_CLIENT_SECRET" in result.stderr
+    assert world.requests("connectwise") == [] and world.requests("autotask") == []
 
 
 # -- ConnectWise faults ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 
 from infima_autotask.autotask import AutotaskApi
 from infima_autotask.billing import Rates, same_rate, shows, unit_rates
-from infima_autotask.config import AUTOTASK, CONNECTWISE, PSA_NAMES
+from infima_autotask.config import AUTOTASK
 from infima_autotask.errors import ThresholdError, UsageError
 from infima_autotask.history import History, HistoryItem, ItemRecord, SyncLock
 from infima_autotask.landing import describe_row
@@ -39,8 +39,6 @@ from infima_autotask.sync import PlanItem, parse_month
 from infima_autotask.writer import Progress, Writer
 
 log = logging.getLogger(__name__)
-
-REVERTED_PSAS = (AUTOTASK, CONNECTWISE)  # a Halo line is held with the value to set by hand
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,9 +120,6 @@ def run_revert(
                 )
             for key in dict.fromkeys(item.psa for item in written if item.psa != AUTOTASK):
                 theirs = [item for item in written if item.psa == key]
-                if key not in REVERTED_PSAS:
-                    items += [_not_reverted(item) for item in theirs]
-                    continue
                 psa = runtime.count_psa(key)
                 psa.read([], [(i.contract_id or 0, i.contract_service_id or 0) for i in theirs])
                 items += [plan_count_revert(psa, item, run_id=options.run_id) for item in theirs]
@@ -295,31 +290,6 @@ def plan_count_revert(psa: CountPsa, item: HistoryItem, *, run_id: int) -> PlanI
         new_unit_cost=earlier,
         status=PLANNED,
         message=f"revert of run {run_id}",
-    )
-
-
-def _not_reverted(item: HistoryItem) -> PlanItem:
-    """A line of another PSA: held, with what to set by hand."""
-    return PlanItem(
-        client_id=item.client_id,
-        client_name=item.client_name or "",
-        contract_id=item.contract_id or 0,
-        contract_service_id=item.contract_service_id or 0,
-        service_id=0,
-        users=None,
-        target=item.before,
-        before=item.after,
-        after=item.after,
-        change=None,
-        unit_price=item.price,
-        unit_cost=item.cost,
-        new_unit_cost=item.cost,
-        status=HELD,
-        message=(
-            f"not reverted: this version reverts Autotask lines only; set this "
-            f"{PSA_NAMES.get(item.psa, item.psa)} line back to {item.before} by hand"
-        ),
-        psa=item.psa,
     )
 
 

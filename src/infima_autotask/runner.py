@@ -11,10 +11,11 @@ write landed is judged by one rule (:func:`landing`) everywhere; Ctrl-C or SIGTE
 before anything queued is sent.
 
 Mappings are split by PSA (SPEC §10): the above is the Autotask path, taken only when a
-mapping (or an open intent) is Autotask. ConnectWise mappings read their agreements and
-additions alongside, are planned by ``psa.connectwise_plan`` and written after the Autotask
-writes through the same :class:`Writer`; Halo mappings are reported failed, never sent. All
-items end in one report, one history run and one exit code, in config order.
+mapping (or an open intent) is Autotask. The PSAs whose line holds one count (ConnectWise,
+HaloPSA: :class:`~infima_autotask.psa.CountPsa`) are read alongside, planned by their
+backend's pure planner and written after the Autotask writes through the same
+:class:`Writer`. A PSA that cannot be read fails its own items while the others are written.
+All items end in one report, one history run and one exit code, in config order.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from infima_autotask.billing import (
     shows,
 )
 from infima_autotask.chain import Successor, find_successors
-from infima_autotask.config import AUTOTASK, COUNT_PSAS, HALO, PSA_NAMES, ClientMapping
+from infima_autotask.config import AUTOTASK, COUNT_PSAS, PSA_NAMES, ClientMapping
 from infima_autotask.errors import (
     ApiError,
     InfimaAutotaskError,
@@ -71,7 +72,6 @@ from infima_autotask.model import (
 from infima_autotask.plan_file import PlannedWrite, ReviewedPlan
 from infima_autotask.psa import CountPsa, LineBackend, PlanContext
 from infima_autotask.psa.autotask import AutotaskLines, settle_ceiling, threshold_problem
-from infima_autotask.psa.halo import plan_halo
 from infima_autotask.runtime import Runtime
 from infima_autotask.statuses import FAILED, HELD, PLANNED, UNCHANGED, UPDATED
 from infima_autotask.sync import (
@@ -542,7 +542,7 @@ class _Run:
         keys = dict.fromkeys(
             psa
             for psa in [*(m.psa for m in self.mappings), *(p.psa for p in pending)]
-            if psa in COUNT_PSAS and psa != HALO  # Halo: not written by this version yet
+            if psa in COUNT_PSAS
         )
         return {key: self.runtime.count_psa(key) for key in keys}
 
@@ -588,8 +588,6 @@ class _Run:
                 items.append(failed_item(mapping, count, message))
             elif mapping.psa in psas:
                 items.append(psas[mapping.psa].plan(mapping, count, ctx))
-            elif mapping.psa == HALO:
-                items.append(plan_halo(mapping, count))
         return items
 
     def _in_config_order(self, items: list[PlanItem]) -> list[PlanItem]:
@@ -649,8 +647,6 @@ class _Run:
                 return UserCount(None, f"INFIMA users: {exc.message}", name=name)
 
         for mapping in self.mappings:
-            if mapping.psa == HALO:  # never synced by this version: no user list either
-                continue
             client = known.get(mapping.client_id)
             if client is not None:
                 counting[mapping.client_id] = pool.submit(count, client.id, client.name)

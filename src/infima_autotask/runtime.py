@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from infima_autotask.autotask import AutotaskApi, lookup_zone
-from infima_autotask.config import CONNECTWISE, Config, load_config
+from infima_autotask.config import CONNECTWISE, HALO, Config, load_config
 from infima_autotask.connectwise import ConnectWiseApi, ConnectWiseCredentials
 from infima_autotask.credentials import (
     ENV_USERNAME,
@@ -28,6 +28,7 @@ from infima_autotask.http import HttpClient, RetryPolicy, RollingLimit
 from infima_autotask.infima import CountsFile, CountSource, InfimaApi
 from infima_autotask.psa import CountPsa
 from infima_autotask.psa.connectwise import ConnectWisePsa
+from infima_autotask.psa.halo import HaloPsa
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ class Runtime:
         """
         if key == CONNECTWISE:
             return ConnectWisePsa(self.connectwise())
+        if key == HALO:
+            return HaloPsa(self.halo())
         raise ValueError(f"no count PSA {key!r}")
 
     def halo_pacer(self) -> RollingLimit:
