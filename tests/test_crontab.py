@@ -58,12 +58,14 @@ def split_job(line: str) -> tuple[list[str], list[str]]:
 
 def test_the_example_has_the_monthly_and_the_catch_up_line():
     schedules = [" ".join(split_job(line)[0]) for line in job_lines()]
-    assert schedules == ["0 6 1 * *", "30 7 * * *", "15 2 * * *"]
+    assert schedules == ["0 6 1 * *", "30 7 * * *", "15 2 * * *", "45 2 * * *"]
     args = [split_job(line)[1] for line in job_lines()]
     assert args[0] == ["infima-autotask", "sync"]
     assert args[1] == ["infima-autotask", "sync", "--if-due", "--quiet"]
     # ConnectWise's nightly line: an absolute quantity, so every night is safe (SPEC §10).
     assert args[2] == ["infima-autotask", "sync", "--psa", "connectwise", "--quiet"]
+    # HaloPSA's too: a subscription holds one count, set absolutely.
+    assert args[3] == ["infima-autotask", "sync", "--psa", "halo", "--quiet"]
 
 
 def test_environment_lines_give_cron_what_it_lacks():

@@ -46,7 +46,7 @@ import infima_autotask
 from infima_autotask.autotask import DEFAULT_ZONE_URL
 from infima_autotask.cli import cli
 from infima_autotask.http import HttpClient
-from infima_autotask.sandbox import Sandbox, cw_data, data
+from infima_autotask.sandbox import Sandbox, cw_data, data, halo_data
 
 SEED = data.seed_mappings()[:3]  # Acme, Birch, Cobalt
 MAPPING = {
@@ -443,6 +443,61 @@ def test_connectwise_private_key_never_shows(tmp_path, sandbox, no_sleep):
             assert record.service == "connectwise" and record.host == cw_host, record
         if record.service != "connectwise":
             assert not any(token in v or sb.cw_private_key in v for v in headers.values())
+
+
+WRONG_HALO_SECRET = "Wr0ng-Halo-Secret-5e2a"
+HALO_TOKENS = [f"HaloAccessToken-{n:03d}-d41d8cd98f00b204" for n in range(60)]
+
+
+def test_halo_client_secret_and_tokens_never_show(tmp_path, sandbox, no_sleep, monkeypatch):
+    """connect --psa halo (accepted and rejected secrets), sync, its dry run, status and
+    doctor at -vv: neither the client secret nor any access token Halo issued shows anywhere,
+    and a token goes only to the Halo server."""
+    from infima_autotask.sandbox.halo_data import HaloState
+
+    sb = sandbox
+    issued = iter(HALO_TOKENS)
+    real_issue = HaloState.issue_token
+
+    def known_token(self: HaloState, scopes: frozenset[str]) -> str:
+        token = real_issue(self, scopes)
+        with self.lock:  # the same grant under a token the scan knows beforehand
+            mine = next(issued)
+            self.tokens[mine] = self.tokens.pop(token)
+        return mine
+
+    monkeypatch.setattr(HaloState, "issue_token", known_token)
+    scan = scan_for(tmp_path, sb, INFIMA_API_KEY=sb.api_key)
+    scan.secrets = (*scan.secrets, sb.halo_client_secret, WRONG_HALO_SECRET, *HALO_TOKENS)
+    halo = (
+        "connect", "--psa", "halo", "--url", sb.halo_url, "--client-id", sb.halo_client_id,
+        "--client-secret-stdin",
+    )  # fmt: skip
+    scan.run("rejected key", *halo, code=3, stdin=WRONG_HALO_SECRET + "\n")
+    scan.run("success", *halo, stdin=sb.halo_client_secret + "\n")
+    config = yaml.safe_load(scan.config.read_text())
+    config["mappings"] = [halo_data.seed_mapping()]
+    scan.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    scan.run("success", "sync", "--dry-run", code=(0, 1))
+    scan.run("success", "sync", code=(0, 1))
+    scan.run("success", "status")
+    scan.run("success", "doctor", code=(0, 1))
+    assert sb.halo.count(halo_data.KESTREL_LICENCE_ID) == 14  # the sync did write
+    halo_host = sb.halo_url.split("/")[2]
+    for record in sb.requests:
+        headers = {name.lower(): value for name, value in record.headers.items()}
+        bearer = headers.get("authorization", "")
+        if any(token in bearer for token in HALO_TOKENS):
+            assert record.service == "halo" and record.host == halo_host, record
+        if record.service != "halo":
+            assert not any(sb.halo_client_secret in v for v in headers.values())
+    bearers = [
+        value
+        for record in sb.requests
+        for name, value in record.headers.items()
+        if name.lower() == "authorization" and value.startswith("Bearer HaloAccessToken-")
+    ]
+    assert len(set(bearers)) >= 4  # each command got its own token, and the scan knew it
 
 
 def test_notification_secrets_never_show(tmp_path, sandbox, no_sleep):
