@@ -283,6 +283,34 @@ def test_a_429_on_the_post_is_re_read_then_sent_once_more(world):
     world.assert_nothing_created()
 
 
+@pytest.mark.parametrize(
+    ("kind", "statuses", "waited"),
+    [
+        ("503", [503, 200], True),  # refused before any work: re-read shows 12, sent again
+        ("502", [502, 200], True),
+        ("drop", [0, 200], True),  # no answer at all: re-read shows 12, sent again
+        ("apply-then-500-bare", [500], False),  # applied, then a bare 500: re-read shows 14
+        ("apply-then-drop", [0], True),
+    ],
+)
+def test_every_unknown_outcome_of_the_post_ends_with_one_applied_write(
+    world, kind, statuses, waited
+):
+    """The fault matrix on Halo's write: whatever happened to the POST, the subscription
+    ends at 14, applied once (Halo's own update log), and never a subscription created."""
+    world.write_config(autotask=False, cw=False)
+    world.sandbox.faults.add("halo:write", kind)
+    result, doc = world.sync()
+    assert result.exit_code == 0, result.output
+    assert doc["items"][0]["status"] == "updated"
+    assert [r.status for r in world.posts()] == statuses
+    assert world.sandbox.halo.count(LICENCE) == 14
+    applied = [u for u in world.sandbox.halo.updates if u["licence_id"] == LICENCE]
+    assert len(applied) == 1 and applied[0]["body"] == WRITE[0]
+    assert bool(world.sleeps) == waited  # a gateway error or a lost answer: let Halo settle
+    world.assert_nothing_created()
+
+
 def test_a_400_rejection_fails_and_is_never_re_sent(world):
     world.write_config(autotask=False, cw=False)
     world.sandbox.faults.add("halo:write", "400")
