@@ -43,6 +43,10 @@ from infima_autotask.config import (
 from infima_autotask.connectwise.chain import line_problem
 from infima_autotask.connectwise.client import ConnectWiseApi
 from infima_autotask.errors import ApiError, InfimaAutotaskError
+from infima_autotask.halo.chain import NOT_BILLED
+from infima_autotask.halo.chain import billing_lines as halo_billing_lines
+from infima_autotask.halo.chain import line_problem as halo_line_problem
+from infima_autotask.halo.client import HaloApi
 from infima_autotask.infima import (
     INFIMA_THREADS,
     CountsFile,
@@ -639,16 +643,70 @@ def connectwise_connection(runtime: Runtime) -> tuple[Check, ConnectWiseApi | No
     return Check(name, OK, text), client
 
 
-def halo_connection(runtime: Runtime) -> Check:
+def halo_connection(runtime: Runtime) -> tuple[Check, HaloApi | None]:
     """The HaloPSA connection: a token, then one cheap read."""
     name = "HaloPSA connection"
     try:
         client = runtime.halo()
         client.test()  # authinfo and the token on first use
     except InfimaAutotaskError as exc:
-        return Check.failed(name, f"not connected: {_reason(exc)}", exc.exit_code)
+        return Check.failed(name, f"not connected: {_reason(exc)}", exc.exit_code), None
     tenant = f", tenant {client.creds.tenant}" if client.creds.tenant else ""
-    return Check(name, OK, f"Connected ({client.base}{tenant})")
+    return Check(name, OK, f"Connected ({client.base}{tenant})"), client
+
+
+def halo_checks(api: HaloApi, mapping: ClientMapping, *, today: date) -> list[Check]:
+    """The chain (``halo.chain``, as of ``today``), the current count and whether a
+    recurring-invoice line bills the subscription, for one HaloPSA mapping."""
+    checks = _halo_checks(api, mapping, today=today)
+    return [replace(check, client_id=mapping.client_id) for check in checks]
+
+
+def _halo_checks(api: HaloApi, m: ClientMapping, *, today: date) -> list[Check]:
+    try:
+        client = api.client(m.account_id)
+        licence = api.licence(m.contract_service_id) if client is not None else None
+        problem = halo_line_problem(m.account_id, client, m.contract_service_id, licence, today)
+        lines = api.recurring_lines(m.account_id) if problem is None else []
+    except InfimaAutotaskError as exc:
+        return [Check.failed("chain", f"could not be read: {_reason(exc)}", exc.exit_code)]
+    if problem is not None or licence is None:
+        return [
+            Check.failed(
+                "chain",
+                f"{problem}; run `infima-autotask list-mappings --check` for the fix",
+            )
+        ]
+    checks = [
+        Check(
+            "chain",
+            OK,
+            f"client {m.account_id}, subscription {licence.id} ({licence.name or 'no name'}): "
+            "active",
+        )
+    ]
+    whole = licence.whole_count
+    if whole is None:
+        shown = "no count" if licence.count is None else f"{licence.count!r}, not a whole number"
+        checks.append(
+            Check("count", WARN, f"the subscription shows {shown}; sync writes whole numbers")
+        )
+    else:
+        checks.append(Check("count", OK, f"the subscription shows {_units(whole)} now"))
+    billing = halo_billing_lines(licence.id, lines)
+    if not billing:
+        checks.append(Check("billing", WARN, NOT_BILLED))
+    else:
+        first = billing[0]
+        checks.append(
+            Check(
+                "billing",
+                OK,
+                f"line {first.line_id} of recurring invoice {first.invoice_id} takes its "
+                "quantity from the subscription",
+            )
+        )
+    return checks
 
 
 def connectwise_checks(
@@ -772,8 +830,10 @@ def run_doctor(
     if config.connectwise is not None or lines:
         cw_check, cw = connectwise_connection(runtime)
         report.checks.append(cw_check)
+    halo: HaloApi | None = None
     if config.halo is not None or any(m.psa == HALO for m in mappings):
-        report.checks.append(halo_connection(runtime))
+        halo_check, halo = halo_connection(runtime)
+        report.checks.append(halo_check)
     infima_check, infima = infima_connection(runtime, config)
     report.checks.append(infima_check)
     zone = config.autotask.timezone
@@ -805,6 +865,9 @@ def run_doctor(
         if mapping.psa == CONNECTWISE:
             if cw is not None:
                 report.checks.extend(connectwise_checks(cw, mapping, day=day, today=today))
+        elif mapping.psa == HALO:
+            if halo is not None:
+                report.checks.extend(halo_checks(halo, mapping, today=today))
         elif facts is not None:
             report.checks.extend(
                 mapping_checks(mapping, day=day, settings=config.sync, zone=zone, facts=facts)

@@ -25,8 +25,9 @@ from infima_autotask.cli._common import (
     warn,
 )
 from infima_autotask.cli.tables import emit_table
-from infima_autotask.config import CONNECTWISE, Config, save_config
+from infima_autotask.config import AUTOTASK, CONNECTWISE, HALO, Config, save_config
 from infima_autotask.connectwise import mapping as cw
+from infima_autotask.halo import mapping as halo
 from infima_autotask.whole_number import WholeNumberError, parse_whole
 
 _HOW_TO_MAP = (
@@ -85,7 +86,11 @@ def search_accounts(
       infima-autotask search-accounts "acme dental" --contracts
     """
     runtime = get_runtime()
-    if chosen_psa(psa, runtime) == CONNECTWISE:
+    chosen = chosen_psa(psa, runtime, halo=True)
+    if chosen == HALO:
+        _search_halo(query, inactive, contracts, limit, as_json)
+        return
+    if chosen == CONNECTWISE:
         found = cw.search_companies(
             runtime.connectwise(),
             query,
@@ -114,6 +119,24 @@ def search_accounts(
     emit_table(view.search_rows(result), view.search_columns(result), as_json=as_json)
     if not result.accounts and not as_json:
         warn(f"No {'' if inactive else 'active '}account name contains {query!r}.")
+
+
+def _search_halo(query: str, inactive: bool, contracts: bool, limit: int, as_json: bool) -> None:
+    """``search-accounts --psa halo``: clients and, with --contracts, their subscriptions."""
+    runtime = get_runtime()
+    found = halo.search_clients(
+        runtime.halo(),
+        query,
+        today=lib.local_today(runtime.config),
+        contracts=contracts,
+        limit=limit,
+        inactive=inactive,
+    )
+    if found.more:
+        warn(f"Showing the first {limit} clients; narrow QUERY or raise --limit (0: all).")
+    emit_table(view.halo_client_rows(found), view.halo_client_columns(found), as_json=as_json)
+    if not found.clients and not as_json:
+        warn(f"No {'' if inactive else 'active '}HaloPSA client name contains {query!r}.")
 
 
 def _pick(kind: str, candidates: Sequence[lib.Candidate]) -> lib.Candidate:
@@ -173,6 +196,9 @@ def _mappings(count: int) -> str:
 @psa_option
 @click.option("--agreement", "agreement_id", type=ID, help="ConnectWise agreement ID.")
 @click.option("--addition", "addition_id", type=ID, help="ConnectWise agreement addition ID.")
+@click.option(
+    "--subscription", "subscription_id", type=ID, help="HaloPSA subscription (licence) ID."
+)
 @json_option
 def map_(
     from_csv: Path | None,
@@ -180,6 +206,7 @@ def map_(
     psa: str | None,
     agreement_id: int | None,
     addition_id: int | None,
+    subscription_id: int | None,
     **given: Any,
 ) -> None:
     """Map an INFIMA client to an Autotask Contract Service, validating the chain live.
@@ -198,7 +225,17 @@ def map_(
     """
     runtime = get_runtime()
     config, today = runtime.config, lib.local_today(runtime.config)
-    if chosen_psa(psa, runtime) == CONNECTWISE:
+    chosen = chosen_psa(psa, runtime, halo=True)
+    if chosen == HALO:
+        if agreement_id is not None or addition_id is not None:
+            raise click.UsageError(
+                "--agreement and --addition are ConnectWise's; HaloPSA takes --subscription."
+            )
+        _map_halo(from_csv, as_json, subscription_id, given)
+        return
+    if subscription_id is not None:
+        raise click.UsageError("--subscription is HaloPSA's: add --psa halo.")
+    if chosen == CONNECTWISE:
         _map_connectwise(from_csv, as_json, agreement_id, addition_id, given)
         return
     if agreement_id is not None or addition_id is not None:
@@ -310,6 +347,76 @@ def _map_connectwise(
     )
 
 
+def _map_halo(
+    from_csv: Path | None, as_json: bool, subscription_id: int | None, given: dict[str, Any]
+) -> None:
+    """``map --psa halo``: the client and subscription checked live; the recurring-invoice
+    check is a warning, never a refusal. Nothing is sent to Halo."""
+    runtime = get_runtime()
+    config = runtime.config
+    if from_csv is not None:
+        raise click.UsageError(
+            "--from-csv maps Autotask lines only; map HaloPSA clients one by one."
+        )
+    if given["contract_id"] is not None or given["contract_service_id"] is not None:
+        raise click.UsageError(
+            "--contract and --contract-service are Autotask's; HaloPSA takes --subscription."
+        )
+    if given["prorate"] is not None:
+        raise click.UsageError(
+            "--prorate does not apply to HaloPSA: it keeps no billing periods to prorate."
+        )
+    if given["unit_cost"] is not None:
+        raise click.UsageError(
+            "--unit-cost does not apply to HaloPSA: a Halo subscription has no unit cost to "
+            "overwrite."
+        )
+    if given["client_id"] is None or given["account_id"] is None:
+        raise click.UsageError("Give CLIENT_ID and --account (the HaloPSA client ID).")
+    if given["account_id"] == 0:
+        raise click.UsageError("--account: 0 is not a HaloPSA client ID (they start at 1).")
+    pick = _pick if _common.can_prompt() else None
+    result = halo.map_subscription(
+        config,
+        runtime.halo(),
+        runtime.count_source(),
+        halo.SubscriptionRequest(
+            client_id=given["client_id"],
+            account_id=given["account_id"],
+            subscription_id=subscription_id,
+            exclude_users=given["exclude_users"],
+            min_units=given["min_units"],
+            max_units=given["max_units"],
+        ),
+        today=lib.local_today(config),
+        pick=pick,
+        say=warn if pick else None,
+    )
+    if pick is None:
+        for note in result.notes:
+            warn(note)
+    if result.not_billed is not None:
+        # Halo's manual step: said, never asked about (the mapping is right; the invoice is not).
+        warn(f"Warning: subscription {result.new.contract_service_id}: {result.not_billed}.")
+    _notes_and_warnings([], result.warnings, said=True)
+    changed = result.old != result.new
+    if changed:
+        save_config(result.config, runtime.config_path)
+        runtime.set_config(result.config)
+    if as_json:
+        said = [result.not_billed] if result.not_billed else []
+        emit_json([view.halo_change_document(result.old, result.new, [*said, *result.warnings])])
+    else:
+        click.echo("\n".join(view.halo_change_lines(result.old, result.new)))
+    if not changed:
+        warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
+        return
+    warn(
+        f"Config saved to {runtime.config_path} (1 changed, "
+        f"{_mappings(len(result.config.mappings))} in all)."
+    )
+
+
 @click.command(cls=Command)
 @click.argument("client_id", type=ID)
 @json_option
@@ -366,7 +473,11 @@ def list_mappings(check: bool, as_json: bool) -> None:
             warn(f"No mappings in {runtime.config_path} yet. {_HOW_TO_MAP}")
         return
     known = {info.id for info in runtime.count_source().clients()}
-    result = _check_all(config, known)
+    result, not_billed = _check_all(config, known)
+    for client_id, text in sorted(not_billed.items()):
+        m = result.config.mapping_for(client_id)
+        where = f"subscription {m.contract_service_id}: " if m is not None else ""
+        warn(f"Warning: client {client_id}: {where}{text}.")
     if result.refreshed:
         save_config(result.config, runtime.config_path)
         runtime.set_config(result.config)
@@ -389,15 +500,18 @@ def list_mappings(check: bool, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _check_all(config: Config, known: set[int]) -> lib.CheckResult:
+def _check_all(config: Config, known: set[int]) -> tuple[lib.CheckResult, dict[int, str]]:
     """Autotask mappings checked as they always were (same requests); ConnectWise ones by
-    ``connectwise.mapping.check_lines``; one result in the config's order."""
+    ``connectwise.mapping.check_lines``, HaloPSA ones by ``halo.mapping.check_subscriptions``;
+    one result in the config's order, and the Halo warnings by client."""
     runtime = get_runtime()
     today = lib.local_today(config)
     lines = [m for m in config.mappings if m.psa == CONNECTWISE]
-    if not lines and runtime.default_psa(config) != CONNECTWISE:
-        return lib.check_mappings(config, runtime.autotask(), today=today, known_clients=known)
-    others = tuple(m for m in config.mappings if m.psa != CONNECTWISE)
+    subscriptions = [m for m in config.mappings if m.psa == HALO]
+    if not lines and not subscriptions and runtime.default_psa(config) == AUTOTASK:
+        result = lib.check_mappings(config, runtime.autotask(), today=today, known_clients=known)
+        return result, {}
+    others = tuple(m for m in config.mappings if m.psa == AUTOTASK)
     autotask = (
         lib.check_mappings(
             replace(config, mappings=others), runtime.autotask(), today=today, known_clients=known
@@ -405,9 +519,26 @@ def _check_all(config: Config, known: set[int]) -> lib.CheckResult:
         if others
         else lib.CheckResult(replace(config, mappings=()), {}, set(), [])
     )
-    found = cw.check_lines(config, runtime.connectwise(), lines, today=today, known_clients=known)
-    fresh = {m.client_id: m for m in (*autotask.config.mappings, *found.config.mappings)}
-    refreshed = [*autotask.refreshed, *found.refreshed]
+    parts: list[tuple[Config, dict[int, str], set[int], list[int]]] = []
+    if lines:
+        found = cw.check_lines(
+            config, runtime.connectwise(), lines, today=today, known_clients=known
+        )
+        parts.append((found.config, found.status, found.broken, found.refreshed))
+    warnings: dict[int, str] = {}
+    if subscriptions:
+        checked = halo.check_subscriptions(
+            config, runtime.halo(), subscriptions, today=today, known_clients=known
+        )
+        parts.append((checked.config, checked.status, checked.broken, checked.refreshed))
+        warnings = checked.warnings
+    fresh = {m.client_id: m for m in autotask.config.mappings}
+    status, broken, refreshed = dict(autotask.status), set(autotask.broken), [*autotask.refreshed]
+    for part_config, part_status, part_broken, part_refreshed in parts:
+        fresh.update({m.client_id: m for m in part_config.mappings if m.client_id in part_status})
+        status.update(part_status)
+        broken |= part_broken
+        refreshed += part_refreshed
     merged = config
     if refreshed:
         merged = replace(
@@ -416,13 +547,7 @@ def _check_all(config: Config, known: set[int]) -> lib.CheckResult:
                 fresh[m.client_id] if m.client_id in refreshed else m for m in config.mappings
             ),
         )
-    return lib.CheckResult(
-        merged,
-        {**autotask.status, **found.status},
-        autotask.broken | found.broken,
-        refreshed,
-        autotask.billing,
-    )
+    return lib.CheckResult(merged, status, broken, refreshed, autotask.billing), warnings
 
 
 COMMANDS: list[Any] = [list_clients, search_accounts, map_, unmap, list_mappings]

@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 
 from infima_autotask.billing import ordinal
 from infima_autotask.cli.tables import Column, iso, ref, ref_column
-from infima_autotask.config import AUTOTASK, CONNECTWISE, ClientMapping
+from infima_autotask.config import AUTOTASK, CONNECTWISE, HALO, ClientMapping
 from infima_autotask.connectwise.mapping import CompanyHit, CompanySearch, product_label
+from infima_autotask.halo.mapping import ClientHit, ClientSearch, SubscriptionLine
 from infima_autotask.mapping import (
     AccountHit,
     Billing,
@@ -246,6 +247,11 @@ def billing_lines(billing: Billing) -> list[str]:
 def describe(mapping: ClientMapping) -> str:
     """``account 1 A, contract 2 C, contract service 3 S`` (IDs with names), in the words of
     the mapping's PSA."""
+    if mapping.psa == HALO:
+        return (
+            f"HaloPSA client {ref(mapping.account_id, mapping.account_name)}, "
+            f"subscription {ref(mapping.contract_service_id, mapping.service_name)}"
+        )
     if mapping.psa == CONNECTWISE:
         return (
             f"ConnectWise company {ref(mapping.account_id, mapping.account_name)}, "
@@ -338,6 +344,8 @@ class MappingLine:
 def _writes_dated_cell(line: MappingLine) -> str | None:
     if line.mapping.psa == CONNECTWISE:
         return CW_WRITES
+    if line.mapping.psa == HALO:
+        return HALO_WRITES
     if not line.checked:
         return offline_writes_dated(line.prorate)
     return writes_dated(line.billing) if line.billing else None
@@ -387,8 +395,9 @@ CHECK_COLUMNS: tuple[Column[MappingLine], ...] = (
 
 # --- ConnectWise: search-accounts, map ----------------------------------------------------
 
-# ConnectWise keeps no quantity per month: a write takes effect when it is sent.
+# ConnectWise and Halo keep no quantity per month: a write takes effect when it is sent.
 CW_WRITES = "when sent (ConnectWise)"
+HALO_WRITES = "when sent (HaloPSA)"
 
 
 class CompanyRow(NamedTuple):
@@ -474,3 +483,88 @@ def line_change_lines(old: ClientMapping | None, new: ClientMapping) -> list[str
 
 def line_change_document(old: ClientMapping | None, new: ClientMapping) -> Row:
     return {**mapping_document(new), "previous": mapping_document(old) if old else None}
+
+
+# --- HaloPSA: search-accounts, map -------------------------------------------------------------
+
+
+class HaloClientRow(NamedTuple):
+    """One row of ``search-accounts --psa halo``: a client and, with --contracts, one of its
+    subscriptions (None for a client without any)."""
+
+    hit: ClientHit
+    line: SubscriptionLine | None = None
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+HALO_CLIENT_COLUMNS: tuple[Column[HaloClientRow], ...] = (
+    Column("Account ID", lambda r: r.hit.client.id),
+    Column("Account", lambda r: r.hit.client.name or None),
+    Column(
+        "Active",
+        lambda r: _yes(not r.hit.client.inactive),
+        lambda r: {"active": not r.hit.client.inactive},
+    ),
+)
+SUBSCRIPTION_COLUMNS: tuple[Column[HaloClientRow], ...] = (
+    Column("Subscription ID", lambda r: r.line.licence.id if r.line else None),
+    Column("Subscription", lambda r: (r.line.licence.name or None) if r.line else None),
+    Column("Count", lambda r: _count(r.line) if r.line else None),
+    Column(
+        "Subscription active",
+        lambda r: _yes(r.line.active) if r.line else None,
+        lambda r: {"subscription_active": r.line.active if r.line else None},
+    ),
+    Column(
+        "Billed by invoice line",
+        lambda r: _yes(r.line.billed) if r.line else None,
+        lambda r: {"billed": r.line.billed if r.line else None},
+    ),
+)
+
+
+def _count(line: SubscriptionLine) -> Any:
+    whole = line.licence.whole_count
+    return whole if whole is not None else line.licence.count
+
+
+def halo_client_columns(result: ClientSearch) -> tuple[Column[HaloClientRow], ...]:
+    if result.with_contracts:
+        return (*HALO_CLIENT_COLUMNS, *SUBSCRIPTION_COLUMNS)
+    return HALO_CLIENT_COLUMNS
+
+
+def halo_client_rows(result: ClientSearch) -> list[HaloClientRow]:
+    """One row per client; with contracts, one per subscription (client repeated)."""
+    if not result.with_contracts:
+        return [HaloClientRow(hit) for hit in result.clients]
+    return [HaloClientRow(hit, line) for hit in result.clients for line in (hit.lines or (None,))]
+
+
+def halo_change_lines(old: ClientMapping | None, new: ClientMapping) -> list[str]:
+    """What ``map --psa halo`` prints: old and new line, and when writes land."""
+    head = f"Mapped client {new.client_id}{_named(new.client_name)}"
+    if old is None:
+        mapped = [f"{head} to {describe(new)}"]
+    elif old.psa == new.psa and _chain(old) == _chain(new):
+        mapped = [f"{head} (unchanged chain): {describe(new)}"]
+    else:
+        mapped = [f"{head}:", f"  was: {describe(old)}", f"  now: {describe(new)}"]
+    return [
+        *mapped,
+        "  HaloPSA keeps no count per month: sync sets the subscription's count when it runs; "
+        "Halo bills it through a recurring-invoice line whose quantity comes from it.",
+    ]
+
+
+def halo_change_document(old: ClientMapping | None, new: ClientMapping, warnings: list[str]) -> Row:
+    return {
+        **mapping_document(new),
+        "subscription_id": new.contract_service_id,
+        "subscription": new.service_name,
+        "warnings": warnings,
+        "previous": mapping_document(old) if old else None,
+    }
