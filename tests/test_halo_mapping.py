@@ -155,6 +155,7 @@ def test_map_writes_the_halo_mapping(halo, config_path, sandbox):
     result = halo("map", "110", "--psa", "halo", "--account", "45")
     assert result.exit_code == 0, result.output
     assert "Taking the only subscription: 9127" in result.stderr
+    assert "(9128 left out: pass --subscription" in result.stderr  # Microsoft 365, not INFIMA
     assert "HaloPSA client 45 Kestrel Law LLP, subscription 9127" in result.stdout
     assert "not be billed" not in result.stderr
     mapping = stored(config_path)["mappings"][0]
@@ -313,6 +314,14 @@ def test_list_mappings_shows_halo(halo, config_path):
     assert "halo" in table.stdout and "when sent (HaloPSA)" in table.stdout
     rows = json.loads(halo("list-mappings", "--json").stdout)
     assert rows[0]["psa"] == "halo" and rows[0]["contract_service_id"] == 9127
+
+
+def test_list_clients_names_the_halo_subscription(halo, config_path):
+    add_mapping(config_path, halo_data.seed_mapping())
+    result = halo("list-clients")
+    assert result.exit_code == 0, result.output
+    kestrel = next(line for line in result.stdout.splitlines() if line.startswith("110"))
+    assert "9127 INFIMA Security Awareness (HaloPSA subscription)" in kestrel
 
 
 def test_check_ok_warns_not_billed_and_names_the_successor(halo, config_path, sandbox):

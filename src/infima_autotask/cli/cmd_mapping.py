@@ -84,6 +84,7 @@ def search_accounts(
     Example:
       infima-autotask search-accounts acme
       infima-autotask search-accounts "acme dental" --contracts
+      infima-autotask search-accounts --psa halo kestrel --contracts
     """
     runtime = get_runtime()
     chosen = chosen_psa(psa, runtime, halo=True)
@@ -222,6 +223,7 @@ def map_(
       infima-autotask map 101 --account 29683501 --contract 29684001 --contract-service 29685100
       infima-autotask map 106 --account 29683508 --prorate
       infima-autotask map --from-csv mappings.csv
+      infima-autotask map 110 --psa halo --account 45 [--subscription 9127]
     """
     runtime = get_runtime()
     config, today = runtime.config, lib.local_today(runtime.config)

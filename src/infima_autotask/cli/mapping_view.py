@@ -39,6 +39,8 @@ def _named(name: str | None) -> str:
 def mapped_to(mapping: ClientMapping) -> str:
     """``Contract Service`` and contract of a mapping, as list-clients shows them."""
     service = ref(mapping.contract_service_id, mapping.service_name)
+    if mapping.psa == HALO:
+        return f"{service} (HaloPSA subscription)"  # a subscription is on no contract
     return f"{service} on {ref(mapping.contract_id, mapping.contract_name)}"
 
 

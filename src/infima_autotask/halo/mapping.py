@@ -183,6 +183,15 @@ def map_subscription(
                 f"Client {client.id}{_named(client.name)} has no active subscription. Add the "
                 "INFIMA subscription to it in HaloPSA, then run map again."
             )
+        left_out = [lic for lic in licences if lic.active_on(today) and lic not in options]
+        if left_out:
+            ids = ", ".join(str(lic.id) for lic in sorted(left_out, key=lambda x: x.id))
+            notes.append(
+                f"Offering the subscriptions named for INFIMA only ({ids} left out: pass "
+                "--subscription to map one of them)."
+            )
+            if say is not None:
+                say(notes[-1])
         offered = []
         for option in options:
             label = subscription_label(option)
