@@ -430,3 +430,31 @@ def test_doctor_fails_a_broken_halo_line(halo, config_path):
     assert result.exit_code == 1
     detail = rows["client 106: chain"]["detail"]
     assert "subscription 9140 ended on" in detail and "list-mappings --check" in detail
+
+
+def test_check_beside_autotask_keeps_both_refreshed_names(
+    invoke, sandbox, sandbox_env, halo_env, config_path
+):
+    """Autotask and Halo mappings in one file: each is checked by its own PSA, and a name
+    refreshed on either side is the one saved (a merge once kept the stale Autotask one)."""
+    from infima_autotask.sandbox import data
+
+    autotask = {**data.seed_mappings()[0], "account_name": "Acme (stale)"}
+    doc = {
+        "version": 2,
+        "infima": {"api_url": sandbox.infima_url},
+        "halo": {"url": sandbox.halo_url, "tenant": None, "client_id": sandbox.halo_client_id},
+        "mappings": [
+            autotask,
+            {**halo_data.seed_mapping(), "account_name": "Kestrel (stale)"},
+        ],
+    }
+    config_path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    result = invoke("list-mappings", "--check", "--json", env={**sandbox_env, **halo_env})
+    assert result.exit_code == 0, result.output
+    status = {row["client_id"]: row["status"] for row in json.loads(result.stdout)}
+    assert status == {autotask["client_id"]: "ok", 110: "ok"}
+    assert "Refreshed names of 2 mapping(s)" in result.stderr
+    names = {m["client_id"]: m["account_name"] for m in stored(config_path)["mappings"]}
+    assert names[110] == "Kestrel Law LLP"
+    assert names[autotask["client_id"]] == data.seed_mappings()[0]["account_name"]
