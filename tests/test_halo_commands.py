@@ -181,10 +181,14 @@ def test_halo_flags_are_refused_for_autotask_and_connectwise(invoke, requests_mo
     assert cw.exit_code == 2 and "--tenant" in cw.stderr
 
 
-def test_map_and_sync_still_refuse_halo(invoke, config_path, memkeyring):
+def test_search_accounts_psa_halo_without_a_halo_section_says_connect(
+    invoke, config_path, memkeyring
+):
+    write_config(config_path, {"version": 2, "infima": {"api_url": INFIMA}, "mappings": []})
     result = invoke("search-accounts", "--psa", "halo", "kestrel")
     assert result.exit_code == 2
-    assert "HaloPSA is not supported by this version yet" in result.stderr
+    assert "HaloPSA is not set up" in result.stderr
+    assert "infima-autotask connect --psa halo" in result.stderr
 
 
 # --- status and doctor ---------------------------------------------------------------------
