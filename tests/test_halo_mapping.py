@@ -458,3 +458,41 @@ def test_check_beside_autotask_keeps_both_refreshed_names(
     names = {m["client_id"]: m["account_name"] for m in stored(config_path)["mappings"]}
     assert names[110] == "Kestrel Law LLP"
     assert names[autotask["client_id"]] == data.seed_mappings()[0]["account_name"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"deleted": True}, "Subscription 9130 is deleted"),
+        ({"status": "Cancelled"}, "Subscription 9130 is Cancelled"),
+        ({"is_active": False}, "Subscription 9130 is inactive"),
+    ],
+)
+def test_map_says_why_a_subscription_is_not_active(halo, sandbox, config_path, change, message):
+    with sandbox.halo.lock:
+        sandbox.halo.licences[halo_data.OSPREY_LICENCE_ID].update(change)
+    result = halo("map", "104", "--psa", "halo", "--account", "46", "--subscription", "9130")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert stored(config_path)["mappings"] == []
+
+
+def test_map_on_a_terminal_says_what_it_left_out_before_taking_one(halo, monkeypatch):
+    monkeypatch.setattr(_common, "can_prompt", lambda: True)
+    result = halo("map", "110", "--psa", "halo", "--account", "45")
+    assert result.exit_code == 0, result.output
+    left_out = result.stderr.index("9128 left out")
+    assert left_out < result.stderr.index("Taking the only subscription: 9127")
+
+
+def test_check_successor_by_infima_name_and_unknown_infima_client(halo, config_path):
+    add_mapping(config_path, halo_mapping(106, PELICAN, 777777, name="Awareness seats"))
+    add_mapping(config_path, halo_mapping(4242, KESTREL, halo_data.KESTREL_LICENCE_ID))
+    result = halo("list-mappings", "--check", "--json")
+    assert result.exit_code == 1
+    status = {row["client_id"]: row["status"] for row in json.loads(result.stdout)}
+    # No active subscription has the old name: the only one named for INFIMA is offered.
+    assert "--account 47 --subscription 9141`" in status[106]
+    assert status[4242] == (
+        "INFIMA has no client 4242; check it in INFIMA, or `infima-autotask unmap 4242`"
+    )
