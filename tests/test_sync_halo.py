@@ -242,8 +242,12 @@ def test_an_inactive_subscription_fails_with_the_fix(world):
     assert result.exit_code == 1, result.output
     (item,) = doc["items"]
     assert item["status"] == "failed"
-    assert f"subscription {halo_data.PELICAN_OLD_LICENCE_ID} is not active" in item["message"]
-    assert f"infima-autotask map {KESTREL} --psa halo --account 47" in item["message"]
+    assert item["message"].startswith(f"subscription {halo_data.PELICAN_OLD_LICENCE_ID} ended on")
+    # Its successor (same name, active) is named with the exact command.
+    assert (
+        f"`infima-autotask map {KESTREL} --psa halo --account 47 --subscription "
+        f"{halo_data.PELICAN_LICENCE_ID}`" in item["message"]
+    )
     assert world.posts() == []
 
 
@@ -251,7 +255,7 @@ def test_a_subscription_of_another_client_fails(world):
     world.write_config(autotask=False, cw=False, overrides={"account_id": 46})
     result, doc = world.sync()
     assert result.exit_code == 1, result.output
-    assert "belongs to Halo client 45, not 46" in doc["items"][0]["message"]
+    assert "subscription 9127 belongs to client 45, not 46" in doc["items"][0]["message"]
     assert world.posts() == []
 
 

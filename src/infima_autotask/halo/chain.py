@@ -52,9 +52,16 @@ def line_problem(
     today: date,
 ) -> str | None:
     """What makes this line unusable, or None."""
-    problem = client_problem(client_id, client)
-    if problem is not None:
-        return problem
+    return client_problem(client_id, client) or subscription_problem(
+        client_id, licence_id, licence, today
+    )
+
+
+def subscription_problem(
+    client_id: int, licence_id: int, licence: Licence | None, today: date
+) -> str | None:
+    """What makes the subscription unusable for that client, or None (``sync`` judges with
+    this alone: it reads subscriptions, not clients)."""
     if licence is None:
         return f"subscription {licence_id} not found in HaloPSA"
     if licence.client_id != client_id:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from infima_autotask.config import HALO, ClientMapping
 from infima_autotask.errors import ApiError, ApiRejected, UsageError
+from infima_autotask.halo.chain import map_command, subscription_problem, successor
 from infima_autotask.halo.client import HaloApi
 from infima_autotask.halo.model import Licence
 from infima_autotask.landing import Landing
@@ -37,17 +38,17 @@ log = logging.getLogger(__name__)
 REFUSED = "HaloPSA refused the change"
 
 
-def remap(mapping: ClientMapping) -> str:
-    """The command that points a Halo mapping at another subscription."""
-    return f"infima-autotask map {mapping.client_id} --psa halo --account {mapping.account_id}"
-
-
 def plan_halo(
-    mapping: ClientMapping, count: UserCount | None, licence: Licence | None, ctx: PlanContext
+    mapping: ClientMapping,
+    count: UserCount | None,
+    licence: Licence | None,
+    ctx: PlanContext,
+    siblings: Sequence[Licence] = (),
 ) -> PlanItem:
     """Plan one Halo mapping for the month starting ``ctx.day`` (pure).
 
-    ``licence`` is the mapped subscription as read (None: Halo has none with that id). Halo
+    ``licence`` is the mapped subscription as read (None: Halo has none with that id);
+    ``siblings``: the Halo client's subscriptions, where a successor is looked for. Halo
     keeps one count per subscription and prorates a change itself from the day it is made, so
     ``before`` is the count now, ``effective`` is None and another month than this one is held.
     Halo's price lives on the recurring-invoice line, so the item carries no unit price.
@@ -83,18 +84,20 @@ def plan_halo(
 
     if count is None or count.users is None:
         return item(FAILED, (count.error if count is not None else "") or "no user count")
-    fix = f"map the client to its current subscription with `{remap(mapping)}`"
     subscription = mapping.contract_service_id
-    if licence is None:
-        return item(FAILED, f"HaloPSA has no subscription {subscription}; {fix}")
-    if line is None:
-        return item(
-            FAILED,
-            f"subscription {subscription} belongs to Halo client {licence.client_id}, not "
-            f"{mapping.account_id}; {fix}",
+    problem = subscription_problem(mapping.account_id, subscription, licence, ctx.today)
+    if problem is not None or line is None:
+        name = (licence.name if licence is not None else None) or mapping.service_name
+        found = successor(subscription, name, siblings, ctx.today)
+        command = map_command(
+            mapping.client_id, mapping.account_id, found.id if found is not None else None
         )
-    if not line.active_on(ctx.today):
-        return item(FAILED, f"subscription {subscription} is not active in HaloPSA; {fix}")
+        fix = (
+            f"map the client to subscription {found.id} with `{command}`"
+            if found is not None
+            else f"map the client to its current subscription with `{command}`"
+        )
+        return item(FAILED, f"{problem or 'no subscription'}; {fix}")
     if before is None or target is None:
         shown = "no count" if line.count is None else f"count {line.count:g}"
         return item(
@@ -135,7 +138,10 @@ class HaloPsa:
         self.licences = {lic.id: lic for lic in self.api.licences(include_inactive=True)}
 
     def plan(self, mapping: ClientMapping, count: UserCount | None, ctx: PlanContext) -> PlanItem:
-        return plan_halo(mapping, count, self.licences.get(mapping.contract_service_id), ctx)
+        siblings = [lic for lic in self.licences.values() if lic.client_id == mapping.account_id]
+        return plan_halo(
+            mapping, count, self.licences.get(mapping.contract_service_id), ctx, siblings
+        )
 
     def shown(self, contract_id: int, contract_service_id: int) -> Shown | None:
         found = self.licences.get(contract_service_id)
