@@ -63,8 +63,11 @@ def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
         "planned",
         "$ infima-autotask list-mappings --check",
         "$ infima-autotask history",
-        "Demo complete: 3 Autotask adjustment(s) and 1 ConnectWise quantity update(s) written "
-        "to the sandbox, none twice.",
+        "$ infima-autotask connect --psa halo --url http://127.0.0.1:",
+        "HaloPSA: Connected (http://127.0.0.1:",
+        "$ infima-autotask map 110 --psa halo --account 45 --subscription 9127",
+        "Demo complete: 3 Autotask adjustment(s), 1 ConnectWise quantity update(s) and 1 HaloPSA "
+        "count update(s) written to the sandbox, none twice.",
     ):
         assert text in out, text
     # doctor runs after the maps and before the first sync, and finds nothing to fix.
@@ -74,7 +77,7 @@ def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
     assert " fail " not in doctor and " warn " not in doctor
     assert "Doctor: 38 ok, 0 warn, 0 fail" in result.stderr
     summaries = [line for line in result.stderr.splitlines() if line.startswith("Period ")]
-    assert len(summaries) == 4
+    assert len(summaries) == 6
     assert summaries[0].endswith(
         "3 planned, 2 unchanged, 0 skipped, 0 held, 0 failed (dry run: nothing written)"
     )
@@ -82,6 +85,11 @@ def test_demo_shows_a_complete_month_and_leaves_no_trace(tmp_path):
     assert summaries[2].endswith("0 updated, 5 unchanged, 0 skipped, 0 held, 0 failed")
     # ConnectWise: Juniper's addition set to its count (18 -> 20) with one PATCH.
     assert summaries[3].endswith("1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed")
+    # HaloPSA: Kestrel's subscription set to its count (12 -> 14) with one POST; then one
+    # month across the three PSAs writes nothing more.
+    assert summaries[4].endswith("1 updated, 0 unchanged, 0 skipped, 0 held, 0 failed")
+    assert summaries[5].endswith("0 updated, 7 unchanged, 0 skipped, 0 held, 0 failed")
+    assert "  HaloPSA: 0 updated, 1 unchanged, 0 skipped, 0 held, 0 failed" in result.stderr
     # Nothing outside its own temporary folder: no config, state, keyring file or leftovers.
     assert not real_config.exists() and not real_state.exists()
     assert files_under(home) == []

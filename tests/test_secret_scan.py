@@ -370,10 +370,19 @@ def test_every_command_failure_paths(tmp_path, sandbox, no_sleep):
 
 def test_demo_success_path(tmp_path, monkeypatch):
     """The demo's own sandbox gets known credentials and a folder the scan can read."""
-    values = iter(["DemoSecret-3f9a1c7e5b", "DemoApiKey-8d2b6f4a0c"])
-    monkeypatch.setattr(
-        "infima_autotask.sandbox.secrets.token_urlsafe", lambda n=None: next(values)
-    )
+    import secrets
+
+    known = {
+        secrets.token_urlsafe: iter(["DemoSecret-3f9a1c7e5b", "DemoApiKey-8d2b6f4a0c"]),
+        secrets.token_hex: iter(["DemoHaloSecret-6e0c2a94d1"]),  # the Halo client secret
+    }
+
+    def first_known(real: Any) -> Any:  # the sandbox's credentials first, then real ones
+        return lambda n=None: next(known[real], None) or real(n)
+
+    for name in ("token_urlsafe", "token_hex"):
+        real = getattr(secrets, name)
+        monkeypatch.setattr(f"infima_autotask.sandbox.secrets.{name}", first_known(real))
     folder = tmp_path / "demo"
     folder.mkdir()
     monkeypatch.setattr(
@@ -381,7 +390,7 @@ def test_demo_success_path(tmp_path, monkeypatch):
         SimpleNamespace(TemporaryDirectory=lambda **kw: nullcontext(str(folder))),
     )
     scan = Scan(tmp_path, {"HOME": str(tmp_path / "home")}, ("DemoSecret-3f9a1c7e5b",))
-    scan.secrets += ("DemoApiKey-8d2b6f4a0c",)
+    scan.secrets += ("DemoApiKey-8d2b6f4a0c", "DemoHaloSecret-6e0c2a94d1")
     result = scan.run("success", "demo")
     assert "Demo complete" in result.stdout
     assert (folder / "config.yaml").exists() and (folder / "state" / "history.sqlite3").exists()

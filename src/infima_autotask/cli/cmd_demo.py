@@ -18,7 +18,7 @@ from keyring.backend import KeyringBackend
 
 from infima_autotask.cli._common import Command
 from infima_autotask.errors import InfimaAutotaskError
-from infima_autotask.sandbox import Sandbox, cw_data, data
+from infima_autotask.sandbox import Sandbox, cw_data, data, halo_data
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ def _steps(sandbox: Sandbox) -> list[Step]:
         Step("Check every mapping live", ["list-mappings", "--check"]),
         Step("What happened", ["history"]),
         *_connectwise_steps(sandbox),
+        *_halo_steps(sandbox),
     ]
 
 
@@ -119,6 +120,50 @@ def _connectwise_steps(sandbox: Sandbox) -> list[Step]:
             "Write ConnectWise's quantity: one PATCH of the count itself, never a delta",
             ["sync", "--psa", "connectwise"],
         ),
+    ]
+
+
+def _halo_steps(sandbox: Sandbox) -> list[Step]:
+    """A HaloPSA shop's first steps on the same tool (SPEC §10)."""
+    mapping = halo_data.seed_mapping()
+    return [
+        Step(
+            "Connect to HaloPSA: an OAuth2 token (kept in memory only), a test read, client "
+            "secret into the keyring",
+            [
+                "connect",
+                "--psa",
+                "halo",
+                "--url",
+                sandbox.halo_url,
+                "--client-id",
+                sandbox.halo_client_id,
+                "--client-secret-stdin",
+            ],
+            stdin=sandbox.halo_client_secret + "\n",
+        ),
+        Step(
+            "Find the Halo client, its subscriptions and the invoice lines that bill them",
+            ["search-accounts", "--psa", "halo", "kestrel", "--contracts"],
+        ),
+        Step(
+            f"Map INFIMA client {mapping['client_id']} to its subscription (checked live)",
+            [
+                "map",
+                str(mapping["client_id"]),
+                "--psa",
+                "halo",
+                "--account",
+                str(mapping["account_id"]),
+                "--subscription",
+                str(mapping["subscription_id"]),
+            ],
+        ),
+        Step(
+            "Write Halo's count: one POST of the count itself, with the subscription's id",
+            ["sync", "--psa", "halo"],
+        ),
+        Step("One month, three PSAs: every mapping again, nothing written twice", ["sync"]),
     ]
 
 
@@ -176,10 +221,11 @@ def _run(step: Step) -> int:
 def demo() -> None:
     """Run a whole month against the built-in sandbox on 127.0.0.1.
 
-    Starts simulated Autotask, ConnectWise PSA and INFIMA APIs, then runs connect,
+    Starts simulated Autotask, ConnectWise PSA, HaloPSA and INFIMA APIs, then runs connect,
     list-clients, search-accounts, map, doctor, sync --dry-run, sync, sync again,
     list-mappings --check and history in a temporary folder with an in-memory keyring, and
-    maps one client on ConnectWise too. Touches no real config, keyring or network.
+    maps one client on ConnectWise and one on HaloPSA too. Touches no real config, keyring
+    or network.
 
     \b
     Example:
@@ -187,7 +233,9 @@ def demo() -> None:
     """
     with tempfile.TemporaryDirectory(prefix="infima-autotask-demo-") as tmp, Sandbox() as sandbox:
         click.secho(
-            f"Sandbox: Autotask {sandbox.autotask_url}, INFIMA {sandbox.infima_url}", err=True
+            f"Sandbox: Autotask {sandbox.autotask_url}, INFIMA {sandbox.infima_url}, "
+            f"ConnectWise {sandbox.cw_site}, HaloPSA {sandbox.halo_url}",
+            err=True,
         )
         with _isolated(Path(tmp), sandbox):
             for number, step in enumerate(_steps(sandbox), start=1):
@@ -202,10 +250,11 @@ def demo() -> None:
                     )
     writes = len(sandbox.adjustments())
     patches = len(sandbox.cw.patches)
+    counts = len(sandbox.halo.updates)
     click.echo()
     click.echo(
-        f"Demo complete: {writes} Autotask adjustment(s) and {patches} ConnectWise quantity "
-        "update(s) written to the sandbox, none twice. "
+        f"Demo complete: {writes} Autotask adjustment(s), {patches} ConnectWise quantity "
+        f"update(s) and {counts} HaloPSA count update(s) written to the sandbox, none twice. "
         "Next: `infima-autotask connect` with your Autotask API user."
     )
 

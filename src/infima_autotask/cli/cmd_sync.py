@@ -445,7 +445,12 @@ def render_report(
         if len(by_psa) > 1:  # a mixed run: each PSA's share, under the SPEC'd line
             for psa, counts in by_psa.items():
                 warn(f"  {PSA_NAMES[psa]}: {summary_text(counts, dry_run=report.dry_run)}")
-        moving = [item for item in report.items if item.writes and item.change]
+        # Only lines with a unit price move money here (a Halo subscription carries none).
+        moving = [
+            item
+            for item in report.items
+            if item.writes and item.change and item.unit_price is not None
+        ]
         if moving and not as_json:
             total = sum(item.money_change for item in moving)
             done = "planned" if report.dry_run else "written"
