@@ -21,9 +21,9 @@ from infima_autotask.connectwise.model import (
     parse_addition,
     parse_agreement,
     parse_company,
-    parse_date,
     parse_system_info,
 )
+from infima_autotask.json_fields import parse_date
 
 __all__ = [
     "CLOUD_API_HOSTS",

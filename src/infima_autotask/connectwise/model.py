@@ -9,18 +9,12 @@ and a field that is present but unreadable never reads as "absent" (a garbled
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from infima_autotask.errors import BadResponseError
-from infima_autotask.whole_number import MAX_INT, WholeNumberError, whole_from_json
-
-Record = dict[str, Any]
-
-_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:$|[T ])")
+from infima_autotask.json_fields import FieldReader, Record, text
 
 
 @dataclass(frozen=True)
@@ -91,17 +85,16 @@ class Addition:
 
 # --- field readers -----------------------------------------------------------------------
 
-
-def _bad(what: str, key: str, detail: str) -> BadResponseError:
-    return BadResponseError(f"ConnectWise sent {what} without a usable {key} ({detail}).")
-
-
-def _id(record: Record, key: str, what: str) -> int:
-    value = record.get(key)
-    try:
-        return whole_from_json(value, low=1, floats=True)
-    except WholeNumberError:
-        raise _bad(what, key, f"got {type(value).__name__}") from None
+_fields = FieldReader("ConnectWise")
+_bad, _record, _id, _opt_str = _fields.bad, _fields.record, _fields.id, _fields.opt_text
+_flag, _number, _money, _date, _list = (
+    _fields.flag,
+    _fields.number,
+    _fields.money,
+    _fields.date,
+    _fields.list,
+)
+_str = text
 
 
 def _ref(record: Record, key: str, what: str, *, required: bool) -> Record | None:
@@ -131,91 +124,7 @@ def _ref_name(record: Record, key: str, what: str) -> str | None:
     return name or None
 
 
-def _str(record: Record, key: str) -> str:
-    """A text field; characters that cannot be written as UTF-8 become ``?``."""
-    value = record.get(key)
-    if not isinstance(value, str):
-        return ""
-    # A lone surrogate ("\ud800" in JSON) would break the terminal and the config file.
-    return value.encode("utf-8", "replace").decode("utf-8")
-
-
-def _opt_str(record: Record, key: str, what: str) -> str | None:
-    value = record.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    return _str(record, key)
-
-
-def _flag(record: Record, key: str, what: str) -> bool:
-    """A true/false flag; missing or null is False, anything else but a bool is refused."""
-    value = record.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    return value
-
-
-def _number(record: Record, key: str, what: str) -> float | None:
-    """A number field; None when missing or null. NaN, infinity and text are refused."""
-    value = record.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    if isinstance(value, int) and abs(value) > MAX_INT:
-        raise _bad(what, key, "out of range")
-    if not math.isfinite(value):
-        raise _bad(what, key, "not a finite number")
-    return float(value)
-
-
-def _money(record: Record, key: str, what: str) -> float | None:
-    """A price or cost; as for Autotask, one that is not a number (a member who cannot see
-    costs) reads as None. NaN and infinity are refused."""
-    value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return _number(record, key, what)
-
-
-def parse_date(value: Any) -> date | None:
-    """The calendar date of a ConnectWise date (``2026-07-01T00:00:00Z`` or ``2026-07-01``).
-
-    ConnectWise writes dates as midnight UTC, so the date is read as written, never shifted.
-    Returns None for anything else.
-    """
-    if not isinstance(value, str):
-        return None
-    match = _DATE.match(value.strip())
-    if match is None:
-        return None
-    try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        return None
-
-
-def _date(record: Record, key: str, what: str) -> date | None:
-    value = record.get(key)
-    if value is None or value == "":
-        return None
-    parsed = parse_date(value)
-    if parsed is None:
-        raise _bad(what, key, "not a date")
-    return parsed
-
-
 # --- records -----------------------------------------------------------------------------
-
-
-def _record(value: Any, what: str) -> Record:
-    if not isinstance(value, dict):
-        raise BadResponseError(f"ConnectWise sent {what} that is not a record; try again later.")
-    return value
 
 
 def parse_system_info(value: Any) -> SystemInfo:

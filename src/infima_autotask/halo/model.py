@@ -9,16 +9,12 @@ expired subscription look active).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from infima_autotask.connectwise.model import parse_date
-from infima_autotask.errors import BadResponseError
-from infima_autotask.whole_number import MAX_INT, WholeNumberError, whole_from_json
-
-Record = dict[str, Any]
+from infima_autotask.json_fields import FieldReader, text
+from infima_autotask.whole_number import MAX_INT
 
 # Subscription statuses that never bill, whatever is_active says (compared case-insensitively).
 ENDED_STATUSES = frozenset({"inactive", "cancelled", "expired"})
@@ -76,91 +72,16 @@ class RecurringLine:
 
 # --- field readers -----------------------------------------------------------------------
 
-
-def _bad(what: str, key: str, detail: str) -> BadResponseError:
-    return BadResponseError(f"HaloPSA sent {what} without a usable {key} ({detail}).")
-
-
-def _id(record: Record, key: str, what: str, *, low: int = 1) -> int:
-    value = record.get(key)
-    try:
-        return whole_from_json(value, low=low, floats=True)
-    except WholeNumberError:
-        raise _bad(what, key, f"got {type(value).__name__}") from None
-
-
-def _str(record: Record, key: str) -> str:
-    """A text field; characters that cannot be written as UTF-8 become ``?``."""
-    value = record.get(key)
-    if not isinstance(value, str):
-        return ""
-    return value.encode("utf-8", "replace").decode("utf-8")
-
-
-def _opt_str(record: Record, key: str, what: str) -> str | None:
-    value = record.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    return _str(record, key)
-
-
-def _flag(record: Record, key: str, what: str, *, default: bool = False) -> bool:
-    """A true/false flag; missing or null is ``default``, anything else but a bool is refused."""
-    value = record.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    return value
-
-
-def _number(record: Record, key: str, what: str) -> float | None:
-    """A number field; None when missing or null. NaN, infinity, bools and text are refused."""
-    value = record.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    if isinstance(value, int) and abs(value) > MAX_INT:
-        raise _bad(what, key, "out of range")
-    if not math.isfinite(value):
-        raise _bad(what, key, "not a finite number")
-    return float(value)
-
-
-def _money(record: Record, key: str, what: str) -> float | None:
-    """A price or cost; one that is not a number reads as None (as for the other PSAs)."""
-    value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return _number(record, key, what)
-
-
-def _date(record: Record, key: str, what: str) -> date | None:
-    value = record.get(key)
-    if value is None or value == "":
-        return None
-    parsed = parse_date(value)
-    if parsed is None:
-        raise _bad(what, key, "not a date")
-    return parsed
-
-
-def _record(value: Any, what: str) -> Record:
-    if not isinstance(value, dict):
-        raise BadResponseError(f"HaloPSA sent {what} that is not a record; try again later.")
-    return value
-
-
-def _list(record: Record, key: str, what: str) -> list[Any]:
-    value = record.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(what, key, f"got {type(value).__name__}")
-    return value
+_fields = FieldReader("HaloPSA")
+_bad, _record, _id, _opt_str = _fields.bad, _fields.record, _fields.id, _fields.opt_text
+_flag, _number, _money, _date, _list = (
+    _fields.flag,
+    _fields.number,
+    _fields.money,
+    _fields.date,
+    _fields.list,
+)
+_str = text
 
 
 # --- records -----------------------------------------------------------------------------
