@@ -5,6 +5,7 @@ of them ever sends a POST to Halo."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -314,6 +315,10 @@ def test_list_mappings_shows_halo(halo, config_path):
     assert "halo" in table.stdout and "when sent (HaloPSA)" in table.stdout
     rows = json.loads(halo("list-mappings", "--json").stdout)
     assert rows[0]["psa"] == "halo" and rows[0]["contract_service_id"] == 9127
+    # A subscription is on no contract: "-" and null, not the config's placeholder 0.
+    assert rows[0]["contract_id"] is None and rows[0]["contract"] is None
+    line = next(row for row in table.stdout.splitlines() if row.startswith("110 "))
+    assert re.search(r"45 Kestrel Law LLP\s+-\s+9127 INFIMA", line), line
 
 
 def test_list_clients_names_the_halo_subscription(halo, config_path):

@@ -375,7 +375,10 @@ MAPPING_COLUMNS: tuple[Column[MappingLine], ...] = (
         "Account", lambda line: line.mapping.account_id, lambda line: line.mapping.account_name
     ),
     ref_column(
-        "Contract", lambda line: line.mapping.contract_id, lambda line: line.mapping.contract_name
+        "Contract",
+        # A Halo subscription belongs to no contract: its 0 is the config's placeholder.
+        lambda line: None if line.mapping.psa == HALO else line.mapping.contract_id,
+        lambda line: line.mapping.contract_name,
     ),
     ref_column(
         "Contract Service",

@@ -44,15 +44,19 @@ def emit_table(records: Sequence[R], columns: Sequence[Column[R]], *, as_json: b
     emit_rows(rows, headers, as_json=False)
 
 
-def ref(record_id: int, name: str | None) -> str:
-    """``29683501 Acme Dental LLC``: an ID and its name, as tables and messages show them."""
+def ref(record_id: int | None, name: str | None) -> str:
+    """``29683501 Acme Dental LLC``: an ID and its name, as tables and messages show them
+    (``-`` for a line with no such record, e.g. a Halo subscription's contract)."""
+    if record_id is None:
+        return "-"
     return f"{record_id} {name}" if name else str(record_id)
 
 
 def ref_column(
-    header: str, record_id: Callable[[R], int], name: Callable[[R], str | None]
+    header: str, record_id: Callable[[R], int | None], name: Callable[[R], str | None]
 ) -> Column[R]:
-    """A column showing ``ID name``; its JSON fields are ``<key>_id`` (int) and ``<key>`` (name)."""
+    """A column showing ``ID name``; its JSON fields are ``<key>_id`` (int or null) and
+    ``<key>`` (name)."""
     key = snake(header)
     return Column(
         header,
