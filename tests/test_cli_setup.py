@@ -528,6 +528,7 @@ def test_status_json_counts_file_zones_and_last_run(
     assert doc["last_run"] == {
         "period": "2026-12",
         "dry_run": False,
+        "reverts": None,
         "time": "2026-12-01T11:00:05Z",
         "outcome": "ok",
         "summary": {"unchanged": 1, "updated": 2},
@@ -535,6 +536,15 @@ def test_status_json_counts_file_zones_and_last_run(
     table = invoke("status").stdout.splitlines()
     assert f"INFIMA:           counts file {counts}: 2 clients" in table
     assert "Last sync:        2026-12 sync at 2026-12-01T11:00:05Z: ok" in table
+    # A revert is the newest run: status says so, not "sync" (the counts are not current).
+    with History(state_dir, clock=lambda: started) as history:
+        again = history.start_run(
+            period="2026-12", dry_run=False, version="0.1.0", kind="revert", reverts=run
+        )
+        history.finish_run(again, outcome="ok", summary={"updated": 2})
+    table = invoke("status").stdout.splitlines()
+    assert f"Last sync:        2026-12 revert of run {run} at 2026-12-01T11:00:05Z: ok" in table
+    assert json.loads(invoke("status", "--json").stdout)["last_run"]["reverts"] == run
 
 
 def test_status_one_failing_exits_3(invoke, stored_creds, requests_mock, config_path):

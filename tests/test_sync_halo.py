@@ -441,3 +441,45 @@ def test_a_400_mapping_run_never_passes_the_hosted_limit(world):
     world.assert_nothing_created()
     for mapping in mappings:
         assert sb.halo.count(mapping["subscription_id"]) > 0
+
+
+def test_the_question_before_writing_names_each_psa():
+    """On a terminal, sync asks before writing: the question names where the writes go."""
+    from dataclasses import replace
+
+    from infima_autotask.cli.cmd_sync import write_question
+    from infima_autotask.runner import SyncReport
+
+    def planned(client: int, psa: str) -> PlanItem:
+        return replace(HALO_ITEM, client_id=client, psa=psa)
+
+    halo_only = SyncReport(period="2026-12", dry_run=True, items=[planned(1, "halo")])
+    assert write_question(halo_only) == "Write this 1 change to HaloPSA?"
+    assert write_question(halo_only, revert=True) == "Write this 1 change to HaloPSA?"
+    mixed = SyncReport(
+        period="2026-12",
+        dry_run=True,
+        items=[planned(1, "autotask"), planned(2, "autotask"), planned(3, "halo")],
+    )
+    assert write_question(mixed) == "Write these 3 changes (2 to Autotask, 1 to HaloPSA)?"
+    autotask = SyncReport(period="2026-12", dry_run=True, items=[planned(1, "autotask")])
+    assert write_question(autotask, revert=True) == "Write this 1 compensating change to Autotask?"
+
+
+HALO_ITEM = PlanItem(
+    client_id=KESTREL,
+    client_name="Kestrel Law",
+    contract_id=0,
+    contract_service_id=LICENCE,
+    service_id=0,
+    users=14,
+    target=14,
+    before=12,
+    after=14,
+    change=2,
+    unit_price=None,
+    unit_cost=None,
+    new_unit_cost=None,
+    status="planned",
+    psa="halo",
+)

@@ -46,7 +46,7 @@ from infima_autotask.errors import (
     StateError,
 )
 from infima_autotask.halo import SCOPES, HaloApi, HaloCredentials, halo_base
-from infima_autotask.history import History, display_time
+from infima_autotask.history import REVERT_RUN, History, display_time
 from infima_autotask.http import register_secret
 from infima_autotask.infima import InfimaApi
 from infima_autotask.model import read_location_timezone
@@ -338,14 +338,16 @@ class StateStatus:
 
 @dataclass(frozen=True)
 class LastRun:
-    """The newest sync run in the history; ``started_at`` is ISO 8601 UTC, ``outcome`` None
-    while unfinished, ``summary`` the count of items per status."""
+    """The newest run in the history; ``started_at`` is ISO 8601 UTC, ``outcome`` None
+    while unfinished, ``summary`` the count of items per status; ``reverts``: the run a
+    revert undid (None for a sync)."""
 
     period: str
     dry_run: bool
     started_at: str
     outcome: str | None
     summary: dict[str, int]
+    reverts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -450,7 +452,12 @@ def status(runtime: Runtime) -> StatusReport:
             run = history.last_run()
         if run is not None:
             last = LastRun(
-                run.period, run.dry_run, display_time(run.started_at), run.outcome, run.summary
+                run.period,
+                run.dry_run,
+                display_time(run.started_at),
+                run.outcome,
+                run.summary,
+                reverts=run.reverts if run.kind == REVERT_RUN else None,
             )
     codes = [
         found.exit_code

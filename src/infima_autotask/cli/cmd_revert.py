@@ -7,7 +7,13 @@ import click
 from infima_autotask import notify
 from infima_autotask.cli import _common
 from infima_autotask.cli._common import ID, Command, get_runtime, json_option, warn
-from infima_autotask.cli.cmd_sync import INTERRUPTED, Notifications, interruptible, render_report
+from infima_autotask.cli.cmd_sync import (
+    INTERRUPTED,
+    Notifications,
+    interruptible,
+    render_report,
+    write_question,
+)
 from infima_autotask.revert import RevertOptions, run_revert
 from infima_autotask.runner import SyncReport
 from infima_autotask.runtime import Runtime
@@ -45,10 +51,7 @@ def revert(run_id: int, dry_run: bool, yes: bool, as_json: bool) -> None:
         if not planned:
             _exit(preview)
             return
-        question = (
-            f"Write {'this' if planned == 1 else 'these'} {planned} compensating "
-            f"change{'s' if planned != 1 else ''} to Autotask?"
-        )
+        question = write_question(preview, revert=True)
         try:
             agreed = click.confirm(question, default=False, err=True)
         except click.Abort:

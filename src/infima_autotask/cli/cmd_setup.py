@@ -327,7 +327,10 @@ def _infima_text(found: setup.InfimaStatus) -> str:
 def _last_run_text(run: setup.LastRun | None) -> str:
     if run is None:
         return "never"
-    kind = "dry run" if run.dry_run else "sync"
+    if run.reverts is not None:
+        kind = f"revert of run {run.reverts}" + (" (dry run)" if run.dry_run else "")
+    else:
+        kind = "dry run" if run.dry_run else "sync"
     return f"{run.period} {kind} at {run.started_at}: {run.outcome or 'unfinished'}"
 
 
@@ -419,6 +422,7 @@ def status_document(report: setup.StatusReport) -> dict[str, Any]:
         else {
             "period": run.period,
             "dry_run": run.dry_run,
+            "reverts": run.reverts,
             "time": run.started_at,
             "outcome": run.outcome,
             "summary": run.summary,

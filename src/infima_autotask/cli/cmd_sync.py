@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import date
@@ -27,7 +28,7 @@ from infima_autotask.cli._common import (
     signed,
     warn,
 )
-from infima_autotask.config import PSA_NAMES, PSAS, Config
+from infima_autotask.config import AUTOTASK, PSA_NAMES, PSAS, Config
 from infima_autotask.errors import InfimaAutotaskError, UsageError
 from infima_autotask.plan_file import ReviewedPlan, load_plan, save_plan
 from infima_autotask.runner import (
@@ -215,10 +216,7 @@ def sync(
         if planned:
             # With --json, stdout keeps its one document: the plan goes to the terminal.
             render_report(preview, as_json=False, show_all=show_all, to_stderr=as_json)
-            question = (
-                f"Write {'this' if planned == 1 else 'these'} {planned} "
-                f"change{'s' if planned != 1 else ''} to Autotask?"
-            )
+            question = write_question(preview)
             try:
                 agreed = click.confirm(question, default=False, err=True)
             except click.Abort:  # Ctrl-C or end of input at the question
@@ -455,6 +453,20 @@ def render_report(
             total = sum(item.money_change for item in moving)
             done = "planned" if report.dry_run else "written"
             warn(f"Money change {done}: {total:+.2f} a period at the unit prices.")
+
+
+def write_question(preview: SyncReport, *, revert: bool = False) -> str:
+    """``Write these 3 changes to Autotask?``, naming each PSA the planned writes go to (a
+    revert on Autotask writes compensating adjustments, on the others the count back)."""
+    planned = [item for item in preview.items if item.status == PLANNED]
+    psas = Counter(item.psa for item in planned)
+    n = len(planned)
+    kind = "compensating " if revert and set(psas) == {AUTOTASK} else ""
+    head = f"Write {'this' if n == 1 else 'these'} {n} {kind}change{'s' if n != 1 else ''}"
+    if len(psas) == 1:
+        return f"{head} to {PSA_NAMES[next(iter(psas))]}?"
+    shares = ", ".join(f"{count} to {PSA_NAMES[psa]}" for psa, count in psas.items())
+    return f"{head} ({shares})?"
 
 
 def _detail(item: PlanItem) -> str:
