@@ -168,6 +168,8 @@ def test_a_three_psa_month_writes_each_change_once_in_its_psa_own_terms(world):
         14,
     )
     assert kestrel["effective_date"] is None and kestrel["change"] == 2
+    # Halo's price is on the recurring-invoice line: no unit price, money unknown (not 0.00).
+    assert kestrel["unit_price"] is None and kestrel["money_change"] is None
     # Halo: one POST of the absolute count, with the subscription's id; nothing created.
     (post,) = world.posts()
     assert post.body == WRITE
@@ -208,6 +210,19 @@ def test_halo_alone_asks_no_other_psa_anything(world):
         ("POST", "/api/SoftwareLicence"),
     ]
     assert "by_psa" not in doc  # a run of one PSA keeps SPEC §8's document
+
+
+def test_the_report_counts_no_money_for_a_line_without_a_price(world):
+    world.write_config(autotask=False, cw=False)
+    assert world.sync()[0].exit_code == 0
+    result = world.run("report", "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (row,) = doc["rows"]
+    assert (row["change"], row["unit_price"], row["money_change"]) == (2, None, None)
+    assert "money change 0.00 (not counting 1 changed line without a unit price)" in result.stderr
+    table = world.run("sync", "--dry-run")
+    assert "Money change" not in table.stderr
 
 
 def test_a_dry_run_plans_the_target_and_sends_nothing(world):

@@ -92,6 +92,7 @@ class Totals:
     change: int
     money_change: Decimal
     statuses: dict[str, int]
+    unpriced: int = 0  # rows that changed without a unit price (a Halo subscription has none)
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def _totals(rows: Sequence[ReportRow]) -> Totals:
             (row.money_change for row in rows if row.money_change is not None), start=ZERO
         ),
         statuses=statuses,
+        unpriced=sum(1 for row in rows if row.change and row.money_change is None),
     )
 
 
@@ -367,6 +369,12 @@ def summary(report: Report) -> str:
         f"Report for {report.period}{plan}: {totals.clients} client"
         f"{'s' if totals.clients != 1 else ''}, change {_signed(totals.change)} units, "
         f"money change {money_text(totals.money_change, signed=True)}"
+        + (
+            f" (not counting {totals.unpriced} changed line{'s' if totals.unpriced != 1 else ''}"
+            " without a unit price)"
+            if totals.unpriced
+            else ""
+        )
     )
 
 

@@ -148,12 +148,13 @@ class PlanItem:
         return Rates(self.unit_price, self.unit_cost)
 
     @property
-    def money_change(self) -> float:
-        """change x unit price for a write; 0 for everything else."""
+    def money_change(self) -> float | None:
+        """change x unit price for a write; 0 for everything else; None for a write whose
+        line carries no unit price (a Halo subscription: its price is on the invoice line)."""
         if not self.writes:
             return 0.0
         amount = billing_money_change(self.change, self.unit_price)
-        return 0.0 if amount is None else float(amount)
+        return None if amount is None else float(amount)
 
     def as_json(self) -> dict[str, object]:
         """The item object of SPEC §8's ``--json`` document."""

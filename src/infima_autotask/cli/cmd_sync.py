@@ -445,12 +445,12 @@ def render_report(
                 warn(f"  {PSA_NAMES[psa]}: {summary_text(counts, dry_run=report.dry_run)}")
         # Only lines with a unit price move money here (a Halo subscription carries none).
         moving = [
-            item
+            money
             for item in report.items
-            if item.writes and item.change and item.unit_price is not None
+            if item.writes and item.change and (money := item.money_change) is not None
         ]
         if moving and not as_json:
-            total = sum(item.money_change for item in moving)
+            total = sum(moving)
             done = "planned" if report.dry_run else "written"
             warn(f"Money change {done}: {total:+.2f} a period at the unit prices.")
 
@@ -472,8 +472,9 @@ def write_question(preview: SyncReport, *, revert: bool = False) -> str:
 def _detail(item: PlanItem) -> str:
     """The item's message, then the money a write moves and the line's account and service."""
     parts = [item.message] if item.message else []
-    if item.writes and item.change and item.unit_price is not None:
-        parts.append(f"{item.money_change:+.2f} at {item.unit_price:.2f} a unit")
+    money = item.money_change
+    if item.writes and item.change and item.unit_price is not None and money is not None:
+        parts.append(f"{money:+.2f} at {item.unit_price:.2f} a unit")
     names = " / ".join(name for name in (item.account_name, item.service_name) if name)
     if names:
         parts.append(names)
