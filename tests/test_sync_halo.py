@@ -498,3 +498,15 @@ HALO_ITEM = PlanItem(
     status="planned",
     psa="halo",
 )
+
+
+def test_a_wrong_url_is_named_as_the_url_not_the_secret(world):
+    """A URL with a path Halo does not serve (`.../auth`, a typo) answers 404 at the token
+    request: the error says to check the URL, not the client id and secret."""
+    sb = world.sandbox
+    args = ("connect", "--psa", "halo", "--client-id", sb.halo_client_id, "--url")
+    result = world.run(*args, f"{sb.halo_url}/auth")
+    assert result.exit_code == 3, result.output
+    assert "has no token endpoint at" in result.stderr and "Check the URL" in result.stderr
+    assert "client id and secret" not in result.stderr
+    assert world.run(*args, sb.halo_url).exit_code == 0

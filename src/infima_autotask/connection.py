@@ -137,7 +137,8 @@ def _from_environment(runtime: Runtime, variable: str, value: str, what: str) ->
     try:
         yield
     except AuthenticationError as exc:
-        if runtime.env.get(variable) != value:
+        # A 404 is the address, not the secret: the original message says to check the URL.
+        if runtime.env.get(variable) != value or exc.status in (404, 405):
             raise
         raise AuthenticationError(
             f"{exc.message.split('. ')[0]}. The {what} came from {variable} in the environment, "

@@ -251,6 +251,14 @@ class HaloApi:
             if self.creds.tenant
             else "for hosted Halo the tenant (--tenant, the name in https://TENANT.halopsa.com)"
         )
+        if exc.status in (404, 405):  # no token endpoint there: the URL, not the secret
+            return AuthenticationError(
+                f"HaloPSA has no token endpoint at {self.auth_url()}/token (HTTP {exc.status}). "
+                "Check the URL: your Halo web address, e.g. https://acme.halopsa.com, without "
+                "/auth or /api; then run `infima-autotask connect --psa halo` again.",
+                status=exc.status,
+                errors=exc.errors,
+            )
         return AuthenticationError(
             f"HaloPSA refused the token request (HTTP {exc.status}){said}. Check the client id "
             "and secret, that the API application's Authentication method is Client ID and "
