@@ -510,3 +510,16 @@ def test_a_wrong_url_is_named_as_the_url_not_the_secret(world):
     assert "has no token endpoint at" in result.stderr and "Check the URL" in result.stderr
     assert "client id and secret" not in result.stderr
     assert world.run(*args, sb.halo_url).exit_code == 0
+
+
+def test_the_nightly_psa_line_of_a_halo_only_shop_still_names_unmapped_clients(world):
+    """`sync --psa halo` where every mapping is Halo's is a full run: a new INFIMA client
+    without a mapping is named (the nightly cron line is where the operator sees it)."""
+    world.write_config(autotask=False, cw=False)
+    result, doc = world.sync("--psa", "halo", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert any("Juniper Dental (109)" in w for w in doc["warnings"]), doc["warnings"]
+    world.write_config(autotask=False)  # with a ConnectWise mapping too: Halo's alone
+    result, doc = world.sync("--psa", "halo", "--dry-run")
+    assert [i["psa"] for i in doc["items"]] == ["halo"]
+    assert not any("without a mapping" in w for w in doc["warnings"])

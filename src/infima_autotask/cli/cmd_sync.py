@@ -90,7 +90,11 @@ class _Bar:
 
 
 def _clients_on(config: Config, psa: str, given: tuple[int, ...]) -> tuple[int, ...]:
-    """``--psa``: the clients mapped on that PSA (of ``given``, when given)."""
+    """``--psa``: the clients mapped on that PSA (of ``given``, when given). When every
+    mapping is on that PSA, ``--psa`` selects nothing: the run stays a full one (so INFIMA
+    clients without a mapping are still named on a single-PSA shop's nightly line)."""
+    if not given and config.mappings and all(m.psa == psa for m in config.mappings):
+        return ()
     found = tuple(
         m.client_id
         for m in config.mappings
@@ -192,6 +196,7 @@ def sync(
       infima-autotask sync --dry-run --plan-out plan.json && infima-autotask sync --plan plan.json
       infima-autotask sync --if-due --quiet        # daily catch-up line for cron
       infima-autotask sync --psa connectwise --quiet  # nightly line for ConnectWise
+      infima-autotask sync --psa halo --quiet      # nightly line for HaloPSA
     """
     if detailed_exitcode and not dry_run:
         raise click.UsageError("--detailed-exitcode works only with --dry-run.")

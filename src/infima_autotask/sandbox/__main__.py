@@ -46,11 +46,13 @@ def main() -> None:
             f"#   public key        {sandbox.cw_public_key}",
             f"#   private key       {sandbox.cw_private_key}",
             f"#   clientId          {sandbox.cw_client_id}",
+            f"#   (or export INFIMA_CONNECTWISE_PRIVATE_KEY={sandbox.cw_private_key})",
             "",
             "# HaloPSA (`connect --psa halo`; on-premises style: no tenant needed):",
             f"#   url               {sandbox.halo_url}",
             f"#   client id         {sandbox.halo_client_id}",
             f"#   client secret     {sandbox.halo_client_secret}",
+            f"#   (or export INFIMA_HALO_CLIENT_SECRET={sandbox.halo_client_secret})",
         ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
