@@ -501,3 +501,16 @@ def test_check_successor_by_infima_name_and_unknown_infima_client(halo, config_p
     assert status[4242] == (
         "INFIMA has no client 4242; check it in INFIMA, or `infima-autotask unmap 4242`"
     )
+
+
+def test_map_warns_when_the_subscription_is_not_named_for_infima(halo, config_path):
+    """9128 is Kestrel's Microsoft 365 subscription (a typo for 9127): `map` warns, naming
+    the INFIMA one, so sync does not set the M365 seat count to the INFIMA count unseen."""
+    result = halo("map", "110", "--psa", "halo", "--account", "45", "--subscription", "9128")
+    assert result.exit_code == 0, result.output  # a warning: without a terminal it maps
+    assert (
+        "subscription 9128 is 'Microsoft 365 Business Premium', not named for INFIMA (the "
+        "client's INFIMA one: 9127): is it the INFIMA seats line?" in result.stderr
+    )
+    clean = halo("map", "110", "--psa", "halo", "--account", "45", "--subscription", "9127")
+    assert clean.exit_code == 0 and "not named for INFIMA" not in clean.stderr

@@ -240,6 +240,15 @@ def map_subscription(
     )
     new = _with_overrides(base, overrides)
     warnings = mapping_warnings(config, new)
+    infima = [lic for lic in infima_named(licences) if lic.active_on(today)]
+    if licence not in infima and infima_named([licence]) == []:
+        # Halo has no product id to compare with the other mappings: the name is the clue.
+        ids = ", ".join(str(lic.id) for lic in sorted(infima, key=lambda x: x.id))
+        found = f" (the client's INFIMA one: {ids})" if ids else ""
+        warnings.append(
+            f"subscription {licence.id} is {licence.name!r}, not named for INFIMA{found}: is "
+            "it the INFIMA seats line?"
+        )
     return SubscriptionMapResult(config.with_mapping(new), old, new, notes, warnings, not_billed)
 
 
