@@ -514,3 +514,13 @@ def test_map_warns_when_the_subscription_is_not_named_for_infima(halo, config_pa
     )
     clean = halo("map", "110", "--psa", "halo", "--account", "45", "--subscription", "9127")
     assert clean.exit_code == 0 and "not named for INFIMA" not in clean.stderr
+
+
+def test_map_to_an_ended_subscription_names_its_successor(halo, config_path):
+    result = halo("map", "110", "--psa", "halo", "--account", "47", "--subscription", "9140")
+    assert result.exit_code == 2, result.output
+    assert "ended on" in result.stderr
+    assert (
+        "its successor is subscription 9141: run `infima-autotask map 110 --psa halo "
+        "--account 47 --subscription 9141`" in result.stderr
+    )

@@ -216,7 +216,13 @@ def map_subscription(
         licence = api.licence(subscription_id)
     problem = line_problem(client.id, client, subscription_id, licence, today)
     if problem is not None or licence is None:
-        raise _problem(problem or f"subscription {subscription_id} not found in HaloPSA")
+        text = problem or f"subscription {subscription_id} not found in HaloPSA"
+        name = licence.name if licence is not None else None
+        found = successor(subscription_id, name, licences, today)
+        if found is not None:  # as --check and sync name it
+            command = map_command(request.client_id, client.id, found.id)
+            text += f"; its successor is subscription {found.id}: run `{command}`"
+        raise _problem(text)
     _raise(_taken_problem(config, request.client_id, licence.id, HALO))
     not_billed = billing_warning(licence.id, api.recurring_lines(client.id))
 
@@ -244,9 +250,9 @@ def map_subscription(
     if licence not in infima and infima_named([licence]) == []:
         # Halo has no product id to compare with the other mappings: the name is the clue.
         ids = ", ".join(str(lic.id) for lic in sorted(infima, key=lambda x: x.id))
-        found = f" (the client's INFIMA one: {ids})" if ids else ""
+        theirs = f" (the client's INFIMA one: {ids})" if ids else ""
         warnings.append(
-            f"subscription {licence.id} is {licence.name!r}, not named for INFIMA{found}: is "
+            f"subscription {licence.id} is {licence.name!r}, not named for INFIMA{theirs}: is "
             "it the INFIMA seats line?"
         )
     return SubscriptionMapResult(config.with_mapping(new), old, new, notes, warnings, not_billed)
