@@ -523,3 +523,14 @@ def test_the_nightly_psa_line_of_a_halo_only_shop_still_names_unmapped_clients(w
     result, doc = world.sync("--psa", "halo", "--dry-run")
     assert [i["psa"] for i in doc["items"]] == ["halo"]
     assert not any("without a mapping" in w for w in doc["warnings"])
+
+
+def test_a_refused_secret_from_the_environment_says_so_where_cron_sees_it(world):
+    """A wrong INFIMA_HALO_CLIENT_SECRET in cron.env: sync's error names the variable
+    (running connect again could not help while it is set)."""
+    world.write_config(autotask=False, cw=False)
+    world.env["INFIMA_HALO_CLIENT_SECRET"] = "not-the-secret"
+    result = world.run("sync")
+    assert result.exit_code == 3, result.output
+    assert "came from INFIMA_HALO_CLIENT_SECRET in the environment" in result.stderr
+    assert "not-the-secret" not in result.stderr

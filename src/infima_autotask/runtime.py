@@ -15,6 +15,7 @@ from infima_autotask.autotask import AutotaskApi, lookup_zone
 from infima_autotask.config import CONNECTWISE, HALO, Config, load_config
 from infima_autotask.connectwise import ConnectWiseApi, ConnectWiseCredentials
 from infima_autotask.credentials import (
+    ENV_HALO_CLIENT_SECRET,
     ENV_USERNAME,
     AutotaskCredentials,
     autotask_credentials,
@@ -226,6 +227,9 @@ class Runtime:
                 client_id=client_id,
                 client_secret=halo_client_secret(client_id, self.env),
                 tenant=settings.tenant if settings is not None else None,
+                secret_from=ENV_HALO_CLIENT_SECRET
+                if self.env.get(ENV_HALO_CLIENT_SECRET)
+                else None,
             )
             self._halo = HaloApi(self.new_http("HaloPSA"), creds, pacer=self.halo_pacer())
         return self._halo

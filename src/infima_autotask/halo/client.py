@@ -67,12 +67,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class HaloCredentials:
-    """What the token request needs. ``client_secret`` is the only secret."""
+    """What the token request needs. ``client_secret`` is the only secret; ``secret_from``
+    names the environment variable it came from (a refusal then says to fix or unset it)."""
 
     url: str
     client_id: str
     client_secret: str = field(repr=False)
     tenant: str | None = None
+    secret_from: str | None = None
 
 
 def halo_base(url: str) -> str:
@@ -259,10 +261,16 @@ class HaloApi:
                 status=exc.status,
                 errors=exc.errors,
             )
+        then = (
+            f"the client secret came from {self.creds.secret_from} in the environment, which "
+            f"wins over the keyring: correct it there, or unset {self.creds.secret_from}"
+            if self.creds.secret_from
+            else "then run `infima-autotask connect --psa halo` again"
+        )
         return AuthenticationError(
             f"HaloPSA refused the token request (HTTP {exc.status}){said}. Check the client id "
             "and secret, that the API application's Authentication method is Client ID and "
-            f"Secret, and {tenant}; then run `infima-autotask connect --psa halo` again.",
+            f"Secret, and {tenant}; {then}.",
             status=exc.status,
             errors=exc.errors,
         )
