@@ -534,3 +534,19 @@ def test_a_refused_secret_from_the_environment_says_so_where_cron_sees_it(world)
     assert result.exit_code == 3, result.output
     assert "came from INFIMA_HALO_CLIENT_SECRET in the environment" in result.stderr
     assert "not-the-secret" not in result.stderr
+
+
+def test_with_two_psas_connected_and_no_autotask_a_command_asks_which(world):
+    """SPEC §10's default is the only connected PSA, else Autotask; with ConnectWise and Halo
+    connected and no Autotask, "else Autotask" would only say Autotask is not set up."""
+    doc = yaml.safe_load(world.config.read_text())
+    del doc["autotask"]
+    world.config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    del world.env["INFIMA_AUTOTASK_USERNAME"]
+    result = world.run("search-accounts", "kestrel")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        "Error: ConnectWise and HaloPSA are both connected: say which this command is for "
+        "with --psa connectwise or --psa halo."
+    )
+    assert world.run("search-accounts", "--psa", "halo", "kestrel").exit_code == 0

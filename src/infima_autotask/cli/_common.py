@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from tabulate import tabulate
 
-from infima_autotask.config import HALO, PSAS, Config
+from infima_autotask.config import AUTOTASK, HALO, PSA_NAMES, PSAS, Config
+from infima_autotask.credentials import ENV_USERNAME
 from infima_autotask.errors import InfimaAutotaskError, UsageError
 from infima_autotask.runtime import Runtime
 from infima_autotask.sync import parse_month
@@ -183,6 +184,16 @@ def chosen_psa(
     """``--psa`` as given, else the default (SPEC §10: the only connected PSA, else
     Autotask); HaloPSA only for the commands that serve it yet (``halo``)."""
     psa = given or runtime.default_psa(config)
+    if given is None and psa == AUTOTASK:
+        from_env = bool(runtime.env.get(ENV_USERNAME))
+        connected = (config or runtime.config).connected_psas(autotask_from_env=from_env)
+        if len(connected) > 1 and AUTOTASK not in connected:
+            # "else autotask" would only say Autotask is not set up: name the choice instead.
+            names = " or ".join(f"--psa {key}" for key in connected)
+            raise UsageError(
+                f"{' and '.join(PSA_NAMES[key] for key in connected)} are both connected: "
+                f"say which this command is for with {names}."
+            )
     if psa == HALO and not halo:
         raise UsageError(
             "HaloPSA is not supported by this version yet; use --psa autotask or connectwise."
