@@ -393,3 +393,28 @@ def test_proxies_and_ca_bundle_come_from_the_environment_once_per_host(
     fresh = HttpClient("Autotask")
     fresh.request("GET", "https://webservices5.autotask.net/x", retry=True)
     assert requests_mock.last_request.verify is True
+
+
+@pytest.mark.parametrize(
+    ("raised", "shown"),
+    [
+        (
+            "HTTPSConnectionPool(host='acme.halopsa.cmo', port=443): Max retries exceeded with "
+            "url: /api/authinfo (Caused by NameResolutionError(\"<urllib3.connection."
+            "HTTPSConnection object at 0x7f>: Failed to resolve 'acme.halopsa.cmo' ([Errno -2] "
+            'Name or service not known)"))',
+            "Failed to resolve 'acme.halopsa.cmo' ([Errno -2] Name or service not known)",
+        ),
+        (
+            "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: / "
+            "(Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at "
+            "0x7f>: Failed to establish a new connection: [Errno 111] Connection refused'))",
+            "[Errno 111] Connection refused",
+        ),
+    ],
+)
+def test_a_connection_error_keeps_its_cause_whole(raised, shown):
+    """The cause's own brackets stay balanced (they were cut with the wrappers' before)."""
+    from infima_autotask.http import _reason
+
+    assert _reason(requests.ConnectionError(raised)) == shown

@@ -506,5 +506,8 @@ def _path(url: str) -> str:
 def _reason(exc: Exception) -> str:
     text = str(exc.__context__ or exc) if isinstance(exc, requests.ConnectionError) else str(exc)
     # urllib3 reasons are long and repeat the URL; keep the tail, which names the cause.
-    text = text.rsplit(": ", 1)[-1].strip("')\" ")
+    text = text.rsplit(": ", 1)[-1].strip("'\" ")
+    # Drop the wrapping exceptions' closing brackets, keep the cause's own "(... known)".
+    while text.endswith(")") and text.count(")") > text.count("("):
+        text = text[:-1].rstrip("'\" ")
     return redact(text)[:200] or type(exc).__name__
