@@ -400,7 +400,7 @@ def test_proxies_and_ca_bundle_come_from_the_environment_once_per_host(
     [
         (
             "HTTPSConnectionPool(host='acme.halopsa.cmo', port=443): Max retries exceeded with "
-            "url: /api/authinfo (Caused by NameResolutionError(\"<urllib3.connection."
+            'url: /api/authinfo (Caused by NameResolutionError("<urllib3.connection.'
             "HTTPSConnection object at 0x7f>: Failed to resolve 'acme.halopsa.cmo' ([Errno -2] "
             'Name or service not known)"))',
             "Failed to resolve 'acme.halopsa.cmo' ([Errno -2] Name or service not known)",

@@ -258,6 +258,8 @@ def test_an_inactive_subscription_fails_with_the_fix(world):
     (item,) = doc["items"]
     assert item["status"] == "failed"
     assert item["message"].startswith(f"subscription {halo_data.PELICAN_OLD_LICENCE_ID} ended on")
+    # An unusable line shows no count as "before", and no change (as for Autotask).
+    assert (item["before"], item["after"], item["change"]) == (None, None, None)
     # Its successor (same name, active) is named with the exact command.
     assert (
         f"`infima-autotask map {KESTREL} --psa halo --account 47 --subscription "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from infima_autotask.config import HALO, ClientMapping
 from infima_autotask.errors import ApiError, ApiRejected, UsageError
@@ -97,7 +98,9 @@ def plan_halo(
             if found is not None
             else f"map the client to its current subscription with `{command}`"
         )
-        return item(FAILED, f"{problem or 'no subscription'}; {fix}")
+        # The line is not usable: no count of it is shown as "before" (as for Autotask).
+        failed = item(FAILED, f"{problem or 'no subscription'}; {fix}")
+        return replace(failed, before=None, after=None, change=None)
     if before is None or target is None:
         shown = "no count" if line.count is None else f"count {line.count:g}"
         return item(
