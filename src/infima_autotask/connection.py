@@ -431,7 +431,7 @@ def status(runtime: Runtime) -> StatusReport:
     else:
         # Another PSA is connected and Autotask never was: nothing to test, nothing failed.
         autotask_status = AutotaskStatus(
-            problem=Problem(NOT_CONFIGURED, "not set up (another PSA is connected)", 0)
+            problem=Problem(NOT_CONFIGURED, "not used (another PSA is connected)", 0)
         )
     cw_status = (
         _probe(connectwise, lambda problem: ConnectWiseStatus(problem=problem))
