@@ -552,3 +552,21 @@ def test_with_two_psas_connected_and_no_autotask_a_command_asks_which(world):
         "with --psa connectwise or --psa halo."
     )
     assert world.run("search-accounts", "--psa", "halo", "kestrel").exit_code == 0
+
+
+def test_a_reviewed_plan_writes_exactly_the_halo_change_it_shows(world, tmp_path):
+    """`sync --dry-run --plan-out` then `sync --plan` (review before write) on Halo: the plan
+    holds the POST body, and the real run writes it. (Both failed before: a Halo write has
+    no effective date and no unit price, which the plan file required.)"""
+    world.write_config(autotask=False, cw=False)
+    plan = tmp_path / "plan.json"
+    result, _ = world.sync("--dry-run", "--plan-out", str(plan))
+    assert result.exit_code == 0, result.output
+    assert world.posts() == []
+    (saved,) = json.loads(plan.read_text())["items"]
+    assert saved["request"] == WRITE  # the exact body, with the subscription's id
+    result = world.run("sync", "--json", "--plan", str(plan))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["items"][0]["status"] == "updated" and world.sandbox.halo.count(LICENCE) == 14
+    assert [p.body for p in world.posts()] == [WRITE]

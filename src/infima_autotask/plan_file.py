@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from infima_autotask.billing import wire_effective_date
-from infima_autotask.config import CONNECTWISE
+from infima_autotask.config import AUTOTASK, COUNT_PSAS, HALO
 from infima_autotask.connectwise.client import patch_body
 from infima_autotask.errors import UsageError
 from infima_autotask.fsutil import write_atomically
+from infima_autotask.halo.client import count_body
 from infima_autotask.statuses import PLANNED
 from infima_autotask.sync import (
     PlanItem,
@@ -47,12 +48,14 @@ def adjustment_body(item: PlanItem, zone: str | None) -> dict[str, Any]:
 
 
 def request_body(item: PlanItem, zone: str | None) -> Any:
-    """The body a planned item's write sends: Autotask's adjustment (a delta), or
-    ConnectWise's JSON Patch (the absolute target)."""
-    if item.psa != CONNECTWISE:
+    """The body a planned item's write sends: Autotask's adjustment (a delta), ConnectWise's
+    JSON Patch or HaloPSA's subscription entry (both the absolute target)."""
+    if item.psa == AUTOTASK:
         return adjustment_body(item, zone)
     if item.target is None:  # planning never plans a write without a target
         raise ValueError(f"client {item.client_id}: a write without a target")
+    if item.psa == HALO:
+        return count_body(item.contract_service_id, item.account_id, item.target)
     return patch_body(item.target, item.new_unit_cost if item.cost_changes else None)
 
 
@@ -159,7 +162,7 @@ def load_plan(path: Path) -> ReviewedPlan:
         for entry in document["items"]:
             if entry["status"] != PLANNED:
                 continue
-            timeless = entry.get("psa") == CONNECTWISE
+            timeless = entry.get("psa") in COUNT_PSAS
             writes[whole_from_json(entry["client_id"])] = PlannedWrite(
                 contract_service_id=whole_from_json(entry["contract_service_id"]),
                 users=whole_from_json(entry["users"]),
@@ -168,7 +171,7 @@ def load_plan(path: Path) -> ReviewedPlan:
                 effective=_optional_text(entry["effective_date"], timeless),
                 unit_price=_number(entry["unit_price"]),
                 unit_cost=_number(entry["unit_cost"]),
-                # A ConnectWise write carries no date: it takes effect when sent.
+                # A ConnectWise or Halo write carries no date: it takes effect when sent.
                 sent_date=None if timeless else str(entry["request"]["effectiveDate"]),
             )
     except (KeyError, TypeError, ValueError, UsageError):  # WholeNumberError is a ValueError
@@ -176,16 +179,19 @@ def load_plan(path: Path) -> ReviewedPlan:
     return ReviewedPlan(str(path), period, writes)
 
 
-def _number(value: Any) -> float:
+def _number(value: Any) -> float | None:
+    """A rate as saved; null where the line carries none (a Halo subscription)."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(value)
     return float(value)
 
 
 def _optional_text(value: Any, timeless: bool) -> str | None:
-    """An item's effective date as saved: ConnectWise's is null, Autotask's a date."""
+    """An item's effective date as saved: a count PSA's is null, Autotask's a date."""
     if timeless:
         if value is not None:
-            raise ValueError("a ConnectWise write has no effective date")
+            raise ValueError("a ConnectWise or Halo write has no effective date")
         return None
     return str(value)

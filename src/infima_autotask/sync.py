@@ -128,6 +128,7 @@ class PlanItem:
     account_name: str = ""
     service_name: str = ""
     psa: str = AUTOTASK
+    account_id: int = 0  # the PSA's account (set where a write names it: a Halo client)
 
     @property
     def cost_changes(self) -> bool:

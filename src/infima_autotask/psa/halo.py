@@ -81,6 +81,7 @@ def plan_halo(
             account_name=mapping.account_name or "",
             service_name=(line.name if line is not None else "") or mapping.service_name or "",
             psa=HALO,
+            account_id=mapping.account_id,
         )
 
     if count is None or count.users is None:
