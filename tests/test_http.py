@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -418,3 +419,34 @@ def test_a_connection_error_keeps_its_cause_whole(raised, shown):
     from infima_autotask.http import _reason
 
     assert _reason(requests.ConnectionError(raised)) == shown
+
+
+def test_a_rolling_limit_keeps_its_window_for_the_next_command(tmp_path):
+    """The window outlives the command: a rerun right after a full window (Ctrl-C, then
+    `sync` again) waits its turn instead of meeting the server's 429s. Stamps from another
+    boot (later than now) and an unreadable file count as none."""
+    from infima_autotask.http import RollingLimit
+
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    ledger = tmp_path / "state" / "halo-requests.json"
+    first = RollingLimit(3, 300.0, clock=lambda: now[0], sleep=sleep, ledger=ledger)
+    for _ in range(3):
+        first.wait()
+        now[0] += 1.0
+    assert slept == [] and len(json.loads(ledger.read_text())) == 3
+    second = RollingLimit(3, 300.0, clock=lambda: now[0], sleep=sleep, ledger=ledger)
+    second.wait()  # a new command: the three of the last one are still in the window
+    assert slept == [pytest.approx(297.0)]
+    ledger.write_text(json.dumps([now[0] + 5000.0] * 3))  # stamps of an earlier boot
+    third = RollingLimit(3, 300.0, clock=lambda: now[0], sleep=sleep, ledger=ledger)
+    third.wait()
+    assert len(slept) == 1
+    ledger.write_text("not json")
+    RollingLimit(3, 300.0, clock=lambda: now[0], sleep=sleep, ledger=ledger).wait()
+    assert len(slept) == 1

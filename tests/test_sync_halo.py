@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -570,3 +571,51 @@ def test_a_reviewed_plan_writes_exactly_the_halo_change_it_shows(world, tmp_path
     doc = json.loads(result.stdout)
     assert doc["items"][0]["status"] == "updated" and world.sandbox.halo.count(LICENCE) == 14
     assert [p.body for p in world.posts()] == [WRITE]
+
+
+def test_ctrl_c_while_a_write_waits_for_the_rate_limit_sends_nothing_more(world):
+    """300 changed Halo mappings need more than the 290 requests pacing allows in 5 minutes:
+    Ctrl-C while the 291st waits its turn ends the wait at once, and that write (and every
+    one queued) is never sent: held, exit 130. The next run writes the rest, each once."""
+    import _thread
+    import time as real_time
+
+    sb = world.sandbox
+    clock = FakeClock()
+    interrupted = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        if seconds >= 60 and not interrupted.is_set():  # the pacing wait, not a backoff
+            interrupted.set()
+            _thread.interrupt_main()  # the operator's Ctrl-C, while the write waits
+            real_time.sleep(0.5)  # the main thread takes it and stops the writes
+        clock.sleep(seconds)
+
+    world.clock = clock
+    sb.halo.clock = clock.now
+    mappings = sb.generate_halo(300, changes=300)
+    world.write_config(autotask=False, cw=False, halo=mappings)
+    seams_sleep = clock.sleep
+    clock.sleep = sleep  # type: ignore[method-assign]
+    result = world.run("sync", "--json")
+    clock.sleep = seams_sleep  # type: ignore[method-assign]
+    assert interrupted.is_set()
+    assert result.exit_code == 130, result.output
+    posts = [r for r in world.posts() if r.status == 200]
+    assert 250 < len(posts) < 290  # what was sent before the wait; nothing after it
+    assert len(world.posts()) == len(posts)
+    held = [
+        m
+        for m in mappings
+        if sb.halo.count(m["subscription_id"]) != 0
+        and not any(u["licence_id"] == m["subscription_id"] for u in sb.halo.updates)
+    ]
+    assert len(held) == 300 - len(posts)
+    assert "Interrupted" in result.stderr
+
+    again, doc = world.sync()
+    assert again.exit_code == 0, again.output
+    applied = Counter(u["licence_id"] for u in sb.halo.updates)
+    assert set(applied) == {m["subscription_id"] for m in mappings}
+    assert set(applied.values()) == {1}  # every subscription written exactly once
+    world.assert_nothing_created()

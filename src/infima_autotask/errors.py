@@ -60,6 +60,11 @@ class ApiError(InfimaAutotaskError):
         self.errors = list(errors)
 
 
+class RequestNotSent(ApiError):
+    """A request the tool stopped before sending it (Ctrl-C while it waited its turn under
+    a rate limit): nothing reached the server."""
+
+
 class ApiRejected(ApiError):
     """The server answered and refused: a 4xx, or a 500 whose body carries ``errors``.
 

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,8 +31,10 @@ from infima_autotask.errors import (
     ApiUnavailable,
     AuthenticationError,
     BadResponseError,
+    RequestNotSent,
     UnsafeUrlError,
 )
+from infima_autotask.fsutil import make_private_dirs, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -146,28 +149,50 @@ class RollingLimit:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
+        cancel: threading.Event | None = None,
+        ledger: Path | None = None,
     ) -> None:
         if max_requests < 1 or window_s <= 0:
             raise ValueError("a rolling limit needs at least one request in a positive window")
         self.max_requests = max_requests
         self.window_s = window_s
         self.clock = clock
-        self._sleep = sleep or (lambda seconds: time.sleep(seconds))
+        # Set on Ctrl-C: a request still waiting its turn is never sent (a wait may be minutes).
+        self.cancel = cancel
+        self._sleep: Callable[[float], object] = sleep or (
+            cancel.wait if cancel is not None else (lambda seconds: time.sleep(seconds))
+        )
         self._sent: deque[float] = deque()
         self._lock = threading.Lock()
+        # The window's send times, kept between commands: the server counts every request
+        # of the last window, this command's or the one just before it (a rerun after Ctrl-C).
+        # The clock is the system's monotonic one, the same in every process until a reboot.
+        self.ledger = ledger
+        self._loaded = ledger is None
 
     def wait(self) -> None:
-        """Block until a request may be sent without passing the limit, and count it."""
+        """Block until a request may be sent without passing the limit, and count it.
+
+        Raises:
+            RequestNotSent: ``cancel`` was set before the request's turn came.
+        """
         # The lock is held while sleeping: a waiting thread would only queue behind it.
         with self._lock:
             while True:
+                if self.cancel is not None and self.cancel.is_set():
+                    raise RequestNotSent(
+                        "not sent: the run was interrupted while the request waited for the "
+                        "rate limit"
+                    )
                 now = self.clock()
                 # The least wait keeps float rounding (a sleep that ends a hair before the
                 # window does) from spinning without the clock moving.
+                self._load(now)
                 while self._sent and self._sent[0] + self.window_s <= now:
                     self._sent.popleft()
                 if len(self._sent) < self.max_requests:
                     self._sent.append(now)
+                    self._save()
                     return
                 delay = max(self._sent[0] + self.window_s - now, 1e-3)
                 log.info(
@@ -179,6 +204,36 @@ class RollingLimit:
                 self._sleep(delay)
 
     __call__ = wait
+
+    def _load(self, now: float) -> None:
+        """The earlier commands' send times still in the window (once; unreadable: none)."""
+        if self._loaded or self.ledger is None:
+            return
+        self._loaded = True
+        try:
+            stamps = json.loads(self.ledger.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if not isinstance(stamps, list):
+            return
+        # After a reboot the clock starts again: stamps from "the future" are stale.
+        kept = sorted(
+            float(t)
+            for t in stamps
+            if isinstance(t, int | float)
+            and not isinstance(t, bool)
+            and now - self.window_s < t <= now
+        )
+        self._sent.extend(kept[-self.max_requests :])
+
+    def _save(self) -> None:
+        if self.ledger is None:
+            return
+        try:
+            make_private_dirs(self.ledger.parent)
+            write_atomically(self.ledger, json.dumps(list(self._sent)).encode("utf-8"))
+        except OSError as exc:  # pacing goes on in memory; only the next command loses it
+            log.info("cannot keep the request window in %s: %s", self.ledger, exc)
 
 
 @dataclass(frozen=True)

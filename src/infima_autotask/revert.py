@@ -158,6 +158,7 @@ def run_revert(
                     wait=runtime.seams.sleep,
                     progress=progress,
                     notice=notice,
+                    abort=runtime.stopping,
                 )
                 result = writer.write_all(writes)
                 finals.update(result.finals)

@@ -562,6 +562,7 @@ class _Run:
             wait=self.runtime.seams.sleep,
             progress=self.progress,
             notice=self.notice,
+            abort=self.runtime.stopping,
         )
 
     def _plan_others(

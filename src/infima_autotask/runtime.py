@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import smtplib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from infima_autotask.credentials import (
     halo_client_secret,
     infima_api_key,
 )
-from infima_autotask.errors import ConfigError
+from infima_autotask.errors import ConfigError, InfimaAutotaskError
 from infima_autotask.halo import HaloApi, HaloCredentials
 from infima_autotask.http import HttpClient, RetryPolicy, RollingLimit
 from infima_autotask.infima import CountsFile, CountSource, InfimaApi
@@ -70,6 +71,9 @@ class Seams:
     smtp: Callable[..., smtplib.SMTP] | None = None
 
 
+HALO_LEDGER = "halo-requests.json"  # the send times of Halo's rolling window, between commands
+
+
 class Runtime:
     """Config, credentials and API clients for one command, each made on first use."""
 
@@ -91,6 +95,9 @@ class Runtime:
         self._halo: HaloApi | None = None
         self._halo_pacer: RollingLimit | None = None
         self._http: list[HttpClient] = []
+        # Set when Ctrl-C stops the writes: the writers stop, and a request still waiting
+        # for a rate limit is never sent.
+        self.stopping = threading.Event()
 
     @property
     def config(self) -> Config:
@@ -197,7 +204,16 @@ class Runtime:
     def halo_pacer(self) -> RollingLimit:
         """The one rolling window every HaloPSA request of this command waits on."""
         if self._halo_pacer is None:
-            self._halo_pacer = RollingLimit(clock=self.seams.monotonic, sleep=self.seams.sleep)
+            try:
+                ledger: Path | None = self.state_dir() / HALO_LEDGER
+            except InfimaAutotaskError:  # no readable config yet (`connect`): this command only
+                ledger = None
+            self._halo_pacer = RollingLimit(
+                clock=self.seams.monotonic,
+                sleep=self.seams.sleep,
+                cancel=self.stopping,
+                ledger=ledger,
+            )
         return self._halo_pacer
 
     def halo(self) -> HaloApi:

@@ -25,3 +25,4 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"  # refused (4xx, or a 500 with errors): failed, never re-sent
     UNKNOWN = "unknown"  # timeout, connection, 429, 5xx without errors: re-read first
     VERIFIED = "verified"  # read back and shown (the item is final)
+    NOT_SENT = "not sent"  # stopped before it left (Ctrl-C during a rate-limit wait): held

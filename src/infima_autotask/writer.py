@@ -67,11 +67,13 @@ class Writer:
         wait: Callable[[float], object] | None = None,
         progress: Progress | None = None,
         notice: Callable[[str], None] | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
         self.backend = backend
         self.history = history
         self.run_id = run_id
-        self.abort = threading.Event()
+        # Shared with the command's rate limits (``Runtime.stopping``) when given.
+        self.abort = abort or threading.Event()
         # The settle wait before a re-read; ending it early on Ctrl-C is the default's point.
         self.wait = wait or self.abort.wait
         self.progress = progress
@@ -209,6 +211,9 @@ class Writer:
             sent = self.send(write)
             detail = sent.detail
             if sent.outcome is Outcome.SENT:
+                return
+            if sent.outcome is Outcome.NOT_SENT:
+                self._finish(write, HELD, sent.message or detail)
                 return
             if sent.outcome is Outcome.REJECTED and attempt == 2 and sent.repeat:
                 # Refused as a repeat of a write already applied: the first send did land.

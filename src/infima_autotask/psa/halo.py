@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from infima_autotask.config import HALO, ClientMapping
-from infima_autotask.errors import ApiError, ApiRejected, UsageError
+from infima_autotask.errors import ApiError, ApiRejected, RequestNotSent, UsageError
 from infima_autotask.halo.chain import map_command, subscription_problem, successor
 from infima_autotask.halo.client import HaloApi
 from infima_autotask.halo.model import Licence
@@ -179,6 +179,8 @@ class HaloLines:
             self._answers.pop(licence_id, None)
         try:
             answer = self.api.set_count(licence_id, owner, item.target)
+        except RequestNotSent as exc:  # Ctrl-C while it waited for Halo's rate limit
+            return Sent(Outcome.NOT_SENT, exc.message, message=f"{exc.message}; run `sync` again")
         except (ApiRejected, UsageError) as exc:
             errors = exc.errors if isinstance(exc, ApiRejected) else []
             detail = "; ".join([exc.message, *(e for e in errors if e not in exc.message)])
