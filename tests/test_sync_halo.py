@@ -384,23 +384,7 @@ def test_a_halo_read_that_never_recovers_fails_only_its_clients(world):
 def test_an_intent_left_open_by_a_killed_run_is_read_from_halo(world):
     world.write_config(autotask=False, cw=False)
     world.sandbox.halo.licences[LICENCE]["count"] = 14  # the killed run's write landed
-    intent = PlanItem(
-        client_id=KESTREL,
-        client_name="Kestrel Law",
-        contract_id=0,
-        contract_service_id=LICENCE,
-        service_id=0,
-        users=14,
-        target=14,
-        before=12,
-        after=14,
-        change=2,
-        unit_price=None,
-        unit_cost=None,
-        new_unit_cost=None,
-        status="planned",
-        psa="halo",
-    )
+    intent = HALO_ITEM  # the killed run's planned write: 12 -> 14
     state = Path(world.env["INFIMA_AUTOTASK_STATE_DIR"])
     with History(state) as history:
         run_id = history.start_run(

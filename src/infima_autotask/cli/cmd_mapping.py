@@ -409,7 +409,7 @@ def _map_halo(
         said = [result.not_billed] if result.not_billed else []
         emit_json([view.halo_change_document(result.old, result.new, [*said, *result.warnings])])
     else:
-        click.echo("\n".join(view.halo_change_lines(result.old, result.new)))
+        click.echo("\n".join(view.line_change_lines(result.old, result.new)))
     if not changed:
         warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
         return

@@ -470,8 +470,17 @@ def company_rows(result: CompanySearch) -> list[CompanyRow]:
     return [CompanyRow(hit, line) for hit in result.companies for line in (hit.lines or (None,))]
 
 
+# How a count PSA's write lands, as `map` says it under the new line.
+_COUNT_WRITES = {
+    CONNECTWISE: "  ConnectWise keeps no quantity per month: sync sets the addition's quantity "
+    "when it runs (a nightly cron line keeps it current).",
+    HALO: "  HaloPSA keeps no count per month: sync sets the subscription's count when it runs; "
+    "Halo bills it through a recurring-invoice line whose quantity comes from it.",
+}
+
+
 def line_change_lines(old: ClientMapping | None, new: ClientMapping) -> list[str]:
-    """What ``map --psa connectwise`` prints: old and new line, and when writes land."""
+    """What ``map --psa connectwise|halo`` prints: old and new line, and when writes land."""
     head = f"Mapped client {new.client_id}{_named(new.client_name)}"
     if old is None:
         mapped = [f"{head} to {describe(new)}"]
@@ -479,11 +488,7 @@ def line_change_lines(old: ClientMapping | None, new: ClientMapping) -> list[str
         mapped = [f"{head} (unchanged chain): {describe(new)}"]
     else:
         mapped = [f"{head}:", f"  was: {describe(old)}", f"  now: {describe(new)}"]
-    return [
-        *mapped,
-        "  ConnectWise keeps no quantity per month: sync sets the addition's quantity when it "
-        "runs (a nightly cron line keeps it current).",
-    ]
+    return [*mapped, _COUNT_WRITES[new.psa]]
 
 
 def line_change_document(old: ClientMapping | None, new: ClientMapping) -> Row:
@@ -547,22 +552,6 @@ def halo_client_rows(result: ClientSearch) -> list[HaloClientRow]:
     if not result.with_contracts:
         return [HaloClientRow(hit) for hit in result.clients]
     return [HaloClientRow(hit, line) for hit in result.clients for line in (hit.lines or (None,))]
-
-
-def halo_change_lines(old: ClientMapping | None, new: ClientMapping) -> list[str]:
-    """What ``map --psa halo`` prints: old and new line, and when writes land."""
-    head = f"Mapped client {new.client_id}{_named(new.client_name)}"
-    if old is None:
-        mapped = [f"{head} to {describe(new)}"]
-    elif old.psa == new.psa and _chain(old) == _chain(new):
-        mapped = [f"{head} (unchanged chain): {describe(new)}"]
-    else:
-        mapped = [f"{head}:", f"  was: {describe(old)}", f"  now: {describe(new)}"]
-    return [
-        *mapped,
-        "  HaloPSA keeps no count per month: sync sets the subscription's count when it runs; "
-        "Halo bills it through a recurring-invoice line whose quantity comes from it.",
-    ]
 
 
 def halo_change_document(old: ClientMapping | None, new: ClientMapping, warnings: list[str]) -> Row:
