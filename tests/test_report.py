@@ -439,6 +439,20 @@ def test_a_later_revert_run_stands_and_is_marked(invoke, history):
     assert document["totals"]["money_change"] == 0.0
 
 
+def test_a_sync_that_writes_the_line_again_after_a_revert_is_named(invoke, history):
+    """Synced, reverted, then synced again: the row is the last sync's write, and its detail
+    says the revert no longer stands (it named only the revert before)."""
+    sync = sync_run(history, PERIOD, [record(101, "updated", before=10, after=12)])
+    revert = history.start_run(
+        period=PERIOD, dry_run=False, version="0.1.0", kind=REVERT_RUN, reverts=sync
+    )
+    history.record_items(revert, [record(101, "updated", before=12, after=10)])
+    again = sync_run(history, PERIOD, [record(101, "updated", before=10, after=12)])
+    row = report_json(invoke, "--month", PERIOD)["rows"][0]
+    assert (row["status"], row["after"], row["run_id"]) == ("updated", 12, again)
+    assert row["detail"] == f"run {revert} reverted run {sync}; then run {again} wrote it again"
+
+
 def test_a_revert_that_wrote_nothing_on_a_line_is_named_but_the_line_keeps_its_change(
     invoke, history
 ):

@@ -258,22 +258,29 @@ def _speaks_for_line(item: HistoryItem, runs: Mapping[int, RunRecord]) -> bool:
 
 
 def _revert_notes(line: Sequence[HistoryItem], runs: Mapping[int, RunRecord]) -> list[str]:
-    """``run 9 reverted run 7`` for each revert that wrote on the line; the latest item's
-    revert run is named even when it wrote nothing there (its message says why)."""
+    """``run 9 reverted run 7`` for each revert that wrote on the line, and ``then run 12
+    wrote it again`` when a sync wrote it after; the latest item's revert run is named even
+    when it wrote nothing there (its message says why)."""
     notes: list[str] = []
+    again: int | None = None  # a sync that wrote the line after the last revert that did
     for item in line:
         run = runs.get(item.run_id)
         if run is None or run.kind != REVERT_RUN:
+            if notes and item.status == UPDATED:
+                again = item.run_id
             continue
         undone = f"run {run.reverts}" if run.reverts is not None else "an earlier run"
         if item.status == UPDATED:
             note = f"run {run.id} reverted {undone}"
+            again = None
         elif item is line[-1]:
             note = f"run {run.id}, a revert of {undone}, left it as it was ({item.message})"
         else:
             continue
         if note not in notes:
             notes.append(note)
+    if again is not None:  # the revert no longer stands: say which run wrote the line since
+        notes.append(f"then run {again} wrote it again")
     return notes
 
 
