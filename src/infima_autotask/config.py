@@ -316,6 +316,11 @@ _NOT_FOR: dict[str, dict[str, str]] = {
 }
 
 
+def not_for(psa: str, key: str) -> str | None:
+    """Why the override ``key`` means nothing on ``psa`` (None: it applies)."""
+    return _NOT_FOR[psa].get(key)
+
+
 def line_key(psa: str, field_name: str) -> str:
     """The file's word for a line field on ``psa`` (``contract_service_id`` is ConnectWise's
     ``addition_id``)."""

@@ -25,9 +25,19 @@ from infima_autotask.cli._common import (
     warn,
 )
 from infima_autotask.cli.tables import emit_table
-from infima_autotask.config import AUTOTASK, CONNECTWISE, HALO, Config, save_config
+from infima_autotask.config import (
+    AUTOTASK,
+    CONNECTWISE,
+    HALO,
+    PSA_NAMES,
+    ClientMapping,
+    Config,
+    not_for,
+    save_config,
+)
 from infima_autotask.connectwise import mapping as cw
 from infima_autotask.halo import mapping as halo
+from infima_autotask.runtime import Runtime
 from infima_autotask.whole_number import WholeNumberError, parse_whole
 
 _HOW_TO_MAP = (
@@ -295,23 +305,7 @@ def _map_connectwise(
     """``map --psa connectwise``: the chain checked live, as for Autotask."""
     runtime = get_runtime()
     config = runtime.config
-    if from_csv is not None:
-        raise click.UsageError(
-            "--from-csv maps Autotask lines only; map ConnectWise clients one by one."
-        )
-    if given["contract_id"] is not None or given["contract_service_id"] is not None:
-        raise click.UsageError(
-            "--contract and --contract-service are Autotask's; ConnectWise takes --agreement "
-            "and --addition."
-        )
-    if given["prorate"] is not None:
-        raise click.UsageError(
-            "--prorate does not apply to ConnectWise: it keeps no billing periods to prorate."
-        )
-    if given["client_id"] is None or given["account_id"] is None:
-        raise click.UsageError("Give CLIENT_ID and --account (the ConnectWise company ID).")
-    if given["account_id"] == 0:
-        raise click.UsageError("--account: 0 is not a ConnectWise company ID (they start at 1).")
+    _check_count_psa_options(CONNECTWISE, from_csv, given)
     pick = _pick if _common.can_prompt() else None
     result = cw.map_line(
         config,
@@ -332,21 +326,8 @@ def _map_connectwise(
         say=warn if pick else None,
     )
     _notes_and_warnings(result.notes, result.warnings, said=pick is not None)
-    changed = result.old != result.new
-    if changed:
-        save_config(result.config, runtime.config_path)
-        runtime.set_config(result.config)
-    if as_json:
-        emit_json([view.line_change_document(result.old, result.new)])
-    else:
-        click.echo("\n".join(view.line_change_lines(result.old, result.new)))
-    if not changed:
-        warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
-        return
-    warn(
-        f"Config saved to {runtime.config_path} (1 changed, "
-        f"{_mappings(len(result.config.mappings))} in all)."
-    )
+    document = view.line_change_document(result.old, result.new)
+    _save_one(runtime, result.config, result.old, result.new, document if as_json else None)
 
 
 def _map_halo(
@@ -356,27 +337,7 @@ def _map_halo(
     check is a warning, never a refusal. Nothing is sent to Halo."""
     runtime = get_runtime()
     config = runtime.config
-    if from_csv is not None:
-        raise click.UsageError(
-            "--from-csv maps Autotask lines only; map HaloPSA clients one by one."
-        )
-    if given["contract_id"] is not None or given["contract_service_id"] is not None:
-        raise click.UsageError(
-            "--contract and --contract-service are Autotask's; HaloPSA takes --subscription."
-        )
-    if given["prorate"] is not None:
-        raise click.UsageError(
-            "--prorate does not apply to HaloPSA: it keeps no billing periods to prorate."
-        )
-    if given["unit_cost"] is not None:
-        raise click.UsageError(
-            "--unit-cost does not apply to HaloPSA: a Halo subscription has no unit cost to "
-            "overwrite."
-        )
-    if given["client_id"] is None or given["account_id"] is None:
-        raise click.UsageError("Give CLIENT_ID and --account (the HaloPSA client ID).")
-    if given["account_id"] == 0:
-        raise click.UsageError("--account: 0 is not a HaloPSA client ID (they start at 1).")
+    _check_count_psa_options(HALO, from_csv, given)
     pick = _pick if _common.can_prompt() else None
     result = halo.map_subscription(
         config,
@@ -401,21 +362,60 @@ def _map_halo(
         # Halo's manual step: said, never asked about (the mapping is right; the invoice is not).
         warn(f"Warning: subscription {result.new.contract_service_id}: {result.not_billed}.")
     _notes_and_warnings([], result.warnings, said=True)
-    changed = result.old != result.new
+    said = [result.not_billed] if result.not_billed else []
+    document = view.halo_change_document(result.old, result.new, [*said, *result.warnings])
+    _save_one(runtime, result.config, result.old, result.new, document if as_json else None)
+
+
+# How each PSA whose line holds one count names its line and account in `map`'s options.
+_LINE_OPTIONS = {CONNECTWISE: "--agreement and --addition", HALO: "--subscription"}
+_ACCOUNT = {CONNECTWISE: "company", HALO: "client"}
+
+
+def _check_count_psa_options(psa: str, from_csv: Path | None, given: dict[str, Any]) -> None:
+    """The options `map` refuses on a PSA whose line holds one count, each with its reason."""
+    name = PSA_NAMES[psa]
+    if from_csv is not None:
+        raise click.UsageError(
+            f"--from-csv maps Autotask lines only; map {name} clients one by one."
+        )
+    if given["contract_id"] is not None or given["contract_service_id"] is not None:
+        raise click.UsageError(
+            f"--contract and --contract-service are Autotask's; {name} takes {_LINE_OPTIONS[psa]}."
+        )
+    for key, option in (("prorate", "--prorate"), ("unit_cost", "--unit-cost")):
+        reason = not_for(psa, key)
+        if given[key] is not None and reason is not None:
+            raise click.UsageError(f"{option} does not apply to {name}: {reason}.")
+    what = f"{name} {_ACCOUNT[psa]} ID"
+    if given["client_id"] is None or given["account_id"] is None:
+        raise click.UsageError(f"Give CLIENT_ID and --account (the {what}).")
+    if given["account_id"] == 0:
+        raise click.UsageError(f"--account: 0 is not a {what} (they start at 1).")
+
+
+def _save_one(
+    runtime: Runtime,
+    config: Config,
+    old: ClientMapping | None,
+    new: ClientMapping,
+    document: dict[str, Any] | None,
+) -> None:
+    """Save one re-mapped client of a count PSA and say so (``document``: the --json one)."""
+    changed = old != new
     if changed:
-        save_config(result.config, runtime.config_path)
-        runtime.set_config(result.config)
-    if as_json:
-        said = [result.not_billed] if result.not_billed else []
-        emit_json([view.halo_change_document(result.old, result.new, [*said, *result.warnings])])
+        save_config(config, runtime.config_path)
+        runtime.set_config(config)
+    if document is not None:
+        emit_json([document])
     else:
-        click.echo("\n".join(view.line_change_lines(result.old, result.new)))
+        click.echo("\n".join(view.line_change_lines(old, new)))
     if not changed:
         warn(f"Nothing changed: the config already maps it so ({runtime.config_path}).")
         return
     warn(
         f"Config saved to {runtime.config_path} (1 changed, "
-        f"{_mappings(len(result.config.mappings))} in all)."
+        f"{_mappings(len(config.mappings))} in all)."
     )
 
 
