@@ -33,6 +33,7 @@ from infima_autotask.errors import (
     BadResponseError,
     RequestNotSent,
     UnsafeUrlError,
+    UsageError,
 )
 from infima_autotask.fsutil import make_private_dirs, write_atomically
 
@@ -124,6 +125,51 @@ def check_url_safe(url: str) -> None:
         f"Refusing to send credentials to {parts.scheme}://{host or '?'}: only https, or http to "
         "this machine (127.0.0.1, localhost), is allowed. Fix the URL in the config or environment."
     )
+
+
+@dataclass(frozen=True)
+class TypedAddress:
+    """A web address as the operator typed it, taken apart (host lower-case)."""
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+
+    def origin(self, host: str | None = None) -> str:
+        """``scheme://host[:port]``, with ``host`` in place of the typed one when given.
+
+        Raises:
+            UnsafeUrlError: plain http off this machine.
+        """
+        name = host or self.host
+        netloc = f"[{name}]" if ":" in name else name
+        origin = f"{self.scheme}://{netloc}{f':{self.port}' if self.port else ''}"
+        check_url_safe(origin + "/")
+        return origin
+
+
+def typed_address(text: str, *, empty: str, malformed: str) -> TypedAddress:
+    """What an operator typed as a site or URL: no scheme means https; a user or password
+    in it, no host or a bad port is refused (``empty``/``malformed``: the error texts).
+
+    Raises:
+        UsageError: an empty or malformed address.
+    """
+    typed = text.strip()
+    if not typed:
+        raise UsageError(empty)
+    if "://" not in typed:
+        typed = "https://" + typed
+    try:
+        parts = urlsplit(typed)
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        host, port = "", None
+    if not host or parts.username is not None or parts.password is not None:
+        raise UsageError(malformed)
+    return TypedAddress(parts.scheme.lower(), host, port, parts.path)
 
 
 @dataclass(frozen=True)

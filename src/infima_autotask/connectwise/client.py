@@ -44,7 +44,12 @@ from infima_autotask.errors import (
     UnsafeUrlError,
     UsageError,
 )
-from infima_autotask.http import Answer, HttpClient, check_url_safe, register_secret
+from infima_autotask.http import (
+    Answer,
+    HttpClient,
+    register_secret,
+    typed_address,
+)
 from infima_autotask.whole_number import MAX_INT
 
 log = logging.getLogger(__name__)
@@ -106,30 +111,14 @@ def site_origin(site: str) -> str:
         UsageError: an empty or malformed site.
         UnsafeUrlError: plain http off this machine.
     """
-    text = site.strip()
-    if not text:
-        raise UsageError(
-            "The ConnectWise site is empty. Use the host you log in to, e.g. "
-            "na.myconnectwise.net, or your on-premises server's host."
-        )
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        parts = urlsplit(text)
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        host, port = "", None
-    if not host or parts.username is not None or parts.password is not None:
-        raise UsageError(
-            f"The ConnectWise site {site.strip()[:100]!r} is not a host name. Use the host you "
-            "log in to, e.g. na.myconnectwise.net."
-        )
-    host = CLOUD_API_HOSTS.get(host, host)
-    netloc = f"[{host}]" if ":" in host else host
-    origin = f"{parts.scheme.lower()}://{netloc}{f':{port}' if port else ''}"
-    check_url_safe(origin + "/")
-    return origin
+    address = typed_address(
+        site,
+        empty="The ConnectWise site is empty. Use the host you log in to, e.g. "
+        "na.myconnectwise.net, or your on-premises server's host.",
+        malformed=f"The ConnectWise site {site.strip()[:100]!r} is not a host name. Use the "
+        "host you log in to, e.g. na.myconnectwise.net.",
+    )
+    return address.origin(CLOUD_API_HOSTS.get(address.host, address.host))
 
 
 def _codebase(value: Any) -> str | None:

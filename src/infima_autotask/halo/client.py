@@ -25,7 +25,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 
@@ -43,7 +42,14 @@ from infima_autotask.halo.model import (
     parse_licence,
     parse_recurring_lines,
 )
-from infima_autotask.http import Answer, HttpClient, RollingLimit, check_url_safe, register_secret
+from infima_autotask.http import (
+    Answer,
+    HttpClient,
+    RollingLimit,
+    check_url_safe,
+    register_secret,
+    typed_address,
+)
 from infima_autotask.whole_number import MAX_INT
 
 log = logging.getLogger(__name__)
@@ -85,31 +91,16 @@ def halo_base(url: str) -> str:
         UsageError: an empty or malformed URL.
         UnsafeUrlError: plain http off this machine.
     """
-    text = url.strip()
-    if not text:
-        raise UsageError(
-            "The HaloPSA URL is empty. Use your Halo web address, e.g. https://acme.halopsa.com."
-        )
-    if "://" not in text:
-        text = "https://" + text
-    try:
-        parts = urlsplit(text)
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        host, port = "", None
-    if not host or parts.username is not None or parts.password is not None:
-        raise UsageError(
-            f"The HaloPSA URL {url.strip()[:100]!r} is not a web address. Use your Halo web "
-            "address, e.g. https://acme.halopsa.com."
-        )
-    path = parts.path.rstrip("/")
+    address = typed_address(
+        url,
+        empty="The HaloPSA URL is empty. Use your Halo web address, e.g. https://acme.halopsa.com.",
+        malformed=f"The HaloPSA URL {url.strip()[:100]!r} is not a web address. Use your Halo "
+        "web address, e.g. https://acme.halopsa.com.",
+    )
+    path = address.path.rstrip("/")
     if path.lower().endswith("/api"):
         path = path[: -len("/api")]
-    netloc = f"[{host}]" if ":" in host else host
-    base = f"{parts.scheme.lower()}://{netloc}{f':{port}' if port else ''}{path}"
-    check_url_safe(base + "/")
-    return base
+    return address.origin() + path
 
 
 def error_text(body: Any, raw: str) -> str:
