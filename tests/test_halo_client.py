@@ -628,7 +628,7 @@ def test_debug_logs_and_errors_never_carry_the_secret_or_a_token(http, fake, req
     assert SECRET not in repr(CREDS)
 
 
-# --- against the loopback simulator (HALO_WIRE's other side) -------------------------------
+# --- against the loopback simulator (the same protocol's other side) ----------------------
 
 
 @pytest.mark.parametrize("hosted", [False, True])

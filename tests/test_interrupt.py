@@ -141,3 +141,63 @@ def test_a_signal_during_the_wait_after_an_unknown_outcome_never_resends(month_o
     with sqlite3.connect(state / "history.sqlite3") as db:
         open_intents = db.execute("SELECT COUNT(*) FROM items WHERE status = 'writing'")
         assert open_intents.fetchone()[0] == 1  # the next run re-reads it first
+
+
+# --- HaloPSA: a write waiting its turn under the rate limit -------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_halo_write_waits_for_the_rate_limit_sends_it_never(tmp_path, signum):
+    """The last command used up Halo's window (287 of 290 slots, kept in the state folder on
+    the system's monotonic clock, which every process shares): this run's token and reads
+    take the last three, and its one write waits up to five minutes for a slot. A real
+    signal ends that wait at once: exit 130, the write is never sent and the subscription
+    keeps its count; once the window is free, the next run writes it, once."""
+    import json as json_module
+
+    from infima_autotask.runtime import HALO_LEDGER
+    from infima_autotask.sandbox import halo_data
+
+    licence = halo_data.KESTREL_LICENCE_ID
+    with Sandbox() as sb:
+        state = tmp_path / "state"
+        state.mkdir()
+        ledger = state / HALO_LEDGER
+        ledger.write_text(json_module.dumps([time.monotonic()] * 287), encoding="utf-8")
+        config = tmp_path / "config.yaml"
+        doc = {
+            "version": 2,
+            "halo": {"url": sb.halo_url, "tenant": None, "client_id": sb.halo_client_id},
+            "mappings": [halo_data.seed_mapping()],
+        }
+        config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+        env = {
+            **subprocess_env(tmp_path / "home"),
+            **env_for(sb, state),
+            "INFIMA_AUTOTASK_CONFIG": str(config),
+            "INFIMA_HALO_CLIENT_SECRET": sb.halo_client_secret,
+        }
+        proc = spawn(env)
+        deadline = time.monotonic() + 60
+        while not [r for r in sb.requests if r.path.startswith("/api/SoftwareLicence")]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the subscriptions were never read"
+            time.sleep(0.01)
+        time.sleep(1.0)  # the write is now waiting for a slot (minutes away)
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, out + err
+        assert time.monotonic() - sent < 10  # not the five-minute wait
+        assert "Traceback" not in err and "Interrupted" in err
+        assert not [r for r in sb.requests if r.method == "POST" and "/api/" in r.path]
+        assert sb.halo.count(licence) == 12 and sb.halo.updates == []
+
+        ledger.write_text("[]", encoding="utf-8")  # five minutes later, as it were
+        again = subprocess.run(
+            [str(EXE), "sync"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert sb.halo.count(licence) == 14
+        assert [u["licence_id"] for u in sb.halo.updates] == [licence]
+        assert sb.halo.creates == []

@@ -1,7 +1,7 @@
-"""The HaloPSA simulator over real loopback HTTP with plain ``requests`` (HALO_WIRE's
-protocol): authinfo and the token (tenant, secret, scopes, expiry), paging, search, the
-POST's update and create semantics, count validation, the rolling rate window, faults, the
-concurrent writer, recurring-invoice lines and the request log."""
+"""The HaloPSA simulator over real loopback HTTP with plain ``requests`` (the protocol the
+tool's client speaks): authinfo and the token (tenant, secret, scopes, expiry), paging,
+search, the POST's update and create semantics, count validation, the rolling rate window,
+faults, the concurrent writer, recurring-invoice lines and the request log."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """HaloPSA REST client: OAuth2 client credentials, paging, pacing, one kind of write.
 
 Facts and sources: ``PSA_CONNECTWISE_HALO.md`` §2; the simulator (``sandbox/halo.py``) serves
-the same wire protocol (``HALO_WIRE.md``). Every request goes through :class:`HttpClient`
+the same wire protocol, described there. Every request goes through :class:`HttpClient`
 (timeouts, read retries honouring ``Retry-After``, URL safety, redaction), paced by a
 :class:`RollingLimit` that keeps a run under hosted Halo's 300 requests per rolling 5 minutes
 (authinfo, token and every retry attempt included).
@@ -104,7 +104,7 @@ def halo_base(url: str) -> str:
 
 
 def error_text(body: Any, raw: str) -> str:
-    """An error answer's text as Halo sends it (``HALO_WIRE.md``, "Errors"): a JSON string, an
+    """An error answer's text as Halo sends it (UNCONFIRMED shape): a JSON string, an
     object's ``errors``, ``error_description``, ``message`` or ``ClassName``/``Message``,
     else the raw text; trimmed to 300 characters."""
     text = ""

@@ -1,6 +1,6 @@
 """A loopback simulator of the parts of the HaloPSA API the tool uses.
 
-It serves the wire protocol agreed in ``HALO_WIRE.md`` (facts: ``PSA_CONNECTWISE_HALO.md``
+It serves the wire protocol the tool's client speaks (facts: ``PSA_CONNECTWISE_HALO.md``
 §2 and §4.6): ``GET /api/authinfo``; ``POST /auth/token`` with a client-credentials form
 (``?tenant=`` when ``hosted``), scopes granted as the application allows; a bearer token on
 every ``/api`` call (401 when missing, unknown or expired) and the scope each call needs (403);
